@@ -1,0 +1,42 @@
+# Troupe: two commands on a fresh machine — `make run` and `make test`.
+SHELL := /bin/bash
+CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TARGET_DIR
+TROUPE := $(CARGO_TARGET_DIR)/release/troupe
+DATA_DIR ?= .troupe
+LISTEN ?= 127.0.0.1:8080
+
+.PHONY: setup functions build run test bench fmt lint clean
+
+## setup: toolchain target and function components (idempotent)
+setup: functions
+
+functions:
+	@./scripts/build-functions.sh
+
+build: setup
+	cargo build --release --locked -p troupe-cli
+
+## run: the main job on the embedded default
+run: build
+	$(TROUPE) up --data-dir $(DATA_DIR) --listen $(LISTEN) --manifest spin.toml
+
+## test: every test (builds what it needs first)
+test: build
+	cargo build --release --locked --workspace --all-targets
+	cargo test --release --locked --workspace --no-fail-fast
+
+bench: build
+	cargo bench --locked -p troupe-local --bench queue
+	cargo bench --locked -p troupe-host --bench dispatch
+	./scripts/bench-http.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
+clean:
+	rm -rf target functions/target functions/dist

@@ -1,0 +1,164 @@
+//! `troupe`: run the pipeline on the embedded backends, and look after dead letters.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use troupe_core::{DeadLetters as _, Queue as _};
+use troupe_host::{App, Backends, Host, Options};
+use troupe_local::Local;
+
+/// Troupe: a choreographed document-AI pipeline of WebAssembly functions.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the embedded backends keep their data.
+#[derive(Debug, clap::Args)]
+struct DataDir {
+    /// Directory for the SQLite database, blobs and compiled components.
+    #[arg(long, env = "TROUPE_DATA_DIR", default_value = ".troupe")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything in one process on the embedded backends: HTTP routes, queue,
+    /// blob and cron triggers.
+    Up {
+        #[command(flatten)]
+        data: DataDir,
+        /// Address of the HTTP listener (API, /health, /metrics).
+        #[arg(long, env = "TROUPE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The application manifest.
+        #[arg(long, env = "TROUPE_MANIFEST", default_value = "spin.toml")]
+        manifest: PathBuf,
+        /// Enqueue every message twice, to prove handlers idempotent (testing only).
+        #[arg(long, env = "TROUPE_DUPLICATE_DELIVERIES", hide = true)]
+        duplicate_deliveries: bool,
+    },
+    /// Inspect and redrive dead-letter queues.
+    Dlq {
+        #[command(flatten)]
+        data: DataDir,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// List dead letters of one subscription, or counts for every subscription.
+    List {
+        /// Subscription (queue) name; omit for a summary of all.
+        subscription: Option<String>,
+        /// At most this many messages.
+        #[arg(long, env = "TROUPE_DLQ_LIMIT", default_value_t = 100)]
+        limit: usize,
+    },
+    /// Move every dead letter of a subscription back onto its queue.
+    Redrive {
+        /// Subscription (queue) name.
+        subscription: String,
+    },
+}
+
+fn backends(local: &Local) -> Backends {
+    Backends {
+        queue: Arc::new(local.queue.clone()),
+        dead_letters: Arc::new(local.queue.clone()),
+        blobs: Arc::new(local.blobs.clone()),
+        state: Arc::new(local.state.clone()),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn up(data_dir: PathBuf, listen: SocketAddr, manifest: PathBuf, duplicate: bool) -> Result<()> {
+    let app = App::load(&manifest)?;
+    let options = troupe_local::Options { duplicate_deliveries: duplicate, ..Default::default() };
+    let local = Local::open_with(&data_dir, options)
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    let host = Host::new(app, backends(&local), Options { cache_dir: Some(data_dir.join("cache")) }).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}: is another troupe running? pass --listen"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %data_dir.display(), "troupe is up");
+    println!("troupe listening on http://{addr}");
+    host.run(listener, shutdown_signal()).await
+}
+
+async fn dlq(data_dir: PathBuf, action: DlqAction) -> Result<()> {
+    if !data_dir.join("troupe.db").is_file() {
+        anyhow::bail!("no Troupe data in {}: pass --data-dir (or TROUPE_DATA_DIR)", data_dir.display());
+    }
+    let local = Local::open(&data_dir)?;
+    match action {
+        DlqAction::List { subscription: Some(name), limit } => {
+            let letters = local.queue.dead_letters(&name, limit).await?;
+            println!("{}", serde_json::to_string_pretty(&letters)?);
+        }
+        DlqAction::List { subscription: None, .. } => {
+            let mut summary = Vec::new();
+            for s in local.queue.subscriptions().await? {
+                let depth = local.queue.depth(&s.name).await?;
+                summary.push(serde_json::json!({"subscription": s.name, "topic": s.topic, "dead": depth.dead, "ready": depth.ready, "in_flight": depth.in_flight}));
+            }
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        DlqAction::Redrive { subscription } => {
+            let n = local.queue.redrive(&subscription).await?;
+            println!("redrove {n} message(s) back to `{subscription}`");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TROUPE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up { data, listen, manifest, duplicate_deliveries } => {
+            up(data.data_dir, listen, manifest, duplicate_deliveries).await
+        }
+        Command::Dlq { data, action } => dlq(data.data_dir, action).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

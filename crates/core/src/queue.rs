@@ -1,0 +1,245 @@
+//! Durable queues, topics that fan out to subscriptions, and dead letters.
+//!
+//! Delivery is at-least-once. A received message is leased for the subscription's
+//! visibility timeout; it is then acked, retried (after an explicit delay or the
+//! backoff with full jitter), rejected (dead-lettered at once with a reason code), or
+//! left to expire (and redelivered). A message delivered `max_deliveries` times without
+//! an ack is dead-lettered with reason [`REASON_MAX_DELIVERIES`] and its last error.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// Dead-letter reason for a message that used up its deliveries.
+pub const REASON_MAX_DELIVERIES: &str = "max_deliveries";
+
+/// How a subscription's queue delivers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryPolicy {
+    /// How long a received message stays invisible to other receivers.
+    pub visibility_timeout: Duration,
+    /// Deliveries before the message is dead-lettered.
+    pub max_deliveries: u32,
+    /// First retry's backoff cap; doubles per delivery.
+    pub backoff_base: Duration,
+    /// Largest backoff cap.
+    pub backoff_max: Duration,
+    /// A message id seen within this window is not enqueued again.
+    pub dedupe_window: Duration,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        Self {
+            visibility_timeout: Duration::from_secs(30),
+            max_deliveries: 5,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(60),
+            dedupe_window: Duration::from_secs(300),
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    /// The upper bound of the backoff before delivery number `deliveries + 1`:
+    /// `min(backoff_max, backoff_base * 2^(deliveries - 1))`.
+    pub fn backoff_cap(&self, deliveries: u32) -> Duration {
+        let exp = deliveries.saturating_sub(1).min(30);
+        self.backoff_base
+            .saturating_mul(1u32 << exp)
+            .min(self.backoff_max)
+    }
+
+    /// Backoff with full jitter: uniform in `[0, backoff_cap(deliveries)]`.
+    pub fn backoff(&self, deliveries: u32, rng: &mut impl Rng) -> Duration {
+        let cap = u64::try_from(self.backoff_cap(deliveries).as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rng.random_range(0..=cap))
+    }
+}
+
+/// A topic subscription: messages published to `topic` (whose subject starts with
+/// `subject_prefix`, when set) are copied into the queue named `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Queue name, unique in the app.
+    pub name: String,
+    /// The topic it listens to.
+    pub topic: String,
+    /// Only messages whose subject starts with this.
+    pub subject_prefix: Option<String>,
+    /// Delivery settings.
+    pub policy: DeliveryPolicy,
+}
+
+/// A message to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Dedupe key (the event id).
+    pub id: String,
+    /// Subscription filters match on it (the event subject).
+    pub subject: Option<String>,
+    /// Opaque body (a CloudEvent's JSON).
+    pub body: Vec<u8>,
+    /// Not deliverable before this delay has passed.
+    pub delay: Duration,
+}
+
+impl Message {
+    /// A message carrying a CloudEvent.
+    pub fn from_event(event: &crate::Event) -> Self {
+        Self {
+            id: event.id.clone(),
+            subject: event.subject.clone(),
+            body: event.to_json(),
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Proof of a lease, needed to settle a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// Backend-specific handle (row and lease token; an SQS receipt handle).
+    pub handle: String,
+    /// The message id, for errors and logs.
+    pub message_id: String,
+}
+
+/// A leased message.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Settle with this.
+    pub receipt: Receipt,
+    /// The message id.
+    pub id: String,
+    /// The body as sent.
+    pub body: Vec<u8>,
+    /// 1 on first delivery.
+    pub deliveries: u32,
+    /// Milliseconds since the epoch when it was enqueued.
+    pub enqueued_at_ms: u64,
+}
+
+/// What a retry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Redelivered after this delay.
+    Scheduled(Duration),
+    /// Deliveries used up: dead-lettered.
+    DeadLettered,
+}
+
+/// Messages in a queue, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Depth {
+    /// Deliverable now.
+    pub ready: u64,
+    /// Leased or delayed.
+    pub in_flight: u64,
+    /// In the dead-letter queue.
+    pub dead: u64,
+}
+
+/// A dead-lettered message.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// The message id.
+    pub id: String,
+    /// Reason code (`max_deliveries` or a handler's rejection code).
+    pub reason: String,
+    /// Last error or rejection detail.
+    pub last_error: Option<String>,
+    /// Deliveries made.
+    pub deliveries: u32,
+    /// When it was dead-lettered (ms since the epoch).
+    pub dead_at_ms: u64,
+    /// The body, lossily as UTF-8 for display.
+    pub body: String,
+}
+
+/// Durable queues with topics.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Creates or updates a subscription (and its queue).
+    async fn subscribe(&self, subscription: &Subscription) -> Result<()>;
+    /// Every subscription, by name.
+    async fn subscriptions(&self) -> Result<Vec<Subscription>>;
+    /// Copies each message into every matching subscription's queue, atomically;
+    /// returns how many copies were enqueued (duplicates inside a dedupe window and
+    /// non-matching subscriptions do not count).
+    async fn publish(&self, topic: &str, messages: &[Message]) -> Result<usize>;
+    /// Enqueues directly into one queue; returns how many were new.
+    async fn send(&self, queue: &str, messages: &[Message]) -> Result<usize>;
+    /// Leases up to `max` deliverable messages, waiting up to `wait` for the first.
+    async fn receive(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Delivery>>;
+    /// Settles deliveries as done.
+    async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()>;
+    /// Redelivers later: after `delay`, or the policy's backoff when `None`; dead-letters
+    /// when deliveries are used up.
+    async fn retry(
+        &self,
+        queue: &str,
+        receipt: &Receipt,
+        delay: Option<Duration>,
+        error: &str,
+    ) -> Result<RetryOutcome>;
+    /// Dead-letters at once with a reason code.
+    async fn reject(&self, queue: &str, receipt: &Receipt, reason: &str, detail: &str)
+    -> Result<()>;
+    /// Counts by state.
+    async fn depth(&self, queue: &str) -> Result<Depth>;
+    /// Whether the backend answers.
+    async fn health(&self) -> Result<()>;
+}
+
+/// Inspecting and redriving dead letters.
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// Up to `limit` dead letters of `queue`, oldest first.
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>>;
+    /// Moves every dead letter of `queue` back to it with fresh deliveries; returns how
+    /// many moved.
+    async fn redrive(&self, queue: &str) -> Result<usize>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_cap_doubles_then_saturates() {
+        let p = DeliveryPolicy {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(1000),
+            ..DeliveryPolicy::default()
+        };
+        let caps: Vec<u128> = (1..=6).map(|d| p.backoff_cap(d).as_millis()).collect();
+        assert_eq!(caps, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(p.backoff_cap(u32::MAX), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn full_jitter_stays_within_cap_and_spreads() {
+        let p = DeliveryPolicy {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            ..DeliveryPolicy::default()
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for deliveries in 1..=5 {
+            let cap = p.backoff_cap(deliveries);
+            let samples: Vec<Duration> = (0..500).map(|_| p.backoff(deliveries, &mut rng)).collect();
+            assert!(samples.iter().all(|d| *d <= cap));
+            let mean = samples.iter().sum::<Duration>() / 500;
+            // Uniform on [0, cap]: the mean sits near cap / 2.
+            assert!(mean > cap * 2 / 5 && mean < cap * 3 / 5, "{deliveries}: {mean:?} vs {cap:?}");
+            let distinct: std::collections::BTreeSet<_> = samples.iter().collect();
+            assert!(distinct.len() > 20, "jitter must spread delays");
+        }
+    }
+}

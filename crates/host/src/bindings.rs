@@ -1,0 +1,55 @@
+//! Host-side bindings of the `troupe:pipeline` WIT package (`wit/` at the repo root).
+
+mod generated {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "event-function",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}
+
+pub use generated::EventFunctionPre;
+pub use generated::troupe::pipeline::types::{Error as GuestError, Event as GuestEvent, Outcome, Rejection};
+pub use generated::troupe::pipeline::{blobs, config, logging, publisher, state, types};
+
+use wasmtime::component::{HasSelf, Linker};
+
+/// Adds every `troupe:pipeline` import to `linker`, served by the store's [`crate::store::Ctx`].
+pub fn add_to_linker(linker: &mut Linker<crate::store::Ctx>) -> wasmtime::Result<()> {
+    generated::EventFunction::add_to_linker::<_, HasSelf<_>>(linker, |c| c)
+}
+
+impl From<troupe_core::Event> for GuestEvent {
+    fn from(e: troupe_core::Event) -> Self {
+        Self {
+            id: e.id,
+            source: e.source,
+            type_: e.ty,
+            subject: e.subject,
+            time: e.time,
+            datacontenttype: e.datacontenttype,
+            data: e.data,
+            tenant: e.tenant,
+            session: e.session,
+            traceparent: e.traceparent,
+        }
+    }
+}
+
+impl From<GuestEvent> for troupe_core::Event {
+    fn from(e: GuestEvent) -> Self {
+        Self {
+            id: e.id,
+            source: e.source,
+            ty: e.type_,
+            subject: e.subject,
+            time: e.time,
+            datacontenttype: e.datacontenttype,
+            data: e.data,
+            tenant: e.tenant,
+            session: e.session,
+            traceparent: e.traceparent,
+        }
+    }
+}

@@ -1,0 +1,699 @@
+//! `spin.toml` (Spin manifest v2): components, their triggers and Troupe's per-component
+//! limits, with errors that name the file and the field.
+//!
+//! Troupe reads the standard v2 layout — `[application]`, `[variables]`,
+//! `[[trigger.<type>]]`, `[component.<id>]` — and keeps its own settings where Spin
+//! keeps tool settings, `[component.<id>.tool.troupe]`, so the same file stays valid
+//! for `spin up`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use troupe_core::DeliveryPolicy;
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The manifest path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a field has the wrong shape.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The manifest path.
+        path: PathBuf,
+        /// toml's message: line, column, field and what was expected.
+        message: String,
+    },
+    /// A field's value is not acceptable.
+    #[error("{path}: field `{field}`: {why}")]
+    Invalid {
+        /// The manifest path.
+        path: PathBuf,
+        /// Dotted path of the field, e.g. `component.hello.source`.
+        field: String,
+        /// What is wrong and what to do.
+        why: String,
+    },
+}
+
+/// Result with [`ManifestError`].
+pub type Result<T, E = ManifestError> = std::result::Result<T, E>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    spin_manifest_version: u32,
+    application: RawApplication,
+    #[serde(default)]
+    variables: BTreeMap<String, RawVariable>,
+    #[serde(default)]
+    trigger: RawTriggers,
+    #[serde(default)]
+    component: BTreeMap<String, RawComponent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApplication {
+    name: String,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    authors: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariable {
+    #[serde(default)]
+    default: Option<String>,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    secret: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTriggers {
+    #[serde(default)]
+    http: Vec<RawHttpTrigger>,
+    #[serde(default)]
+    queue: Vec<RawQueueTrigger>,
+    #[serde(default)]
+    blob: Vec<RawBlobTrigger>,
+    #[serde(default)]
+    cron: Vec<RawCronTrigger>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpTrigger {
+    route: String,
+    component: String,
+    #[serde(default)]
+    executor: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    #[serde(default)]
+    batch_size: Option<usize>,
+    #[serde(default)]
+    visibility_timeout_ms: Option<u64>,
+    #[serde(default)]
+    max_deliveries: Option<u32>,
+    #[serde(default)]
+    backoff_base_ms: Option<u64>,
+    #[serde(default)]
+    backoff_max_ms: Option<u64>,
+    #[serde(default)]
+    dedupe_window_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueueTrigger {
+    topic: String,
+    component: String,
+    #[serde(default)]
+    subscription: Option<String>,
+    #[serde(flatten)]
+    delivery: RawDelivery,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlobTrigger {
+    bucket: String,
+    component: String,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    subscription: Option<String>,
+    #[serde(flatten)]
+    delivery: RawDelivery,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCronTrigger {
+    schedule: String,
+    component: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    source: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+    #[serde(default)]
+    build: Option<toml::Value>,
+    #[serde(default)]
+    tool: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    memory_limit_mb: Option<u64>,
+    #[serde(default)]
+    max_concurrency: Option<usize>,
+}
+
+/// A loaded, validated application.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// `application.name`.
+    pub name: String,
+    /// The manifest's path, for messages.
+    pub path: PathBuf,
+    /// Components by id.
+    pub components: BTreeMap<String, ComponentDef>,
+    /// `trigger.http`, in manifest order.
+    pub http: Vec<HttpTrigger>,
+    /// `trigger.queue` and `trigger.blob`, both consumed from a subscription.
+    pub subscriptions: Vec<SubscriptionTrigger>,
+    /// `trigger.cron`.
+    pub cron: Vec<CronTrigger>,
+}
+
+/// One component and its sandbox limits.
+#[derive(Debug, Clone)]
+pub struct ComponentDef {
+    /// The id (`[component.<id>]`).
+    pub id: String,
+    /// Absolute path of the `.wasm`.
+    pub source: PathBuf,
+    /// Outbound HTTP allow-list.
+    pub allowed_outbound_hosts: Vec<OutboundRule>,
+    /// Variables visible through `troupe:pipeline/config`, resolved.
+    pub variables: BTreeMap<String, String>,
+    /// Wall-clock limit per invocation.
+    pub timeout: Duration,
+    /// Linear-memory cap per instance, bytes.
+    pub memory_limit: usize,
+    /// Invocations allowed at once.
+    pub max_concurrency: usize,
+}
+
+/// `trigger.http`.
+#[derive(Debug, Clone)]
+pub struct HttpTrigger {
+    /// `/exact` or `/prefix/...`.
+    pub route: Route,
+    /// Component id.
+    pub component: String,
+}
+
+/// A parsed route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Matches one path.
+    Exact(String),
+    /// Matches the prefix and everything below it (`/api/...`).
+    Prefix(String),
+}
+
+impl Route {
+    /// Whether `path` is served by this route.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Exact(p) => path == p,
+            Self::Prefix(p) => {
+                path == p || (path.starts_with(p.as_str()) && (p.ends_with('/') || path.as_bytes().get(p.len()) == Some(&b'/')))
+            }
+        }
+    }
+
+    fn specificity(&self) -> (usize, bool) {
+        match self {
+            Self::Exact(p) => (p.len(), true),
+            Self::Prefix(p) => (p.len(), false),
+        }
+    }
+}
+
+/// Where a subscription trigger's events come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `trigger.queue`: a topic.
+    Topic,
+    /// `trigger.blob`: object-created notifications of a bucket.
+    Blob {
+        /// The bucket.
+        bucket: String,
+    },
+}
+
+/// `trigger.queue` or `trigger.blob`: a component consuming one subscription.
+#[derive(Debug, Clone)]
+pub struct SubscriptionTrigger {
+    /// Queue, topic, filter and delivery policy.
+    pub subscription: troupe_core::Subscription,
+    /// Events per invocation, at most.
+    pub batch_size: usize,
+    /// Component id.
+    pub component: String,
+    /// Which kind of trigger declared it.
+    pub source: Source,
+}
+
+/// `trigger.cron`.
+#[derive(Debug, Clone)]
+pub struct CronTrigger {
+    /// The schedule with a seconds field.
+    pub schedule: cron::Schedule,
+    /// As written.
+    pub expression: String,
+    /// Component id.
+    pub component: String,
+}
+
+/// One `allowed_outbound_hosts` entry: `scheme://host[:port]`, `*` allowed for each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRule {
+    scheme: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+}
+
+impl OutboundRule {
+    /// Parses `http://example.com`, `https://*.example.com:8443`, `*://localhost:*`.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| format!("`{s}` lacks a scheme: write e.g. `https://{s}`"))?;
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') {
+            return Err(format!("`{s}`: give scheme://host[:port] without a path"));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
+            _ => (rest, None),
+        };
+        let wildcard = |v: &str| if v == "*" { None } else { Some(v.to_ascii_lowercase()) };
+        let scheme = wildcard(scheme);
+        if let Some(sc) = &scheme
+            && sc != "http"
+            && sc != "https"
+        {
+            return Err(format!("`{s}`: scheme must be http, https or *"));
+        }
+        if host.is_empty() {
+            return Err(format!("`{s}` has no host"));
+        }
+        let port = match port {
+            None => match scheme.as_deref() {
+                Some("http") => Some(80),
+                Some("https") => Some(443),
+                _ => None,
+            },
+            Some("*") => None,
+            Some(p) => Some(p.parse().map_err(|_| format!("`{s}`: port `{p}` is not a number or *"))?),
+        };
+        Ok(Self { scheme, host: wildcard(host), port })
+    }
+
+    /// Whether a request to `scheme://host:port` is allowed by this rule.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.scheme.as_deref().is_none_or(|s| s == scheme)
+            && self.port.is_none_or(|p| p == port)
+            && self.host.as_deref().is_none_or(|h| match h.strip_prefix("*.") {
+                Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                None => h == host,
+            })
+    }
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MEMORY_MB: u64 = 128;
+const DEFAULT_CONCURRENCY: usize = 16;
+const DEFAULT_BATCH: usize = 10;
+
+impl App {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates manifest text; `path` names the file in messages and anchors
+    /// relative `source` paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let invalid = |field: String, why: String| ManifestError::Invalid { path: path.to_owned(), field, why };
+        if raw.spin_manifest_version != 2 {
+            return Err(invalid(
+                "spin_manifest_version".into(),
+                format!("is {}, Troupe reads version 2", raw.spin_manifest_version),
+            ));
+        }
+        let _ = (&raw.application.version, &raw.application.description, &raw.application.authors);
+        if raw.application.name.trim().is_empty() {
+            return Err(invalid("application.name".into(), "must not be empty".into()));
+        }
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut variables = BTreeMap::new();
+        for (name, var) in &raw.variables {
+            let _ = var.secret;
+            let env = format!("TROUPE_VARIABLE_{}", name.to_ascii_uppercase());
+            match std::env::var(&env).ok().or_else(|| var.default.clone()) {
+                Some(v) => {
+                    variables.insert(name.clone(), v);
+                }
+                None if var.required => {
+                    return Err(invalid(
+                        format!("variables.{name}"),
+                        format!("is required and has no default: set {env}"),
+                    ));
+                }
+                None => {}
+            }
+        }
+
+        let mut components = BTreeMap::new();
+        for (id, c) in &raw.component {
+            let field = |f: &str| format!("component.{id}.{f}");
+            let _ = (&c.description, &c.build);
+            let source = base.join(&c.source);
+            if !source.is_file() {
+                return Err(invalid(
+                    field("source"),
+                    format!(
+                        "file `{}` does not exist: build the functions (`make setup`) or fix the path",
+                        source.display()
+                    ),
+                ));
+            }
+            let allowed_outbound_hosts = c
+                .allowed_outbound_hosts
+                .iter()
+                .map(|h| OutboundRule::parse(h))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|why| invalid(field("allowed_outbound_hosts"), why))?;
+            let mut vars = BTreeMap::new();
+            for (k, template) in &c.variables {
+                vars.insert(k.clone(), expand(template, &variables).map_err(|why| invalid(field(&format!("variables.{k}")), why))?);
+            }
+            let limits: RawLimits = match c.tool.get("troupe") {
+                Some(v) => v
+                    .clone()
+                    .try_into()
+                    .map_err(|e: toml::de::Error| invalid(field("tool.troupe"), e.message().to_owned()))?,
+                None => RawLimits::default(),
+            };
+            let memory_mb = limits.memory_limit_mb.unwrap_or(DEFAULT_MEMORY_MB);
+            if memory_mb == 0 || memory_mb > 4096 {
+                return Err(invalid(field("tool.troupe.memory_limit_mb"), "must be 1..=4096".into()));
+            }
+            let max_concurrency = limits.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+            if max_concurrency == 0 {
+                return Err(invalid(field("tool.troupe.max_concurrency"), "must be at least 1".into()));
+            }
+            let timeout = limits.timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+            if timeout.is_zero() {
+                return Err(invalid(field("tool.troupe.timeout_ms"), "must be at least 1".into()));
+            }
+            components.insert(
+                id.clone(),
+                ComponentDef {
+                    id: id.clone(),
+                    source,
+                    allowed_outbound_hosts,
+                    variables: vars,
+                    timeout,
+                    memory_limit: usize::try_from(memory_mb * 1024 * 1024).unwrap_or(usize::MAX),
+                    max_concurrency,
+                },
+            );
+        }
+
+        let known = |field: String, id: &str| {
+            if components.contains_key(id) {
+                Ok(())
+            } else {
+                Err(invalid(field, format!("names component `{id}`, which has no [component.{id}] table")))
+            }
+        };
+        let mut http = Vec::new();
+        for (i, t) in raw.trigger.http.iter().enumerate() {
+            let _ = &t.executor;
+            known(format!("trigger.http[{i}].component"), &t.component)?;
+            let route = if let Some(p) = t.route.strip_suffix("/...") {
+                Route::Prefix(if p.is_empty() { "/".into() } else { p.to_owned() })
+            } else {
+                Route::Exact(t.route.clone())
+            };
+            if !t.route.starts_with('/') {
+                return Err(invalid(format!("trigger.http[{i}].route"), format!("`{}` must start with '/'", t.route)));
+            }
+            http.push(HttpTrigger { route, component: t.component.clone() });
+        }
+        // Most specific route first: longer, then exact before prefix.
+        http.sort_by_key(|t| std::cmp::Reverse(t.route.specificity()));
+
+        let mut subscriptions = Vec::new();
+        let mut names = HashSet::new();
+        for (i, t) in raw.trigger.queue.iter().enumerate() {
+            let field = |f: &str| format!("trigger.queue[{i}].{f}");
+            known(field("component"), &t.component)?;
+            if t.topic.trim().is_empty() {
+                return Err(invalid(field("topic"), "must not be empty".into()));
+            }
+            let name = t.subscription.clone().unwrap_or_else(|| t.component.clone());
+            let (policy, batch_size) = delivery(&t.delivery).map_err(|(f, why)| invalid(field(f), why))?;
+            if !names.insert(name.clone()) {
+                return Err(invalid(field("subscription"), format!("`{name}` is used twice: give each trigger its own `subscription`")));
+            }
+            subscriptions.push(SubscriptionTrigger {
+                subscription: troupe_core::Subscription { name, topic: t.topic.clone(), subject_prefix: None, policy },
+                batch_size,
+                component: t.component.clone(),
+                source: Source::Topic,
+            });
+        }
+        for (i, t) in raw.trigger.blob.iter().enumerate() {
+            let field = |f: &str| format!("trigger.blob[{i}].{f}");
+            known(field("component"), &t.component)?;
+            if let Err(e) = troupe_core_bucket_check(&t.bucket) {
+                return Err(invalid(field("bucket"), e));
+            }
+            let name = t.subscription.clone().unwrap_or_else(|| format!("{}-blob", t.component));
+            let (policy, batch_size) = delivery(&t.delivery).map_err(|(f, why)| invalid(field(f), why))?;
+            if !names.insert(name.clone()) {
+                return Err(invalid(field("subscription"), format!("`{name}` is used twice: give each trigger its own `subscription`")));
+            }
+            subscriptions.push(SubscriptionTrigger {
+                subscription: troupe_core::Subscription {
+                    name,
+                    topic: troupe_core::blobs::created_topic(&t.bucket),
+                    subject_prefix: t.prefix.clone().filter(|p| !p.is_empty()),
+                    policy,
+                },
+                batch_size,
+                component: t.component.clone(),
+                source: Source::Blob { bucket: t.bucket.clone() },
+            });
+        }
+        let mut cron = Vec::new();
+        for (i, t) in raw.trigger.cron.iter().enumerate() {
+            known(format!("trigger.cron[{i}].component"), &t.component)?;
+            let expr = if t.schedule.split_whitespace().count() == 5 {
+                format!("0 {}", t.schedule)
+            } else {
+                t.schedule.clone()
+            };
+            let schedule = expr.parse::<cron::Schedule>().map_err(|e| {
+                invalid(
+                    format!("trigger.cron[{i}].schedule"),
+                    format!("`{}` is not a cron expression ({e}); write `sec min hour day month weekday`, e.g. `*/5 * * * * *`", t.schedule),
+                )
+            })?;
+            cron.push(CronTrigger { schedule, expression: t.schedule.clone(), component: t.component.clone() });
+        }
+        Ok(Self { name: raw.application.name, path: path.to_owned(), components, http, subscriptions, cron })
+    }
+
+    /// The component serving `path`, if any.
+    pub fn route(&self, path: &str) -> Option<&str> {
+        self.http.iter().find(|t| t.route.matches(path)).map(|t| t.component.as_str())
+    }
+}
+
+fn troupe_core_bucket_check(bucket: &str) -> std::result::Result<(), String> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if ok { Ok(()) } else { Err(format!("`{bucket}`: use 3-63 characters of a-z, 0-9, '.', '-'")) }
+}
+
+fn delivery(d: &RawDelivery) -> std::result::Result<(DeliveryPolicy, usize), (&'static str, String)> {
+    let def = DeliveryPolicy::default();
+    let ms = Duration::from_millis;
+    let policy = DeliveryPolicy {
+        visibility_timeout: d.visibility_timeout_ms.map_or(def.visibility_timeout, ms),
+        max_deliveries: d.max_deliveries.unwrap_or(def.max_deliveries),
+        backoff_base: d.backoff_base_ms.map_or(def.backoff_base, ms),
+        backoff_max: d.backoff_max_ms.map_or(def.backoff_max, ms),
+        dedupe_window: d.dedupe_window_ms.map_or(def.dedupe_window, ms),
+    };
+    if policy.max_deliveries == 0 {
+        return Err(("max_deliveries", "must be at least 1".into()));
+    }
+    if policy.visibility_timeout.is_zero() {
+        return Err(("visibility_timeout_ms", "must be at least 1".into()));
+    }
+    if policy.backoff_max < policy.backoff_base {
+        return Err(("backoff_max_ms", "must not be below backoff_base_ms".into()));
+    }
+    let batch = d.batch_size.unwrap_or(DEFAULT_BATCH);
+    if batch == 0 || batch > 1000 {
+        return Err(("batch_size", "must be 1..=1000".into()));
+    }
+    Ok((policy, batch))
+}
+
+/// Expands `{{ name }}` references to application variables.
+fn expand(template: &str, vars: &BTreeMap<String, String>) -> std::result::Result<String, String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or_else(|| format!("`{template}`: unclosed `{{{{`"))?;
+        let name = after[..end].trim();
+        let value = vars
+            .get(name)
+            .ok_or_else(|| format!("refers to variable `{name}`, which [variables] does not define (or has no value)"))?;
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        std::fs::write(dir.join("hello.wasm"), b"\0asm").unwrap();
+        let p = dir.join("spin.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const GOOD: &str = r#"
+spin_manifest_version = 2
+[application]
+name = "t"
+[variables]
+greeting = { default = "hi" }
+[[trigger.http]]
+route = "/hello/..."
+component = "hello"
+[[trigger.queue]]
+topic = "t.v1"
+component = "hello"
+max_deliveries = 2
+[[trigger.cron]]
+schedule = "*/5 * * * *"
+component = "hello"
+[component.hello]
+source = "hello.wasm"
+allowed_outbound_hosts = ["http://127.0.0.1:*"]
+variables = { message = "{{ greeting }} there" }
+[component.hello.tool.troupe]
+timeout_ms = 250
+memory_limit_mb = 16
+max_concurrency = 2
+"#;
+
+    #[test]
+    fn loads_a_full_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::load(&write(dir.path(), GOOD)).unwrap();
+        let c = &app.components["hello"];
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!(c.memory_limit, 16 << 20);
+        assert_eq!(c.variables["message"], "hi there");
+        assert_eq!(app.route("/hello/x"), Some("hello"));
+        assert_eq!(app.route("/hellox"), None);
+        assert_eq!(app.subscriptions[0].subscription.policy.max_deliveries, 2);
+        assert_eq!(app.cron.len(), 1);
+    }
+
+    #[test]
+    fn malformed_toml_names_file_line_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), &GOOD.replace("route = \"/hello/...\"", "rout = \"/hello\""));
+        let err = App::load(&p).unwrap_err().to_string();
+        assert!(err.contains("spin.toml"), "{err}");
+        assert!(err.contains("rout"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn missing_component_file_names_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), &GOOD.replace("source = \"hello.wasm\"", "source = \"gone.wasm\""));
+        let err = App::load(&p).unwrap_err().to_string();
+        assert!(err.contains("component.hello.source"), "{err}");
+        assert!(err.contains("gone.wasm"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let dir = tempfile::tempdir().unwrap();
+        for (from, to, field) in [
+            ("max_deliveries = 2", "max_deliveries = 0", "trigger.queue[0].max_deliveries"),
+            ("*/5 * * * *", "every tuesday", "trigger.cron[0].schedule"),
+            ("http://127.0.0.1:*", "127.0.0.1", "component.hello.allowed_outbound_hosts"),
+            ("component = \"hello\"\nmax", "component = \"nope\"\nmax", "trigger.queue[0].component"),
+            ("{{ greeting }}", "{{ missing }}", "component.hello.variables.message"),
+        ] {
+            let p = write(dir.path(), &GOOD.replacen(from, to, 1));
+            let err = App::load(&p).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn outbound_rules_match_scheme_host_and_port() {
+        let r = OutboundRule::parse("http://127.0.0.1:*").unwrap();
+        assert!(r.allows("http", "127.0.0.1", 8080));
+        assert!(!r.allows("https", "127.0.0.1", 8080));
+        assert!(!r.allows("http", "example.com", 80));
+        let r = OutboundRule::parse("https://*.example.com").unwrap();
+        assert!(r.allows("https", "api.example.com", 443));
+        assert!(!r.allows("https", "example.com", 443));
+        assert!(!r.allows("https", "api.example.com", 8443));
+    }
+}

@@ -1,0 +1,205 @@
+//! Filesystem blobs: `<data-dir>/blobs/<bucket>/<key>`, keys as plain relative paths so
+//! an operator can read (or drop in) files directly.
+//!
+//! Writes go to a temporary file that is fsynced and renamed into place, so readers
+//! never see half an object. After each write an object-created notification is
+//! published to [`troupe_core::blobs::created_topic`]; blob triggers subscribe to it
+//! with their key prefix as the subject filter.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use troupe_core::blobs::{OBJECT_CREATED_TYPE, S3Bucket, S3Entity, S3Object, created_topic};
+use troupe_core::{Blobs, Error, Event, Message, ObjectCreated, Queue, Result};
+
+/// Filesystem-backed [`Blobs`].
+#[derive(Clone)]
+pub struct FsBlobs {
+    root: PathBuf,
+    /// Where object-created notifications go; `None` disables them.
+    notify: Option<Arc<dyn Queue>>,
+}
+
+impl std::fmt::Debug for FsBlobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsBlobs").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+fn io(what: &Path, e: std::io::Error) -> Error {
+    Error::Backend {
+        backend: "filesystem",
+        source: format!("{}: {e}", what.display()).into(),
+    }
+}
+
+/// Checks a bucket name: 3–63 of `a-z 0-9 . -`, starting and ending alphanumeric.
+pub fn check_bucket(bucket: &str) -> Result<()> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.as_bytes()[0].is_ascii_alphanumeric()
+        && bucket.as_bytes()[bucket.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "bucket",
+            format!("`{bucket}`: use 3-63 characters of a-z, 0-9, '.', '-', starting and ending with a letter or digit"),
+        ))
+    }
+}
+
+/// Checks an object key: a relative path of non-empty segments, none `.` or `..`.
+pub fn check_key(key: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::invalid("key", format!("`{key}`: {why}")));
+    if key.is_empty() || key.len() > 1024 {
+        return bad("must be 1..=1024 bytes");
+    }
+    if key.contains('\0') || key.contains('\\') {
+        return bad("must not contain NUL or backslash");
+    }
+    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return bad("segments between '/' must be non-empty and not '.' or '..'");
+    }
+    Ok(())
+}
+
+impl FsBlobs {
+    /// Blobs under `root`; notifications published to `notify` when given.
+    pub fn new(root: impl Into<PathBuf>, notify: Option<Arc<dyn Queue>>) -> Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join(".tmp")).map_err(|e| io(&root, e))?;
+        Ok(Self { root, notify })
+    }
+
+    /// Where `bucket/key` lives on disk.
+    pub fn path(&self, bucket: &str, key: &str) -> Result<PathBuf> {
+        check_bucket(bucket)?;
+        check_key(key)?;
+        Ok(self.root.join(bucket).join(key))
+    }
+
+    async fn announce(&self, bucket: &str, key: &str, data: &[u8]) -> Result<()> {
+        let Some(queue) = &self.notify else { return Ok(()) };
+        let record = ObjectCreated {
+            event_version: "2.1".into(),
+            event_source: "troupe:local".into(),
+            event_time: troupe_core::event::now_rfc3339(),
+            event_name: "ObjectCreated:Put".into(),
+            s3: S3Entity {
+                bucket: S3Bucket { name: bucket.to_owned() },
+                object: S3Object {
+                    key: key.to_owned(),
+                    size: data.len() as u64,
+                    e_tag: hex::encode(Sha256::digest(data)),
+                },
+            },
+        };
+        let data = serde_json::to_value(&record).map_err(|e| Error::invalid("record", e.to_string()))?;
+        let event = Event::new(format!("/blobs/{bucket}"), OBJECT_CREATED_TYPE, &data).with_subject(key);
+        queue.publish(&created_topic(bucket), &[Message::from_event(&event)]).await?;
+        Ok(())
+    }
+}
+
+fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            walk(&path, base, out)?;
+        } else if let Ok(rel) = path.strip_prefix(base) {
+            let key: Vec<String> = rel
+                .components()
+                .filter_map(|c| match c {
+                    Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+                    _ => None,
+                })
+                .collect();
+            out.push(key.join("/"));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Blobs for FsBlobs {
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.path(bucket, key)?;
+        match tokio::fs::read(&path).await {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => Ok(None),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+
+    async fn put(&self, bucket: &str, key: &str, data: &[u8]) -> Result<()> {
+        let path = self.path(bucket, key)?;
+        let tmp = self.root.join(".tmp").join(uuid::Uuid::new_v4().simple().to_string());
+        let owned = data.to_vec();
+        let (p, t) = (path.clone(), tmp.clone());
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            use std::io::Write;
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Error::invalid("key", format!("cannot create {}: {e} (does a prefix of the key name an existing object?)", parent.display()))
+                })?;
+            }
+            let mut f = std::fs::File::create(&t).map_err(|e| io(&t, e))?;
+            f.write_all(&owned).map_err(|e| io(&t, e))?;
+            f.sync_all().map_err(|e| io(&t, e))?;
+            std::fs::rename(&t, &p).map_err(|e| {
+                let _ = std::fs::remove_file(&t);
+                io(&p, e)
+            })?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::backend("filesystem", e))??;
+        self.announce(bucket, key, data).await
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<bool> {
+        let path = self.path(bucket, key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        check_bucket(bucket)?;
+        let base = self.root.join(bucket);
+        // Walk only the deepest directory the prefix fully names.
+        let start = match prefix.rfind('/') {
+            Some(i) if check_key(&prefix[..i]).is_ok() => base.join(&prefix[..i]),
+            _ => base.clone(),
+        };
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut keys = Vec::new();
+            walk(&start, &base, &mut keys).map_err(|e| io(&start, e))?;
+            keys.retain(|k| k.starts_with(&prefix));
+            keys.sort();
+            Ok(keys)
+        })
+        .await
+        .map_err(|e| Error::backend("filesystem", e))?
+    }
+
+    async fn health(&self) -> Result<()> {
+        tokio::fs::metadata(&self.root).await.map_err(|e| io(&self.root, e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,571 @@
+//! Durable queues and topics in SQLite.
+//!
+//! One `messages` table holds every queue: a row is ready when `visible_at <= now`,
+//! leased while `lease` is set and `visible_at` is in the future, and dead-lettered when
+//! `dead = 1`. Receiving, settling and fan-out are single transactions, so a crash at
+//! any point leaves each message either enqueued or not, never half-moved.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rusqlite::{OptionalExtension, Transaction, params};
+use tokio::sync::Notify;
+use troupe_core::queue::REASON_MAX_DELIVERIES;
+use troupe_core::{
+    Clock, DeadLetter, DeadLetters, Delivery, DeliveryPolicy, Depth, Error, Message, Queue,
+    Receipt, Result, RetryOutcome, Subscription,
+};
+
+use crate::db::{Db, sql};
+
+/// Lease-expired deliveries carry this as their last error.
+const LEASE_EXPIRED: &str = "visibility timeout expired before the message was settled";
+
+/// How often a waiting receiver looks again when no local send woke it (another
+/// process may have written, or a delay may have run out).
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// SQLite-backed [`Queue`] and [`DeadLetters`].
+#[derive(Clone)]
+pub struct SqliteQueue {
+    db: Db,
+    clock: Arc<dyn Clock>,
+    /// Jitter source; seeded in tests for repeatable delays.
+    rng: Arc<Mutex<StdRng>>,
+    /// Policies by queue name, so receive does not read them on every call.
+    policies: Arc<Mutex<HashMap<String, DeliveryPolicy>>>,
+    /// Wakes receivers waiting on a queue when this process enqueues into it.
+    wakers: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    /// Test switch: every message is enqueued twice (bypassing dedupe), so tests can
+    /// prove handlers idempotent under at-least-once delivery.
+    duplicate_deliveries: bool,
+}
+
+impl std::fmt::Debug for SqliteQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteQueue").finish_non_exhaustive()
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn now(clock: &dyn Clock) -> i64 {
+    i64::try_from(clock.now_ms()).unwrap_or(i64::MAX)
+}
+
+fn parse_handle(queue: &str, receipt: &Receipt) -> Result<(i64, String)> {
+    let bad = || Error::invalid("receipt", format!("`{}` is not a receipt of `{queue}`", receipt.handle));
+    let (seq, lease) = receipt.handle.split_once(':').ok_or_else(bad)?;
+    Ok((seq.parse().map_err(|_| bad())?, lease.to_owned()))
+}
+
+impl SqliteQueue {
+    /// A queue over `db`, reading time from `clock`.
+    pub fn new(db: Db, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            db,
+            clock,
+            rng: Arc::new(Mutex::new(StdRng::from_os_rng())),
+            policies: Arc::default(),
+            wakers: Arc::default(),
+            duplicate_deliveries: false,
+        }
+    }
+
+    /// Seeds the jitter source (tests).
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
+        self
+    }
+
+    /// Enqueues every message twice (the at-least-once test switch).
+    #[must_use]
+    pub fn with_duplicate_deliveries(mut self, on: bool) -> Self {
+        self.duplicate_deliveries = on;
+        self
+    }
+
+    fn waker(&self, queue: &str) -> Arc<Notify> {
+        let mut wakers = self.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        wakers.entry(queue.to_owned()).or_default().clone()
+    }
+
+    fn wake(&self, queues: &[String]) {
+        for q in queues {
+            self.waker(q).notify_waiters();
+        }
+    }
+
+    async fn policy(&self, queue: &str) -> Result<DeliveryPolicy> {
+        if let Some(p) = self
+            .policies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(queue)
+        {
+            return Ok(p.clone());
+        }
+        let name = queue.to_owned();
+        let policy = self
+            .db
+            .call(move |c| {
+                let json: Option<String> = c
+                    .query_row(
+                        "SELECT policy FROM subscriptions WHERE name = ?1",
+                        [&name],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql)?;
+                let json = json.ok_or_else(|| Error::NoSuchQueue(name.clone()))?;
+                serde_json::from_str::<DeliveryPolicy>(&json).map_err(|e| Error::Corrupt {
+                    what: format!("policy of `{name}`"),
+                    why: e.to_string(),
+                })
+            })
+            .await?;
+        self.policies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(queue.to_owned(), policy.clone());
+        Ok(policy)
+    }
+
+    /// Removes dedupe entries whose window has passed; returns how many.
+    pub async fn purge_expired_dedupe(&self) -> Result<usize> {
+        let now = now(&*self.clock);
+        self.db
+            .call(move |c| {
+                c.execute("DELETE FROM dedupe WHERE expires_at <= ?1", [now])
+                    .map_err(sql)
+            })
+            .await
+    }
+}
+
+/// Inserts one message into one queue unless its id is inside the dedupe window.
+fn enqueue(
+    tx: &Transaction<'_>,
+    queue: &str,
+    msg: &Message,
+    dedupe: Duration,
+    now: i64,
+    copies: usize,
+) -> Result<bool> {
+    let expires = now.saturating_add(millis(dedupe));
+    let fresh = tx
+        .execute(
+            "INSERT INTO dedupe (queue, id, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (queue, id) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE dedupe.expires_at <= ?4",
+            params![queue, msg.id, expires, now],
+        )
+        .map_err(sql)?
+        == 1;
+    if !fresh {
+        return Ok(false);
+    }
+    let visible_at = now.saturating_add(millis(msg.delay));
+    for _ in 0..copies {
+        tx.execute(
+            "INSERT INTO messages (queue, id, body, visible_at, enqueued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![queue, msg.id, msg.body, visible_at, now],
+        )
+        .map_err(sql)?;
+    }
+    Ok(true)
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn subscribe(&self, s: &Subscription) -> Result<()> {
+        if s.name.is_empty() || s.topic.is_empty() {
+            return Err(Error::invalid("subscription", "name and topic must be non-empty"));
+        }
+        if s.policy.max_deliveries == 0 {
+            return Err(Error::invalid(
+                "subscription",
+                format!("`{}`: max_deliveries must be at least 1", s.name),
+            ));
+        }
+        let policy = serde_json::to_string(&s.policy).map_err(|e| Error::invalid("policy", e.to_string()))?;
+        let s2 = s.clone();
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO subscriptions (name, topic, subject_prefix, policy) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (name) DO UPDATE SET topic = excluded.topic,
+                       subject_prefix = excluded.subject_prefix, policy = excluded.policy",
+                    params![s2.name, s2.topic, s2.subject_prefix, policy],
+                )
+                .map_err(sql)
+            })
+            .await?;
+        self.policies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(s.name.clone(), s.policy.clone());
+        Ok(())
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<Subscription>> {
+        self.db
+            .call(|c| {
+                let mut stmt = c
+                    .prepare("SELECT name, topic, subject_prefix, policy FROM subscriptions ORDER BY name")
+                    .map_err(sql)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
+                    })
+                    .map_err(sql)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (name, topic, subject_prefix, policy) = row.map_err(sql)?;
+                    let policy = serde_json::from_str(&policy).map_err(|e| Error::Corrupt {
+                        what: format!("policy of `{name}`"),
+                        why: e.to_string(),
+                    })?;
+                    out.push(Subscription { name, topic, subject_prefix, policy });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn publish(&self, topic: &str, messages: &[Message]) -> Result<usize> {
+        let topic = topic.to_owned();
+        let messages = messages.to_vec();
+        let now = now(&*self.clock);
+        let copies = if self.duplicate_deliveries { 2 } else { 1 };
+        let (count, touched) = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction().map_err(sql)?;
+                let subs: Vec<(String, Option<String>, String)> = {
+                    let mut stmt = tx
+                        .prepare_cached("SELECT name, subject_prefix, policy FROM subscriptions WHERE topic = ?1")
+                        .map_err(sql)?;
+                    let rows = stmt
+                        .query_map([&topic], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .map_err(sql)?;
+                    rows.collect::<rusqlite::Result<_>>().map_err(sql)?
+                };
+                let mut count = 0;
+                let mut touched = Vec::new();
+                for (name, prefix, policy) in subs {
+                    let policy: DeliveryPolicy = serde_json::from_str(&policy).map_err(|e| Error::Corrupt {
+                        what: format!("policy of `{name}`"),
+                        why: e.to_string(),
+                    })?;
+                    let mut any = false;
+                    for m in &messages {
+                        let matches = match (&prefix, &m.subject) {
+                            (None, _) => true,
+                            (Some(p), Some(s)) => s.starts_with(p.as_str()),
+                            (Some(_), None) => false,
+                        };
+                        if matches && enqueue(&tx, &name, m, policy.dedupe_window, now, copies)? {
+                            count += 1;
+                            any = true;
+                        }
+                    }
+                    if any {
+                        touched.push(name);
+                    }
+                }
+                tx.commit().map_err(sql)?;
+                Ok((count, touched))
+            })
+            .await?;
+        self.wake(&touched);
+        Ok(count)
+    }
+
+    async fn send(&self, queue: &str, messages: &[Message]) -> Result<usize> {
+        let policy = self.policy(queue).await?;
+        let name = queue.to_owned();
+        let messages = messages.to_vec();
+        let now = now(&*self.clock);
+        let copies = if self.duplicate_deliveries { 2 } else { 1 };
+        let count = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction().map_err(sql)?;
+                let mut count = 0;
+                for m in &messages {
+                    if enqueue(&tx, &name, m, policy.dedupe_window, now, copies)? {
+                        count += 1;
+                    }
+                }
+                tx.commit().map_err(sql)?;
+                Ok(count)
+            })
+            .await?;
+        self.wake(&[queue.to_owned()]);
+        Ok(count)
+    }
+
+    async fn receive(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        let policy = self.policy(queue).await?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let waker = self.waker(queue);
+        loop {
+            let notified = waker.notified();
+            let got = self.receive_now(queue, max, &policy).await?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !got.is_empty() || left.is_zero() {
+                return Ok(got);
+            }
+            let _ = tokio::time::timeout(left.min(POLL_INTERVAL), notified).await;
+        }
+    }
+
+    async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()> {
+        let parsed = receipts
+            .iter()
+            .map(|r| parse_handle(queue, r).map(|(seq, lease)| (seq, lease, r.message_id.clone())))
+            .collect::<Result<Vec<_>>>()?;
+        let name = queue.to_owned();
+        self.db
+            .call(move |c| {
+                let tx = c.transaction().map_err(sql)?;
+                for (seq, lease, id) in &parsed {
+                    let n = tx
+                        .execute(
+                            "DELETE FROM messages WHERE seq = ?1 AND lease = ?2 AND dead = 0",
+                            params![seq, lease],
+                        )
+                        .map_err(sql)?;
+                    if n == 0 {
+                        return Err(Error::LeaseLost { queue: name, message: id.clone() });
+                    }
+                }
+                tx.commit().map_err(sql)
+            })
+            .await
+    }
+
+    async fn retry(
+        &self,
+        queue: &str,
+        receipt: &Receipt,
+        delay: Option<Duration>,
+        error: &str,
+    ) -> Result<RetryOutcome> {
+        let policy = self.policy(queue).await?;
+        let (seq, lease) = parse_handle(queue, receipt)?;
+        let now = now(&*self.clock);
+        let name = queue.to_owned();
+        let id = receipt.message_id.clone();
+        let error = error.to_owned();
+        let rng = self.rng.clone();
+        let outcome = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction().map_err(sql)?;
+                let deliveries: Option<u32> = tx
+                    .query_row(
+                        "SELECT deliveries FROM messages WHERE seq = ?1 AND lease = ?2 AND dead = 0",
+                        params![seq, lease],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql)?;
+                let deliveries = deliveries.ok_or_else(|| Error::LeaseLost { queue: name, message: id })?;
+                let outcome = if deliveries >= policy.max_deliveries {
+                    tx.execute(
+                        "UPDATE messages SET dead = 1, reason = ?2, last_error = ?3, dead_at = ?4, lease = NULL
+                         WHERE seq = ?1",
+                        params![seq, REASON_MAX_DELIVERIES, error, now],
+                    )
+                    .map_err(sql)?;
+                    RetryOutcome::DeadLettered
+                } else {
+                    let delay = delay.unwrap_or_else(|| {
+                        let mut rng = rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        policy.backoff(deliveries, &mut *rng)
+                    });
+                    tx.execute(
+                        "UPDATE messages SET visible_at = ?2, last_error = ?3, lease = NULL WHERE seq = ?1",
+                        params![seq, now.saturating_add(millis(delay)), error],
+                    )
+                    .map_err(sql)?;
+                    RetryOutcome::Scheduled(delay)
+                };
+                tx.commit().map_err(sql)?;
+                Ok(outcome)
+            })
+            .await?;
+        self.wake(&[queue.to_owned()]);
+        Ok(outcome)
+    }
+
+    async fn reject(&self, queue: &str, receipt: &Receipt, reason: &str, detail: &str) -> Result<()> {
+        let (seq, lease) = parse_handle(queue, receipt)?;
+        let now = now(&*self.clock);
+        let (name, id) = (queue.to_owned(), receipt.message_id.clone());
+        let (reason, detail) = (reason.to_owned(), detail.to_owned());
+        self.db
+            .call(move |c| {
+                let n = c
+                    .execute(
+                        "UPDATE messages SET dead = 1, reason = ?3, last_error = ?4, dead_at = ?5, lease = NULL
+                         WHERE seq = ?1 AND lease = ?2 AND dead = 0",
+                        params![seq, lease, reason, detail, now],
+                    )
+                    .map_err(sql)?;
+                if n == 0 {
+                    return Err(Error::LeaseLost { queue: name, message: id });
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn depth(&self, queue: &str) -> Result<Depth> {
+        let name = queue.to_owned();
+        let now = now(&*self.clock);
+        self.db
+            .call(move |c| {
+                c.query_row(
+                    "SELECT
+                       COALESCE(SUM(dead = 0 AND visible_at <= ?2), 0),
+                       COALESCE(SUM(dead = 0 AND visible_at > ?2), 0),
+                       COALESCE(SUM(dead = 1), 0)
+                     FROM messages WHERE queue = ?1",
+                    params![name, now],
+                    |r| Ok(Depth { ready: r.get(0)?, in_flight: r.get(1)?, dead: r.get(2)? }),
+                )
+                .map_err(sql)
+            })
+            .await
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.db
+            .call(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql))
+            .await
+    }
+}
+
+impl SqliteQueue {
+    async fn receive_now(&self, queue: &str, max: usize, policy: &DeliveryPolicy) -> Result<Vec<Delivery>> {
+        let now = now(&*self.clock);
+        let lease = uuid::Uuid::new_v4().simple().to_string();
+        let name = queue.to_owned();
+        let max_deliveries = policy.max_deliveries;
+        let until = now.saturating_add(millis(policy.visibility_timeout));
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.db
+            .call(move |c| {
+                let tx = c.transaction().map_err(sql)?;
+                // Leases that ran out on a message's last delivery: dead-letter.
+                tx.execute(
+                    "UPDATE messages SET dead = 1, reason = ?3, dead_at = ?2, lease = NULL,
+                       last_error = CASE WHEN lease IS NOT NULL THEN ?5 ELSE last_error END
+                     WHERE queue = ?1 AND dead = 0 AND visible_at <= ?2 AND deliveries >= ?4",
+                    params![name, now, REASON_MAX_DELIVERIES, max_deliveries, LEASE_EXPIRED],
+                )
+                .map_err(sql)?;
+                let mut out = Vec::new();
+                {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "UPDATE messages SET lease = ?1, visible_at = ?2, deliveries = deliveries + 1,
+                               last_error = CASE WHEN lease IS NOT NULL THEN ?6 ELSE last_error END
+                             WHERE seq IN (SELECT seq FROM messages
+                                           WHERE queue = ?3 AND dead = 0 AND visible_at <= ?4
+                                           ORDER BY visible_at, seq LIMIT ?5)
+                             RETURNING seq, id, body, deliveries, enqueued_at",
+                        )
+                        .map_err(sql)?;
+                    let rows = stmt
+                        .query_map(params![lease, until, name, now, max, LEASE_EXPIRED], |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, Vec<u8>>(2)?,
+                                r.get::<_, u32>(3)?,
+                                r.get::<_, i64>(4)?,
+                            ))
+                        })
+                        .map_err(sql)?;
+                    for row in rows {
+                        let (seq, id, body, deliveries, enqueued_at) = row.map_err(sql)?;
+                        out.push(Delivery {
+                            receipt: Receipt { handle: format!("{seq}:{lease}"), message_id: id.clone() },
+                            id,
+                            body,
+                            deliveries,
+                            enqueued_at_ms: u64::try_from(enqueued_at).unwrap_or(0),
+                        });
+                    }
+                }
+                tx.commit().map_err(sql)?;
+                // RETURNING gives no order guarantee: restore queue order.
+                out.sort_by_key(|d| d.receipt.handle.split(':').next().and_then(|s| s.parse::<i64>().ok()));
+                Ok(out)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl DeadLetters for SqliteQueue {
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.policy(queue).await?;
+        let name = queue.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db
+            .call(move |c| {
+                let mut stmt = c
+                    .prepare(
+                        "SELECT id, reason, last_error, deliveries, dead_at, body FROM messages
+                         WHERE queue = ?1 AND dead = 1 ORDER BY dead_at, seq LIMIT ?2",
+                    )
+                    .map_err(sql)?;
+                let rows = stmt
+                    .query_map(params![name, limit], |r| {
+                        Ok(DeadLetter {
+                            id: r.get(0)?,
+                            reason: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                            last_error: r.get(2)?,
+                            deliveries: r.get(3)?,
+                            dead_at_ms: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                            body: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(5)?).into_owned(),
+                        })
+                    })
+                    .map_err(sql)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(sql)
+            })
+            .await
+    }
+
+    async fn redrive(&self, queue: &str) -> Result<usize> {
+        self.policy(queue).await?;
+        let name = queue.to_owned();
+        let now = now(&*self.clock);
+        let n = self
+            .db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE messages SET dead = 0, reason = NULL, dead_at = NULL, deliveries = 0,
+                       lease = NULL, visible_at = ?2
+                     WHERE queue = ?1 AND dead = 1",
+                    params![name, now],
+                )
+                .map_err(sql)
+            })
+            .await?;
+        self.wake(&[queue.to_owned()]);
+        Ok(n)
+    }
+}

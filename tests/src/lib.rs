@@ -1,0 +1,196 @@
+//! Harness for Troupe's whole-system tests: builds the function components once,
+//! writes manifests that point at them, runs hosts in-process or the `troupe` binary
+//! as a child process, and talks to them over loopback HTTP.
+//!
+//! # Layout
+//!
+//! Everything is in this file: [`components`] (the built `.wasm` files), [`manifest`]
+//! (spin.toml text), [`InProcess`] (a host on this runtime), [`Child`] (the binary)
+//! and small HTTP helpers.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use troupe_host::{App, Backends, Host, Options};
+use troupe_local::Local;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repo").to_owned()
+}
+
+/// Builds the function components once per test binary; returns `functions/dist`.
+pub fn components() -> &'static Path {
+    static DIST: OnceLock<PathBuf> = OnceLock::new();
+    DIST.get_or_init(|| {
+        let root = repo_root();
+        let status = Command::new(root.join("scripts/build-functions.sh"))
+            .status()
+            .expect("running scripts/build-functions.sh");
+        assert!(status.success(), "building the function components failed");
+        root.join("functions/dist")
+    })
+}
+
+/// Path of a built component, e.g. `component("spin_loop")`.
+pub fn component(name: &str) -> String {
+    components().join(format!("{name}.wasm")).display().to_string()
+}
+
+/// A manifest: the given trigger and component tables after a standard header;
+/// `{dist}` in `body` becomes the components folder.
+pub fn manifest(dir: &Path, body: &str) -> PathBuf {
+    let text = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"test\"\n{}",
+        body.replace("{dist}", &components().display().to_string())
+    );
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, text).expect("writing spin.toml");
+    path
+}
+
+/// Backends over an embedded data directory.
+pub fn backends(local: &Local) -> Backends {
+    Backends {
+        queue: Arc::new(local.queue.clone()),
+        dead_letters: Arc::new(local.queue.clone()),
+        blobs: Arc::new(local.blobs.clone()),
+        state: Arc::new(local.state.clone()),
+    }
+}
+
+/// A loaded host that is not serving: for driving triggers by hand.
+pub async fn host_only(body: &str) -> (Host, Local, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = manifest(dir.path(), body);
+    let app = App::load(&path).expect("manifest loads");
+    let local = Local::open(&dir.path().join("data")).expect("data dir opens");
+    let host = Host::new(app, backends(&local), Options { cache_dir: Some(dir.path().join("cache")) })
+        .await
+        .expect("host starts");
+    (host, local, dir)
+}
+
+/// A host running on the current tokio runtime.
+pub struct InProcess {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its backends (same data directory).
+    pub local: Local,
+    /// The host, for direct invocations.
+    pub host: Host,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    /// Loads `body` as a manifest over a fresh data directory and serves it.
+    pub async fn start(body: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = manifest(dir.path(), body);
+        let app = App::load(&path).expect("manifest loads");
+        let local = Local::open(&dir.path().join("data")).expect("data dir opens");
+        let host = Host::new(app, backends(&local), Options { cache_dir: Some(dir.path().join("cache")) })
+            .await
+            .expect("host starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(host.clone().run(listener, async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, local, host, stop: Some(stop), task: Some(task), _dir: dir }
+    }
+
+    /// Stops receiving, waits for in-flight work.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("host task").expect("host run");
+        }
+    }
+}
+
+/// The `troupe` binary built next to this test executable.
+pub fn troupe_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let bin = dir.join("troupe");
+    assert!(bin.is_file(), "{} is missing: run `make test` (it builds the binary first)", bin.display());
+    bin
+}
+
+/// `troupe` running as a child process.
+pub struct Child {
+    /// The process.
+    pub child: std::process::Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Child {
+    /// Runs `troupe up` on `data_dir` with `manifest`, waiting until it listens.
+    pub fn up(data_dir: &Path, manifest: &Path) -> Self {
+        let mut child = Command::new(troupe_bin())
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .arg("--manifest")
+            .arg(manifest)
+            .env("TROUPE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning troupe");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("reading troupe's first line");
+        let addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("troupe did not announce its address: {line:?}"));
+        Self { child, addr }
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `url`; (status, body).
+pub fn get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut resp = agent.get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T>(timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

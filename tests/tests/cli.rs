@@ -1,0 +1,79 @@
+//! The `troupe` binary: clear errors for bad manifests, and the dead-letter commands.
+
+use std::process::Command;
+
+use troupe_core::{Event, Message, Queue};
+use troupe_local::Local;
+use troupe_tests::{manifest, troupe_bin};
+
+fn up_fails_with(manifest: &std::path::Path) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(troupe_bin())
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--manifest")
+        .arg(manifest)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "troupe up accepted a bad manifest");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn malformed_manifest_names_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = manifest(dir.path(), "[[trigger.http]]\nroute = \"/x\"\ncomponant = \"x\"\n");
+    let err = up_fails_with(&path);
+    assert!(err.contains("spin.toml"), "{err}");
+    assert!(err.contains("componant"), "{err}");
+    assert!(err.contains("line"), "{err}");
+}
+
+#[test]
+fn missing_component_file_names_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = manifest(dir.path(), "[component.ghost]\nsource = \"nowhere/ghost.wasm\"\n");
+    let err = up_fails_with(&path);
+    assert!(err.contains("spin.toml"), "{err}");
+    assert!(err.contains("component.ghost.source"), "{err}");
+    assert!(err.contains("ghost.wasm"), "{err}");
+    assert!(err.contains("make setup"), "{err}");
+}
+
+#[tokio::test]
+async fn dlq_list_and_redrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = Local::open(dir.path()).unwrap();
+    local
+        .queue
+        .subscribe(&troupe_core::Subscription {
+            name: "extract".into(),
+            topic: "t".into(),
+            subject_prefix: None,
+            policy: Default::default(),
+        })
+        .await
+        .unwrap();
+    let e = Event::new("/test", "t.v1", &serde_json::json!({"x": 1}));
+    local.queue.publish("t", &[Message::from_event(&e)]).await.unwrap();
+    let d = local.queue.receive("extract", 1, std::time::Duration::ZERO).await.unwrap().remove(0);
+    local.queue.reject("extract", &d.receipt, "corrupt_pdf", "xref table missing").await.unwrap();
+
+    let run = |args: &[&str]| {
+        let out = Command::new(troupe_bin()).args(args).arg("--data-dir").arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed: serde_json::Value = serde_json::from_str(&run(&["dlq", "list", "extract"])).unwrap();
+    assert_eq!(listed[0]["id"], e.id.as_str());
+    assert_eq!(listed[0]["reason"], "corrupt_pdf");
+    assert_eq!(listed[0]["last_error"], "xref table missing");
+    let summary: serde_json::Value = serde_json::from_str(&run(&["dlq", "list"])).unwrap();
+    assert_eq!(summary[0]["dead"], 1);
+    assert!(run(&["dlq", "redrive", "extract"]).contains("redrove 1"));
+    assert_eq!(local.queue.depth("extract").await.unwrap().ready, 1);
+
+    let out = Command::new(troupe_bin()).args(["dlq", "list", "nope", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}

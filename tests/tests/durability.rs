@@ -1,0 +1,65 @@
+//! Durability: `troupe up` is SIGKILLed in the middle of a batch; after a restart every
+//! accepted message is delivered and none is lost.
+
+use std::time::Duration;
+
+use troupe_core::{Event, Message, Queue, State};
+use troupe_local::Local;
+use troupe_tests::{Child, eventually, manifest};
+
+const TOTAL: usize = 300;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_message_survives_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = manifest(
+        dir.path(),
+        r#"
+[[trigger.queue]]
+topic = "work.v1"
+component = "recorder"
+batch_size = 10
+visibility_timeout_ms = 1500
+[component.recorder]
+source = "{dist}/recorder.wasm"
+variables = { delay_ms = "100" }
+[component.recorder.tool.troupe]
+max_concurrency = 1
+"#,
+    );
+    // First start declares the subscription; then messages are accepted through the
+    // same database from this process, as another producer would.
+    let first = Child::up(&data, &path);
+    let local = Local::open(&data).unwrap();
+    let events: Vec<Event> = (0..TOTAL)
+        .map(|i| Event::new("/test", "test.work.v1", &serde_json::json!({"n": i})))
+        .collect();
+    let messages: Vec<Message> = events.iter().map(Message::from_event).collect();
+    assert_eq!(local.queue.publish("work.v1", &messages).await.unwrap(), TOTAL);
+
+    let seen = async || local.state.list("count/").await.unwrap().len();
+    let before = eventually(Duration::from_secs(20), async || {
+        let n = seen().await;
+        (n >= 30).then_some(n)
+    })
+    .await
+    .expect("the first process handles some batches");
+    first.kill();
+    assert!(before < TOTAL, "killed mid-stream: {before} of {TOTAL} handled");
+    let depth = local.queue.depth("recorder").await.unwrap();
+    assert!(depth.ready + depth.in_flight > 0, "work was left when it died");
+
+    let _second = Child::up(&data, &path);
+    eventually(Duration::from_secs(60), async || {
+        let d = local.queue.depth("recorder").await.unwrap();
+        (d.ready + d.in_flight == 0).then_some(())
+    })
+    .await
+    .expect("the restarted process drains the queue");
+    for e in &events {
+        let count = local.state.get(&format!("count/{}", e.id)).await.unwrap();
+        assert!(count.is_some(), "event {} was accepted but never delivered", e.id);
+    }
+    assert_eq!(local.queue.depth("recorder").await.unwrap().dead, 0);
+}

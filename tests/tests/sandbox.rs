@@ -1,0 +1,108 @@
+//! The sandbox: runaway components are stopped at their timeout or memory cap (their
+//! events retried, then dead-lettered) while the host keeps serving; outbound HTTP
+//! reaches only listed hosts.
+
+use std::time::{Duration, Instant};
+
+use troupe_core::{DeadLetters, Event, Message, Queue};
+use troupe_tests::{InProcess, eventually, get};
+
+const APP: &str = r#"
+[[trigger.http]]
+route = "/hello"
+component = "hello"
+[[trigger.http]]
+route = "/outbound"
+component = "outbound"
+[[trigger.queue]]
+topic = "spin.v1"
+component = "spin"
+max_deliveries = 2
+backoff_base_ms = 10
+backoff_max_ms = 10
+[[trigger.queue]]
+topic = "hog.v1"
+component = "hog"
+max_deliveries = 2
+backoff_base_ms = 10
+backoff_max_ms = 10
+[component.hello]
+source = "{dist}/hello.wasm"
+[component.outbound]
+source = "{dist}/outbound.wasm"
+allowed_outbound_hosts = ["http://127.0.0.1:*"]
+[component.spin]
+source = "{dist}/spin_loop.wasm"
+[component.spin.tool.troupe]
+timeout_ms = 400
+[component.hog]
+source = "{dist}/hog.wasm"
+[component.hog.tool.troupe]
+memory_limit_mb = 32
+"#;
+
+async fn hello_is_served_meanwhile(base: &str, for_at_least: Duration) {
+    let start = Instant::now();
+    let mut served = 0;
+    while start.elapsed() < for_at_least {
+        let url = format!("{base}/hello");
+        let t = Instant::now();
+        let (status, _) = tokio::task::spawn_blocking(move || get(&url)).await.unwrap();
+        assert_eq!(status, 200);
+        assert!(t.elapsed() < Duration::from_secs(2), "hello took {:?} while a guest misbehaved", t.elapsed());
+        served += 1;
+    }
+    assert!(served > 3, "served only {served} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_loop_is_stopped_at_its_timeout_then_dead_lettered() {
+    let host = InProcess::start(APP).await;
+    let base = format!("http://{}", host.addr);
+    let e = Event::new("/test", "test.spin.v1", &serde_json::json!({}));
+    host.local.queue.publish("spin.v1", &[Message::from_event(&e)]).await.unwrap();
+    hello_is_served_meanwhile(&base, Duration::from_millis(600)).await;
+    let dead = eventually(Duration::from_secs(15), async || {
+        let d = host.local.queue.dead_letters("spin", 10).await.unwrap();
+        (!d.is_empty()).then_some(d)
+    })
+    .await
+    .expect("the looping event is dead-lettered");
+    assert_eq!(dead[0].id, e.id);
+    assert_eq!(dead[0].reason, "max_deliveries");
+    assert_eq!(dead[0].deliveries, 2, "retried once, then dead-lettered");
+    assert!(dead[0].last_error.as_deref().unwrap_or("").contains("timed out"), "{:?}", dead[0].last_error);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_allocation_is_stopped_at_the_memory_cap() {
+    let host = InProcess::start(APP).await;
+    let base = format!("http://{}", host.addr);
+    let e = Event::new("/test", "test.hog.v1", &serde_json::json!({}));
+    host.local.queue.publish("hog.v1", &[Message::from_event(&e)]).await.unwrap();
+    hello_is_served_meanwhile(&base, Duration::from_millis(300)).await;
+    let dead = eventually(Duration::from_secs(15), async || {
+        let d = host.local.queue.dead_letters("hog", 10).await.unwrap();
+        (!d.is_empty()).then_some(d)
+    })
+    .await
+    .expect("the hog's event is dead-lettered");
+    assert!(dead[0].last_error.as_deref().unwrap_or("").contains("memory cap of 32 MiB"), "{:?}", dead[0].last_error);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_http_reaches_only_listed_hosts() {
+    let host = InProcess::start(APP).await;
+    let port = host.addr.port();
+    let base = format!("http://{}", host.addr);
+    let allowed = format!("{base}/outbound?url=http://127.0.0.1:{port}/hello");
+    let (status, body) = tokio::task::spawn_blocking(move || get(&allowed)).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "upstream 200: Hello from Troupe: /hello\n"));
+    let denied = format!("{base}/outbound?url=http://localhost:{port}/hello");
+    let (status, body) = tokio::task::spawn_blocking(move || get(&denied)).await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("outbound refused") && body.contains("Denied"), "{body}");
+    host.shutdown().await;
+}
