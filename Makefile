@@ -14,8 +14,10 @@ setup: functions
 functions:
 	@./scripts/build-functions.sh
 
+# One cargo invocation for everything, so `run`, `test` and `bench` share one build
+# (a narrower selection would resolve features differently and rebuild wasmtime).
 build: setup
-	cargo build --release --locked -p troupe-cli
+	cargo build --release --locked --workspace --all-targets
 
 ## run: the main job on the embedded default
 run: build
@@ -23,12 +25,11 @@ run: build
 
 ## test: every test (builds what it needs first)
 test: build
-	cargo build --release --locked --workspace --all-targets
 	cargo test --release --locked --workspace --no-fail-fast
 
 bench: build
-	cargo bench --locked -p troupe-local --bench queue
-	cargo bench --locked -p troupe-host --bench dispatch
+	cargo bench --locked --workspace --bench queue
+	cargo bench --locked --workspace --bench dispatch
 	./scripts/bench-http.sh
 
 fmt:

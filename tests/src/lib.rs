@@ -20,7 +20,10 @@ use troupe_local::Local;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repo").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repo")
+        .to_owned()
 }
 
 /// Builds the function components once per test binary; returns `functions/dist`.
@@ -38,7 +41,10 @@ pub fn components() -> &'static Path {
 
 /// Path of a built component, e.g. `component("spin_loop")`.
 pub fn component(name: &str) -> String {
-    components().join(format!("{name}.wasm")).display().to_string()
+    components()
+        .join(format!("{name}.wasm"))
+        .display()
+        .to_string()
 }
 
 /// A manifest: the given trigger and component tables after a standard header;
@@ -69,9 +75,15 @@ pub async fn host_only(body: &str) -> (Host, Local, tempfile::TempDir) {
     let path = manifest(dir.path(), body);
     let app = App::load(&path).expect("manifest loads");
     let local = Local::open(&dir.path().join("data")).expect("data dir opens");
-    let host = Host::new(app, backends(&local), Options { cache_dir: Some(dir.path().join("cache")) })
-        .await
-        .expect("host starts");
+    let host = Host::new(
+        app,
+        backends(&local),
+        Options {
+            cache_dir: Some(dir.path().join("cache")),
+        },
+    )
+    .await
+    .expect("host starts");
     (host, local, dir)
 }
 
@@ -95,16 +107,31 @@ impl InProcess {
         let path = manifest(dir.path(), body);
         let app = App::load(&path).expect("manifest loads");
         let local = Local::open(&dir.path().join("data")).expect("data dir opens");
-        let host = Host::new(app, backends(&local), Options { cache_dir: Some(dir.path().join("cache")) })
+        let host = Host::new(
+            app,
+            backends(&local),
+            Options {
+                cache_dir: Some(dir.path().join("cache")),
+            },
+        )
+        .await
+        .expect("host starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("host starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(host.clone().run(listener, async move {
             let _ = stopped.await;
         }));
-        Self { addr, local, host, stop: Some(stop), task: Some(task), _dir: dir }
+        Self {
+            addr,
+            local,
+            host,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        }
     }
 
     /// Stops receiving, waits for in-flight work.
@@ -121,9 +148,16 @@ impl InProcess {
 /// The `troupe` binary built next to this test executable.
 pub fn troupe_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
     let bin = dir.join("troupe");
-    assert!(bin.is_file(), "{} is missing: run `make test` (it builds the binary first)", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `make test` (it builds the binary first)",
+        bin.display()
+    );
     bin
 }
 
@@ -149,7 +183,9 @@ impl Child {
             .expect("spawning troupe");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("reading troupe's first line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading troupe's first line");
         let addr = line
             .trim()
             .rsplit("http://")
@@ -175,14 +211,23 @@ impl Drop for Child {
 
 /// GET `url`; (status, body).
 pub fn get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut resp = agent.get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_to_string().unwrap_or_default())
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.
-pub async fn eventually<T>(timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+pub async fn eventually<T>(
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = check().await {

@@ -22,7 +22,10 @@ fn up_fails_with(manifest: &std::path::Path) -> String {
 #[test]
 fn malformed_manifest_names_the_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
-    let path = manifest(dir.path(), "[[trigger.http]]\nroute = \"/x\"\ncomponant = \"x\"\n");
+    let path = manifest(
+        dir.path(),
+        "[[trigger.http]]\nroute = \"/x\"\ncomponant = \"x\"\n",
+    );
     let err = up_fails_with(&path);
     assert!(err.contains("spin.toml"), "{err}");
     assert!(err.contains("componant"), "{err}");
@@ -32,7 +35,10 @@ fn malformed_manifest_names_the_file_and_field() {
 #[test]
 fn missing_component_file_names_the_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
-    let path = manifest(dir.path(), "[component.ghost]\nsource = \"nowhere/ghost.wasm\"\n");
+    let path = manifest(
+        dir.path(),
+        "[component.ghost]\nsource = \"nowhere/ghost.wasm\"\n",
+    );
     let err = up_fails_with(&path);
     assert!(err.contains("spin.toml"), "{err}");
     assert!(err.contains("component.ghost.source"), "{err}");
@@ -55,16 +61,39 @@ async fn dlq_list_and_redrive() {
         .await
         .unwrap();
     let e = Event::new("/test", "t.v1", &serde_json::json!({"x": 1}));
-    local.queue.publish("t", &[Message::from_event(&e)]).await.unwrap();
-    let d = local.queue.receive("extract", 1, std::time::Duration::ZERO).await.unwrap().remove(0);
-    local.queue.reject("extract", &d.receipt, "corrupt_pdf", "xref table missing").await.unwrap();
+    local
+        .queue
+        .publish("t", &[Message::from_event(&e)])
+        .await
+        .unwrap();
+    let d = local
+        .queue
+        .receive("extract", 1, std::time::Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
+    local
+        .queue
+        .reject("extract", &d.receipt, "corrupt_pdf", "xref table missing")
+        .await
+        .unwrap();
 
     let run = |args: &[&str]| {
-        let out = Command::new(troupe_bin()).args(args).arg("--data-dir").arg(dir.path()).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(troupe_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let listed: serde_json::Value = serde_json::from_str(&run(&["dlq", "list", "extract"])).unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&run(&["dlq", "list", "extract"])).unwrap();
     assert_eq!(listed[0]["id"], e.id.as_str());
     assert_eq!(listed[0]["reason"], "corrupt_pdf");
     assert_eq!(listed[0]["last_error"], "xref table missing");
@@ -73,7 +102,11 @@ async fn dlq_list_and_redrive() {
     assert!(run(&["dlq", "redrive", "extract"]).contains("redrove 1"));
     assert_eq!(local.queue.depth("extract").await.unwrap().ready, 1);
 
-    let out = Command::new(troupe_bin()).args(["dlq", "list", "nope", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let out = Command::new(troupe_bin())
+        .args(["dlq", "list", "nope", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }

@@ -36,7 +36,10 @@ max_concurrency = 1
         .map(|i| Event::new("/test", "test.work.v1", &serde_json::json!({"n": i})))
         .collect();
     let messages: Vec<Message> = events.iter().map(Message::from_event).collect();
-    assert_eq!(local.queue.publish("work.v1", &messages).await.unwrap(), TOTAL);
+    assert_eq!(
+        local.queue.publish("work.v1", &messages).await.unwrap(),
+        TOTAL
+    );
 
     let seen = async || local.state.list("count/").await.unwrap().len();
     let before = eventually(Duration::from_secs(20), async || {
@@ -46,9 +49,15 @@ max_concurrency = 1
     .await
     .expect("the first process handles some batches");
     first.kill();
-    assert!(before < TOTAL, "killed mid-stream: {before} of {TOTAL} handled");
+    assert!(
+        before < TOTAL,
+        "killed mid-stream: {before} of {TOTAL} handled"
+    );
     let depth = local.queue.depth("recorder").await.unwrap();
-    assert!(depth.ready + depth.in_flight > 0, "work was left when it died");
+    assert!(
+        depth.ready + depth.in_flight > 0,
+        "work was left when it died"
+    );
 
     let _second = Child::up(&data, &path);
     eventually(Duration::from_secs(60), async || {
@@ -59,7 +68,11 @@ max_concurrency = 1
     .expect("the restarted process drains the queue");
     for e in &events {
         let count = local.state.get(&format!("count/{}", e.id)).await.unwrap();
-        assert!(count.is_some(), "event {} was accepted but never delivered", e.id);
+        assert!(
+            count.is_some(),
+            "event {} was accepted but never delivered",
+            e.id
+        );
     }
     assert_eq!(local.queue.depth("recorder").await.unwrap().dead, 0);
 }

@@ -47,9 +47,15 @@ async fn hello_is_served_meanwhile(base: &str, for_at_least: Duration) {
     while start.elapsed() < for_at_least {
         let url = format!("{base}/hello");
         let t = Instant::now();
-        let (status, _) = tokio::task::spawn_blocking(move || get(&url)).await.unwrap();
+        let (status, _) = tokio::task::spawn_blocking(move || get(&url))
+            .await
+            .unwrap();
         assert_eq!(status, 200);
-        assert!(t.elapsed() < Duration::from_secs(2), "hello took {:?} while a guest misbehaved", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "hello took {:?} while a guest misbehaved",
+            t.elapsed()
+        );
         served += 1;
     }
     assert!(served > 3, "served only {served} requests");
@@ -60,7 +66,11 @@ async fn endless_loop_is_stopped_at_its_timeout_then_dead_lettered() {
     let host = InProcess::start(APP).await;
     let base = format!("http://{}", host.addr);
     let e = Event::new("/test", "test.spin.v1", &serde_json::json!({}));
-    host.local.queue.publish("spin.v1", &[Message::from_event(&e)]).await.unwrap();
+    host.local
+        .queue
+        .publish("spin.v1", &[Message::from_event(&e)])
+        .await
+        .unwrap();
     hello_is_served_meanwhile(&base, Duration::from_millis(600)).await;
     let dead = eventually(Duration::from_secs(15), async || {
         let d = host.local.queue.dead_letters("spin", 10).await.unwrap();
@@ -71,7 +81,15 @@ async fn endless_loop_is_stopped_at_its_timeout_then_dead_lettered() {
     assert_eq!(dead[0].id, e.id);
     assert_eq!(dead[0].reason, "max_deliveries");
     assert_eq!(dead[0].deliveries, 2, "retried once, then dead-lettered");
-    assert!(dead[0].last_error.as_deref().unwrap_or("").contains("timed out"), "{:?}", dead[0].last_error);
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("timed out"),
+        "{:?}",
+        dead[0].last_error
+    );
     host.shutdown().await;
 }
 
@@ -80,7 +98,11 @@ async fn unbounded_allocation_is_stopped_at_the_memory_cap() {
     let host = InProcess::start(APP).await;
     let base = format!("http://{}", host.addr);
     let e = Event::new("/test", "test.hog.v1", &serde_json::json!({}));
-    host.local.queue.publish("hog.v1", &[Message::from_event(&e)]).await.unwrap();
+    host.local
+        .queue
+        .publish("hog.v1", &[Message::from_event(&e)])
+        .await
+        .unwrap();
     hello_is_served_meanwhile(&base, Duration::from_millis(300)).await;
     let dead = eventually(Duration::from_secs(15), async || {
         let d = host.local.queue.dead_letters("hog", 10).await.unwrap();
@@ -88,7 +110,15 @@ async fn unbounded_allocation_is_stopped_at_the_memory_cap() {
     })
     .await
     .expect("the hog's event is dead-lettered");
-    assert!(dead[0].last_error.as_deref().unwrap_or("").contains("memory cap of 32 MiB"), "{:?}", dead[0].last_error);
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("memory cap of 32 MiB"),
+        "{:?}",
+        dead[0].last_error
+    );
     host.shutdown().await;
 }
 
@@ -98,11 +128,21 @@ async fn outbound_http_reaches_only_listed_hosts() {
     let port = host.addr.port();
     let base = format!("http://{}", host.addr);
     let allowed = format!("{base}/outbound?url=http://127.0.0.1:{port}/hello");
-    let (status, body) = tokio::task::spawn_blocking(move || get(&allowed)).await.unwrap();
-    assert_eq!((status, body.as_str()), (200, "upstream 200: Hello from Troupe: /hello\n"));
+    let (status, body) = tokio::task::spawn_blocking(move || get(&allowed))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "upstream 200: Hello from Troupe: /hello\n")
+    );
     let denied = format!("{base}/outbound?url=http://localhost:{port}/hello");
-    let (status, body) = tokio::task::spawn_blocking(move || get(&denied)).await.unwrap();
+    let (status, body) = tokio::task::spawn_blocking(move || get(&denied))
+        .await
+        .unwrap();
     assert_eq!(status, 502, "{body}");
-    assert!(body.contains("outbound refused") && body.contains("Denied"), "{body}");
+    assert!(
+        body.contains("outbound refused") && body.contains("Denied"),
+        "{body}"
+    );
     host.shutdown().await;
 }

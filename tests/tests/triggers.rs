@@ -37,7 +37,12 @@ source = "{dist}/recorder.wasm"
 "#;
 
 fn event(outcome: &str) -> Event {
-    Event::new("/test", "test.order.v1", &serde_json::json!({"outcome": outcome})).with_subject("order-1")
+    Event::new(
+        "/test",
+        "test.order.v1",
+        &serde_json::json!({"outcome": outcome}),
+    )
+    .with_subject("order-1")
 }
 
 async fn count(host: &InProcess, id: &str) -> u64 {
@@ -81,13 +86,23 @@ async fn http_route_serves_a_component_and_health_and_metrics_answer() {
     for dep in ["queue", "state", "blobs"] {
         assert_eq!(health["dependencies"][dep]["status"], "ok", "{body}");
     }
-    let (_, metrics) = tokio::task::spawn_blocking(move || get(&format!("{base}/metrics"))).await.unwrap();
+    let (_, metrics) = tokio::task::spawn_blocking(move || get(&format!("{base}/metrics")))
+        .await
+        .unwrap();
     assert!(
-        metrics.contains(r#"troupe_invocations_total{component="hello",trigger="http",outcome="ok"} 1"#),
+        metrics.contains(
+            r#"troupe_invocations_total{component="hello",trigger="http",outcome="ok"} 1"#
+        ),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"troupe_queue_depth{subscription="recorder-a"} 0"#), "{metrics}");
-    assert!(metrics.contains(r#"troupe_dlq_depth{subscription="recorder-b"} 0"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"troupe_queue_depth{subscription="recorder-a"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"troupe_dlq_depth{subscription="recorder-b"} 0"#),
+        "{metrics}"
+    );
     host.shutdown().await;
 }
 
@@ -105,7 +120,14 @@ async fn queue_trigger_fans_out_settles_outcomes_and_republishes() {
     .unwrap();
     let (ok, retry, reject) = (event("ok"), event("retry"), event("reject"));
     let copies = q
-        .publish("orders.v1", &[Message::from_event(&ok), Message::from_event(&retry), Message::from_event(&reject)])
+        .publish(
+            "orders.v1",
+            &[
+                Message::from_event(&ok),
+                Message::from_event(&retry),
+                Message::from_event(&reject),
+            ],
+        )
         .await
         .unwrap();
     assert_eq!(copies, 6, "two subscriptions, three events");
@@ -121,11 +143,21 @@ async fn queue_trigger_fans_out_settles_outcomes_and_republishes() {
     let reason = |id: &str| dead.iter().find(|d| d.id == id).map(|d| d.reason.clone());
     assert_eq!(reason(&reject.id).as_deref(), Some("asked_to_reject"));
     assert_eq!(reason(&retry.id).as_deref(), Some("max_deliveries"));
-    assert_eq!(count(&host, &ok.id).await, 2, "both subscriptions handled `ok` once");
+    assert_eq!(
+        count(&host, &ok.id).await,
+        2,
+        "both subscriptions handled `ok` once"
+    );
     assert_eq!(count(&host, &reject.id).await, 2);
-    assert!(count(&host, &retry.id).await >= 3, "retried in recorder-a, at least once in recorder-b");
+    assert!(
+        count(&host, &retry.id).await >= 3,
+        "retried in recorder-a, at least once in recorder-b"
+    );
     // The component republished what it saw to forwarded.v1.
-    let fwd = q.receive("forwarded", 10, Duration::from_secs(5)).await.unwrap();
+    let fwd = q
+        .receive("forwarded", 10, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(fwd.iter().any(|d| d.id == format!("{}-fwd", ok.id)));
     host.shutdown().await;
 }
@@ -133,8 +165,16 @@ async fn queue_trigger_fans_out_settles_outcomes_and_republishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_trigger_fires_for_writes_under_its_prefix() {
     let host = InProcess::start(APP).await;
-    host.local.blobs.put("documents", "uploads/a.txt", b"hello").await.unwrap();
-    host.local.blobs.put("documents", "elsewhere/b.txt", b"ignored").await.unwrap();
+    host.local
+        .blobs
+        .put("documents", "uploads/a.txt", b"hello")
+        .await
+        .unwrap();
+    host.local
+        .blobs
+        .put("documents", "elsewhere/b.txt", b"ignored")
+        .await
+        .unwrap();
     let seen = eventually(Duration::from_secs(10), async || {
         let log = host.local.state.read_events("seen").await.unwrap();
         (!log.is_empty()).then_some(log)
@@ -182,5 +222,8 @@ source = "{dist}/recorder.wasm"
         .iter()
         .map(|e| e.time[17..19].parse().unwrap())
         .collect();
-    assert!(secs.iter().all(|s| s % 10 == 0), "ticks fall on the schedule: {secs:?}");
+    assert!(
+        secs.iter().all(|s| s % 10 == 0),
+        "ticks fall on the schedule: {secs:?}"
+    );
 }

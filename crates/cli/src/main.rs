@@ -22,7 +22,12 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct DataDir {
     /// Directory for the SQLite database, blobs and compiled components.
-    #[arg(long, env = "TROUPE_DATA_DIR", default_value = ".troupe")]
+    #[arg(
+        long,
+        env = "TROUPE_DATA_DIR",
+        default_value = ".troupe",
+        global = true
+    )]
     data_dir: PathBuf,
 }
 
@@ -82,13 +87,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -98,12 +104,27 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn up(data_dir: PathBuf, listen: SocketAddr, manifest: PathBuf, duplicate: bool) -> Result<()> {
+async fn up(
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    manifest: PathBuf,
+    duplicate: bool,
+) -> Result<()> {
     let app = App::load(&manifest)?;
-    let options = troupe_local::Options { duplicate_deliveries: duplicate, ..Default::default() };
+    let options = troupe_local::Options {
+        duplicate_deliveries: duplicate,
+        ..Default::default()
+    };
     let local = Local::open_with(&data_dir, options)
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
-    let host = Host::new(app, backends(&local), Options { cache_dir: Some(data_dir.join("cache")) }).await?;
+    let host = Host::new(
+        app,
+        backends(&local),
+        Options {
+            cache_dir: Some(data_dir.join("cache")),
+        },
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}: is another troupe running? pass --listen"))?;
@@ -115,15 +136,23 @@ async fn up(data_dir: PathBuf, listen: SocketAddr, manifest: PathBuf, duplicate:
 
 async fn dlq(data_dir: PathBuf, action: DlqAction) -> Result<()> {
     if !data_dir.join("troupe.db").is_file() {
-        anyhow::bail!("no Troupe data in {}: pass --data-dir (or TROUPE_DATA_DIR)", data_dir.display());
+        anyhow::bail!(
+            "no Troupe data in {}: pass --data-dir (or TROUPE_DATA_DIR)",
+            data_dir.display()
+        );
     }
     let local = Local::open(&data_dir)?;
     match action {
-        DlqAction::List { subscription: Some(name), limit } => {
+        DlqAction::List {
+            subscription: Some(name),
+            limit,
+        } => {
             let letters = local.queue.dead_letters(&name, limit).await?;
             println!("{}", serde_json::to_string_pretty(&letters)?);
         }
-        DlqAction::List { subscription: None, .. } => {
+        DlqAction::List {
+            subscription: None, ..
+        } => {
             let mut summary = Vec::new();
             for s in local.queue.subscriptions().await? {
                 let depth = local.queue.depth(&s.name).await?;
@@ -143,15 +172,19 @@ async fn dlq(data_dir: PathBuf, action: DlqAction) -> Result<()> {
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TROUPE_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("TROUPE_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Up { data, listen, manifest, duplicate_deliveries } => {
-            up(data.data_dir, listen, manifest, duplicate_deliveries).await
-        }
+        Command::Up {
+            data,
+            listen,
+            manifest,
+            duplicate_deliveries,
+        } => up(data.data_dir, listen, manifest, duplicate_deliveries).await,
         Command::Dlq { data, action } => dlq(data.data_dir, action).await,
     };
     match result {

@@ -14,7 +14,9 @@ pub enum Error {
         found: u64,
     },
     /// A lease was lost: the message was redelivered or settled by someone else.
-    #[error("lease on message {message} in `{queue}` is no longer held (it expired or was settled)")]
+    #[error(
+        "lease on message {message} in `{queue}` is no longer held (it expired or was settled)"
+    )]
     LeaseLost {
         /// The queue.
         queue: String,

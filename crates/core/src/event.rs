@@ -122,10 +122,16 @@ impl Serialize for Event {
         } else if self.is_json() {
             match serde_json::from_slice(&self.data) {
                 Ok(value) => (Some(value), None),
-                Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(&self.data))),
+                Err(_) => (
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(&self.data)),
+                ),
             }
         } else {
-            (None, Some(base64::engine::general_purpose::STANDARD.encode(&self.data)))
+            (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(&self.data)),
+            )
         };
         Wire {
             specversion: "1.0".into(),
@@ -163,7 +169,9 @@ impl<'de> Deserialize<'de> for Event {
                 return Err(D::Error::custom("both `data` and `data_base64` are set"));
             }
             (Some(serde_json::Value::String(s)), None)
-                if w.datacontenttype.as_deref().is_some_and(|ct| !ct.contains("json")) =>
+                if w.datacontenttype
+                    .as_deref()
+                    .is_some_and(|ct| !ct.contains("json")) =>
             {
                 s.into_bytes()
             }

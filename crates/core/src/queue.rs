@@ -176,8 +176,9 @@ pub trait Queue: Send + Sync {
     async fn send(&self, queue: &str, messages: &[Message]) -> Result<usize>;
     /// Leases up to `max` deliverable messages, waiting up to `wait` for the first.
     async fn receive(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Delivery>>;
-    /// Settles deliveries as done.
-    async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()>;
+    /// Settles deliveries as done; returns how many were still leased by these
+    /// receipts (a receipt whose lease expired or was settled settles nothing).
+    async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<usize>;
     /// Redelivers later: after `delay`, or the policy's backoff when `None`; dead-letters
     /// when deliveries are used up.
     async fn retry(
@@ -188,8 +189,13 @@ pub trait Queue: Send + Sync {
         error: &str,
     ) -> Result<RetryOutcome>;
     /// Dead-letters at once with a reason code.
-    async fn reject(&self, queue: &str, receipt: &Receipt, reason: &str, detail: &str)
-    -> Result<()>;
+    async fn reject(
+        &self,
+        queue: &str,
+        receipt: &Receipt,
+        reason: &str,
+        detail: &str,
+    ) -> Result<()>;
     /// Counts by state.
     async fn depth(&self, queue: &str) -> Result<Depth>;
     /// Whether the backend answers.
@@ -233,11 +239,15 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for deliveries in 1..=5 {
             let cap = p.backoff_cap(deliveries);
-            let samples: Vec<Duration> = (0..500).map(|_| p.backoff(deliveries, &mut rng)).collect();
+            let samples: Vec<Duration> =
+                (0..500).map(|_| p.backoff(deliveries, &mut rng)).collect();
             assert!(samples.iter().all(|d| *d <= cap));
             let mean = samples.iter().sum::<Duration>() / 500;
             // Uniform on [0, cap]: the mean sits near cap / 2.
-            assert!(mean > cap * 2 / 5 && mean < cap * 3 / 5, "{deliveries}: {mean:?} vs {cap:?}");
+            assert!(
+                mean > cap * 2 / 5 && mean < cap * 3 / 5,
+                "{deliveries}: {mean:?} vs {cap:?}"
+            );
             let distinct: std::collections::BTreeSet<_> = samples.iter().collect();
             assert!(distinct.len() > 20, "jitter must spread delays");
         }

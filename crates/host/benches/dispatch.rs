@@ -13,7 +13,11 @@ use troupe_host::{App, Backends, Runtime};
 fn main() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let wasm = root.join("functions/dist/noop.wasm");
-    assert!(wasm.is_file(), "{} is missing: run `make setup` first", wasm.display());
+    assert!(
+        wasm.is_file(),
+        "{} is missing: run `make setup` first",
+        wasm.display()
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = dir.path().join("spin.toml");
     std::fs::write(
@@ -33,16 +37,29 @@ fn main() {
         state: Arc::new(local.state.clone()),
     };
     let runtime = Runtime::new(&app, &backends, Some(&dir.path().join("cache"))).expect("runtime");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
-    let event = Event::new("/bench", "bench.v1", &serde_json::json!({"document": "doc-1", "n": 1}));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let event = Event::new(
+        "/bench",
+        "bench.v1",
+        &serde_json::json!({"document": "doc-1", "n": 1}),
+    );
     let samples = rt.block_on(async {
         for _ in 0..2_000 {
-            runtime.handle_events("noop", vec![event.clone().into()]).await.expect("warm-up");
+            runtime
+                .handle_events("noop", vec![event.clone().into()])
+                .await
+                .expect("warm-up");
         }
         let mut samples = Vec::with_capacity(20_000);
         for _ in 0..20_000 {
             let t = Instant::now();
-            let out = runtime.handle_events("noop", vec![event.clone().into()]).await.expect("dispatch");
+            let out = runtime
+                .handle_events("noop", vec![event.clone().into()])
+                .await
+                .expect("dispatch");
             samples.push(t.elapsed());
             assert_eq!(out.len(), 1);
         }

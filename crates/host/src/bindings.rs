@@ -10,7 +10,9 @@ mod generated {
 }
 
 pub use generated::EventFunctionPre;
-pub use generated::troupe::pipeline::types::{Error as GuestError, Event as GuestEvent, Outcome, Rejection};
+pub use generated::troupe::pipeline::types::{
+    Error as GuestError, Event as GuestEvent, Outcome, Rejection,
+};
 pub use generated::troupe::pipeline::{blobs, config, logging, publisher, state, types};
 
 use wasmtime::component::{HasSelf, Linker};

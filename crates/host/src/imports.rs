@@ -40,7 +40,12 @@ impl publisher::Host for Ctx {
             return Ok(Err(GuestError::Invalid("topic must not be empty".into())));
         }
         let queue = self.env.backends.queue.clone();
-        reply(queue.publish(&topic, &[Message::from_event(&event)]).await.map(|_| ()))
+        reply(
+            queue
+                .publish(&topic, &[Message::from_event(&event)])
+                .await
+                .map(|_| ()),
+        )
     }
 }
 
@@ -64,18 +69,27 @@ impl blobs::Host for Ctx {
 
 impl state::Host for Ctx {
     async fn get(&mut self, key: String) -> Guest<Option<state::Entry>> {
+        reply(self.env.backends.state.get(&key).await.map(|e| {
+            e.map(|e| state::Entry {
+                value: e.value,
+                version: e.version,
+            })
+        }))
+    }
+
+    async fn put(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        expected_version: Option<u64>,
+    ) -> Guest<u64> {
         reply(
             self.env
                 .backends
                 .state
-                .get(&key)
-                .await
-                .map(|e| e.map(|e| state::Entry { value: e.value, version: e.version })),
+                .put(&key, &value, expected_version)
+                .await,
         )
-    }
-
-    async fn put(&mut self, key: String, value: Vec<u8>, expected_version: Option<u64>) -> Guest<u64> {
-        reply(self.env.backends.state.put(&key, &value, expected_version).await)
     }
 
     async fn delete(&mut self, key: String, expected_version: Option<u64>) -> Guest<bool> {
@@ -87,7 +101,13 @@ impl state::Host for Ctx {
     }
 
     async fn append_event(&mut self, subject: String, event: GuestEvent) -> Guest<u64> {
-        reply(self.env.backends.state.append_event(&subject, &event.into()).await)
+        reply(
+            self.env
+                .backends
+                .state
+                .append_event(&subject, &event.into())
+                .await,
+        )
     }
 
     async fn read_events(&mut self, subject: String) -> Guest<Vec<GuestEvent>> {
@@ -112,11 +132,17 @@ impl logging::Host for Ctx {
     async fn log(&mut self, level: logging::Level, message: String) -> wasmtime::Result<()> {
         let component = self.env.id.as_str();
         match level {
-            logging::Level::Trace => tracing::trace!(target: "troupe::guest", component, "{message}"),
-            logging::Level::Debug => tracing::debug!(target: "troupe::guest", component, "{message}"),
+            logging::Level::Trace => {
+                tracing::trace!(target: "troupe::guest", component, "{message}")
+            }
+            logging::Level::Debug => {
+                tracing::debug!(target: "troupe::guest", component, "{message}")
+            }
             logging::Level::Info => tracing::info!(target: "troupe::guest", component, "{message}"),
             logging::Level::Warn => tracing::warn!(target: "troupe::guest", component, "{message}"),
-            logging::Level::Error => tracing::error!(target: "troupe::guest", component, "{message}"),
+            logging::Level::Error => {
+                tracing::error!(target: "troupe::guest", component, "{message}")
+            }
         }
         Ok(())
     }

@@ -79,9 +79,17 @@ impl Shared {
         for t in &self.app.subscriptions {
             let name = &t.subscription.name;
             if let Ok(d) = self.backends.queue.depth(name).await {
-                let labels = metrics::QueueLabels { subscription: name.clone() };
-                self.metrics.queue_depth.get_or_create(&labels).set(i64::try_from(d.ready + d.in_flight).unwrap_or(i64::MAX));
-                self.metrics.dlq_depth.get_or_create(&labels).set(i64::try_from(d.dead).unwrap_or(i64::MAX));
+                let labels = metrics::QueueLabels {
+                    subscription: name.clone(),
+                };
+                self.metrics
+                    .queue_depth
+                    .get_or_create(&labels)
+                    .set(i64::try_from(d.ready + d.in_flight).unwrap_or(i64::MAX));
+                self.metrics
+                    .dlq_depth
+                    .get_or_create(&labels)
+                    .set(i64::try_from(d.dead).unwrap_or(i64::MAX));
             }
         }
     }
@@ -98,18 +106,33 @@ impl Host {
     pub async fn new(app: App, backends: Backends, options: Options) -> Result<Self> {
         let runtime = {
             let (app, backends) = (app.clone(), backends.clone());
-            tokio::task::spawn_blocking(move || Runtime::new(&app, &backends, options.cache_dir.as_deref()))
-                .await
-                .context("compiling components")??
+            tokio::task::spawn_blocking(move || {
+                Runtime::new(&app, &backends, options.cache_dir.as_deref())
+            })
+            .await
+            .context("compiling components")??
         };
         for t in &app.subscriptions {
             backends
                 .queue
                 .subscribe(&t.subscription)
                 .await
-                .with_context(|| format!("{}: declaring subscription `{}`", app.path.display(), t.subscription.name))?;
+                .with_context(|| {
+                    format!(
+                        "{}: declaring subscription `{}`",
+                        app.path.display(),
+                        t.subscription.name
+                    )
+                })?;
         }
-        Ok(Self { shared: Arc::new(Shared { app, runtime, backends, metrics: metrics::Metrics::default() }) })
+        Ok(Self {
+            shared: Arc::new(Shared {
+                app,
+                runtime,
+                backends,
+                metrics: metrics::Metrics::default(),
+            }),
+        })
     }
 
     /// What handlers share (runtime, backends, metrics).
@@ -119,11 +142,19 @@ impl Host {
 
     /// Serves HTTP on `listener` and runs every trigger until `shutdown` resolves; then
     /// stops receiving, finishes in-flight work and returns.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         for t in self.shared.app.subscriptions.clone() {
-            tasks.spawn(triggers::subscription::run(self.shared.clone(), t, stop_rx.clone()));
+            tasks.spawn(triggers::subscription::run(
+                self.shared.clone(),
+                t,
+                stop_rx.clone(),
+            ));
         }
         for t in self.shared.app.cron.clone() {
             tasks.spawn(triggers::cron::run(self.shared.clone(), t, stop_rx.clone()));

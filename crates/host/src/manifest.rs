@@ -241,7 +241,9 @@ impl Route {
         match self {
             Self::Exact(p) => path == p,
             Self::Prefix(p) => {
-                path == p || (path.starts_with(p.as_str()) && (p.ends_with('/') || path.as_bytes().get(p.len()) == Some(&b'/')))
+                path == p
+                    || (path.starts_with(p.as_str())
+                        && (p.ends_with('/') || path.as_bytes().get(p.len()) == Some(&b'/')))
             }
         }
     }
@@ -312,7 +314,13 @@ impl OutboundRule {
             Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
             _ => (rest, None),
         };
-        let wildcard = |v: &str| if v == "*" { None } else { Some(v.to_ascii_lowercase()) };
+        let wildcard = |v: &str| {
+            if v == "*" {
+                None
+            } else {
+                Some(v.to_ascii_lowercase())
+            }
+        };
         let scheme = wildcard(scheme);
         if let Some(sc) = &scheme
             && sc != "http"
@@ -330,9 +338,16 @@ impl OutboundRule {
                 _ => None,
             },
             Some("*") => None,
-            Some(p) => Some(p.parse().map_err(|_| format!("`{s}`: port `{p}` is not a number or *"))?),
+            Some(p) => Some(
+                p.parse()
+                    .map_err(|_| format!("`{s}`: port `{p}` is not a number or *"))?,
+            ),
         };
-        Ok(Self { scheme, host: wildcard(host), port })
+        Ok(Self {
+            scheme,
+            host: wildcard(host),
+            port,
+        })
     }
 
     /// Whether a request to `scheme://host:port` is allowed by this rule.
@@ -340,10 +355,13 @@ impl OutboundRule {
         let host = host.to_ascii_lowercase();
         self.scheme.as_deref().is_none_or(|s| s == scheme)
             && self.port.is_none_or(|p| p == port)
-            && self.host.as_deref().is_none_or(|h| match h.strip_prefix("*.") {
-                Some(suffix) => host.ends_with(&format!(".{suffix}")),
-                None => h == host,
-            })
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|h| match h.strip_prefix("*.") {
+                    Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                    None => h == host,
+                })
     }
 }
 
@@ -369,16 +387,27 @@ impl App {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        let invalid = |field: String, why: String| ManifestError::Invalid { path: path.to_owned(), field, why };
+        let invalid = |field: String, why: String| ManifestError::Invalid {
+            path: path.to_owned(),
+            field,
+            why,
+        };
         if raw.spin_manifest_version != 2 {
             return Err(invalid(
                 "spin_manifest_version".into(),
                 format!("is {}, Troupe reads version 2", raw.spin_manifest_version),
             ));
         }
-        let _ = (&raw.application.version, &raw.application.description, &raw.application.authors);
+        let _ = (
+            &raw.application.version,
+            &raw.application.description,
+            &raw.application.authors,
+        );
         if raw.application.name.trim().is_empty() {
-            return Err(invalid("application.name".into(), "must not be empty".into()));
+            return Err(invalid(
+                "application.name".into(),
+                "must not be empty".into(),
+            ));
         }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut variables = BTreeMap::new();
@@ -421,26 +450,40 @@ impl App {
                 .map_err(|why| invalid(field("allowed_outbound_hosts"), why))?;
             let mut vars = BTreeMap::new();
             for (k, template) in &c.variables {
-                vars.insert(k.clone(), expand(template, &variables).map_err(|why| invalid(field(&format!("variables.{k}")), why))?);
+                vars.insert(
+                    k.clone(),
+                    expand(template, &variables)
+                        .map_err(|why| invalid(field(&format!("variables.{k}")), why))?,
+                );
             }
             let limits: RawLimits = match c.tool.get("troupe") {
-                Some(v) => v
-                    .clone()
-                    .try_into()
-                    .map_err(|e: toml::de::Error| invalid(field("tool.troupe"), e.message().to_owned()))?,
+                Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
+                    invalid(field("tool.troupe"), e.message().to_owned())
+                })?,
                 None => RawLimits::default(),
             };
             let memory_mb = limits.memory_limit_mb.unwrap_or(DEFAULT_MEMORY_MB);
             if memory_mb == 0 || memory_mb > 4096 {
-                return Err(invalid(field("tool.troupe.memory_limit_mb"), "must be 1..=4096".into()));
+                return Err(invalid(
+                    field("tool.troupe.memory_limit_mb"),
+                    "must be 1..=4096".into(),
+                ));
             }
             let max_concurrency = limits.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY);
             if max_concurrency == 0 {
-                return Err(invalid(field("tool.troupe.max_concurrency"), "must be at least 1".into()));
+                return Err(invalid(
+                    field("tool.troupe.max_concurrency"),
+                    "must be at least 1".into(),
+                ));
             }
-            let timeout = limits.timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+            let timeout = limits
+                .timeout_ms
+                .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
             if timeout.is_zero() {
-                return Err(invalid(field("tool.troupe.timeout_ms"), "must be at least 1".into()));
+                return Err(invalid(
+                    field("tool.troupe.timeout_ms"),
+                    "must be at least 1".into(),
+                ));
             }
             components.insert(
                 id.clone(),
@@ -460,7 +503,10 @@ impl App {
             if components.contains_key(id) {
                 Ok(())
             } else {
-                Err(invalid(field, format!("names component `{id}`, which has no [component.{id}] table")))
+                Err(invalid(
+                    field,
+                    format!("names component `{id}`, which has no [component.{id}] table"),
+                ))
             }
         };
         let mut http = Vec::new();
@@ -468,14 +514,24 @@ impl App {
             let _ = &t.executor;
             known(format!("trigger.http[{i}].component"), &t.component)?;
             let route = if let Some(p) = t.route.strip_suffix("/...") {
-                Route::Prefix(if p.is_empty() { "/".into() } else { p.to_owned() })
+                Route::Prefix(if p.is_empty() {
+                    "/".into()
+                } else {
+                    p.to_owned()
+                })
             } else {
                 Route::Exact(t.route.clone())
             };
             if !t.route.starts_with('/') {
-                return Err(invalid(format!("trigger.http[{i}].route"), format!("`{}` must start with '/'", t.route)));
+                return Err(invalid(
+                    format!("trigger.http[{i}].route"),
+                    format!("`{}` must start with '/'", t.route),
+                ));
             }
-            http.push(HttpTrigger { route, component: t.component.clone() });
+            http.push(HttpTrigger {
+                route,
+                component: t.component.clone(),
+            });
         }
         // Most specific route first: longer, then exact before prefix.
         http.sort_by_key(|t| std::cmp::Reverse(t.route.specificity()));
@@ -488,13 +544,25 @@ impl App {
             if t.topic.trim().is_empty() {
                 return Err(invalid(field("topic"), "must not be empty".into()));
             }
-            let name = t.subscription.clone().unwrap_or_else(|| t.component.clone());
-            let (policy, batch_size) = delivery(&t.delivery).map_err(|(f, why)| invalid(field(f), why))?;
+            let name = t
+                .subscription
+                .clone()
+                .unwrap_or_else(|| t.component.clone());
+            let (policy, batch_size) =
+                delivery(&t.delivery).map_err(|(f, why)| invalid(field(f), why))?;
             if !names.insert(name.clone()) {
-                return Err(invalid(field("subscription"), format!("`{name}` is used twice: give each trigger its own `subscription`")));
+                return Err(invalid(
+                    field("subscription"),
+                    format!("`{name}` is used twice: give each trigger its own `subscription`"),
+                ));
             }
             subscriptions.push(SubscriptionTrigger {
-                subscription: troupe_core::Subscription { name, topic: t.topic.clone(), subject_prefix: None, policy },
+                subscription: troupe_core::Subscription {
+                    name,
+                    topic: t.topic.clone(),
+                    subject_prefix: None,
+                    policy,
+                },
                 batch_size,
                 component: t.component.clone(),
                 source: Source::Topic,
@@ -506,10 +574,17 @@ impl App {
             if let Err(e) = troupe_core_bucket_check(&t.bucket) {
                 return Err(invalid(field("bucket"), e));
             }
-            let name = t.subscription.clone().unwrap_or_else(|| format!("{}-blob", t.component));
-            let (policy, batch_size) = delivery(&t.delivery).map_err(|(f, why)| invalid(field(f), why))?;
+            let name = t
+                .subscription
+                .clone()
+                .unwrap_or_else(|| format!("{}-blob", t.component));
+            let (policy, batch_size) =
+                delivery(&t.delivery).map_err(|(f, why)| invalid(field(f), why))?;
             if !names.insert(name.clone()) {
-                return Err(invalid(field("subscription"), format!("`{name}` is used twice: give each trigger its own `subscription`")));
+                return Err(invalid(
+                    field("subscription"),
+                    format!("`{name}` is used twice: give each trigger its own `subscription`"),
+                ));
             }
             subscriptions.push(SubscriptionTrigger {
                 subscription: troupe_core::Subscription {
@@ -520,7 +595,9 @@ impl App {
                 },
                 batch_size,
                 component: t.component.clone(),
-                source: Source::Blob { bucket: t.bucket.clone() },
+                source: Source::Blob {
+                    bucket: t.bucket.clone(),
+                },
             });
         }
         let mut cron = Vec::new();
@@ -537,24 +614,48 @@ impl App {
                     format!("`{}` is not a cron expression ({e}); write `sec min hour day month weekday`, e.g. `*/5 * * * * *`", t.schedule),
                 )
             })?;
-            cron.push(CronTrigger { schedule, expression: t.schedule.clone(), component: t.component.clone() });
+            cron.push(CronTrigger {
+                schedule,
+                expression: t.schedule.clone(),
+                component: t.component.clone(),
+            });
         }
-        Ok(Self { name: raw.application.name, path: path.to_owned(), components, http, subscriptions, cron })
+        Ok(Self {
+            name: raw.application.name,
+            path: path.to_owned(),
+            components,
+            http,
+            subscriptions,
+            cron,
+        })
     }
 
     /// The component serving `path`, if any.
     pub fn route(&self, path: &str) -> Option<&str> {
-        self.http.iter().find(|t| t.route.matches(path)).map(|t| t.component.as_str())
+        self.http
+            .iter()
+            .find(|t| t.route.matches(path))
+            .map(|t| t.component.as_str())
     }
 }
 
 fn troupe_core_bucket_check(bucket: &str) -> std::result::Result<(), String> {
     let ok = (3..=63).contains(&bucket.len())
-        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    if ok { Ok(()) } else { Err(format!("`{bucket}`: use 3-63 characters of a-z, 0-9, '.', '-'")) }
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{bucket}`: use 3-63 characters of a-z, 0-9, '.', '-'"
+        ))
+    }
 }
 
-fn delivery(d: &RawDelivery) -> std::result::Result<(DeliveryPolicy, usize), (&'static str, String)> {
+fn delivery(
+    d: &RawDelivery,
+) -> std::result::Result<(DeliveryPolicy, usize), (&'static str, String)> {
     let def = DeliveryPolicy::default();
     let ms = Duration::from_millis;
     let policy = DeliveryPolicy {
@@ -587,11 +688,15 @@ fn expand(template: &str, vars: &BTreeMap<String, String>) -> std::result::Resul
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| format!("`{template}`: unclosed `{{{{`"))?;
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("`{template}`: unclosed `{{{{`"))?;
         let name = after[..end].trim();
-        let value = vars
-            .get(name)
-            .ok_or_else(|| format!("refers to variable `{name}`, which [variables] does not define (or has no value)"))?;
+        let value = vars.get(name).ok_or_else(|| {
+            format!(
+                "refers to variable `{name}`, which [variables] does not define (or has no value)"
+            )
+        })?;
         out.push_str(value);
         rest = &after[end + 2..];
     }
@@ -653,7 +758,10 @@ max_concurrency = 2
     #[test]
     fn malformed_toml_names_file_line_and_field() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), &GOOD.replace("route = \"/hello/...\"", "rout = \"/hello\""));
+        let p = write(
+            dir.path(),
+            &GOOD.replace("route = \"/hello/...\"", "rout = \"/hello\""),
+        );
         let err = App::load(&p).unwrap_err().to_string();
         assert!(err.contains("spin.toml"), "{err}");
         assert!(err.contains("rout"), "{err}");
@@ -663,7 +771,10 @@ max_concurrency = 2
     #[test]
     fn missing_component_file_names_the_field() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), &GOOD.replace("source = \"hello.wasm\"", "source = \"gone.wasm\""));
+        let p = write(
+            dir.path(),
+            &GOOD.replace("source = \"hello.wasm\"", "source = \"gone.wasm\""),
+        );
         let err = App::load(&p).unwrap_err().to_string();
         assert!(err.contains("component.hello.source"), "{err}");
         assert!(err.contains("gone.wasm"), "{err}");
@@ -673,11 +784,27 @@ max_concurrency = 2
     fn bad_values_name_their_field() {
         let dir = tempfile::tempdir().unwrap();
         for (from, to, field) in [
-            ("max_deliveries = 2", "max_deliveries = 0", "trigger.queue[0].max_deliveries"),
+            (
+                "max_deliveries = 2",
+                "max_deliveries = 0",
+                "trigger.queue[0].max_deliveries",
+            ),
             ("*/5 * * * *", "every tuesday", "trigger.cron[0].schedule"),
-            ("http://127.0.0.1:*", "127.0.0.1", "component.hello.allowed_outbound_hosts"),
-            ("component = \"hello\"\nmax", "component = \"nope\"\nmax", "trigger.queue[0].component"),
-            ("{{ greeting }}", "{{ missing }}", "component.hello.variables.message"),
+            (
+                "http://127.0.0.1:*",
+                "127.0.0.1",
+                "component.hello.allowed_outbound_hosts",
+            ),
+            (
+                "component = \"hello\"\nmax",
+                "component = \"nope\"\nmax",
+                "trigger.queue[0].component",
+            ),
+            (
+                "{{ greeting }}",
+                "{{ missing }}",
+                "component.hello.variables.message",
+            ),
         ] {
             let p = write(dir.path(), &GOOD.replacen(from, to, 1));
             let err = App::load(&p).unwrap_err().to_string();

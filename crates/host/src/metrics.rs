@@ -70,12 +70,39 @@ impl Default for Metrics {
         let events = Family::<EventLabels, Counter>::default();
         let queue_depth = Family::<QueueLabels, Gauge>::default();
         let dlq_depth = Family::<QueueLabels, Gauge>::default();
-        registry.register("invocations", "Function invocations by outcome", invocations.clone());
-        registry.register("invocation_duration_seconds", "Function invocation wall time", duration.clone());
-        registry.register("events", "Events settled per subscription, by outcome", events.clone());
-        registry.register("queue_depth", "Messages ready or in flight per subscription", queue_depth.clone());
-        registry.register("dlq_depth", "Dead-lettered messages per subscription", dlq_depth.clone());
-        Self { registry, invocations, duration, events, queue_depth, dlq_depth }
+        registry.register(
+            "invocations",
+            "Function invocations by outcome",
+            invocations.clone(),
+        );
+        registry.register(
+            "invocation_duration_seconds",
+            "Function invocation wall time",
+            duration.clone(),
+        );
+        registry.register(
+            "events",
+            "Events settled per subscription, by outcome",
+            events.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Messages ready or in flight per subscription",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "dlq_depth",
+            "Dead-lettered messages per subscription",
+            dlq_depth.clone(),
+        );
+        Self {
+            registry,
+            invocations,
+            duration,
+            events,
+            queue_depth,
+            dlq_depth,
+        }
     }
 }
 
@@ -90,14 +117,20 @@ impl Metrics {
             })
             .inc();
         self.duration
-            .get_or_create(&ComponentLabels { component: component.to_owned(), trigger: trigger.to_owned() })
+            .get_or_create(&ComponentLabels {
+                component: component.to_owned(),
+                trigger: trigger.to_owned(),
+            })
             .observe(seconds);
     }
 
     /// Records settled events.
     pub fn settled(&self, subscription: &str, outcome: &str, n: u64) {
         self.events
-            .get_or_create(&EventLabels { subscription: subscription.to_owned(), outcome: outcome.to_owned() })
+            .get_or_create(&EventLabels {
+                subscription: subscription.to_owned(),
+                outcome: outcome.to_owned(),
+            })
             .inc_by(n);
     }
 

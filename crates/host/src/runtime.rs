@@ -12,13 +12,15 @@ use anyhow::{Context as _, Result};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::Backends;
 use crate::bindings::{EventFunctionPre, GuestEvent, Outcome};
 use crate::manifest::{App, ComponentDef};
 use crate::store::{ComponentEnv, Ctx};
-use crate::Backends;
 
 /// How often the epoch ticks; timeouts are checked, and long-running guests yield to
 /// other tasks, at this granularity.
@@ -84,7 +86,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("components", &self.components.keys()).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("components", &self.components.keys())
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,8 +105,18 @@ pub fn engine(app: &App) -> Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.wasm_component_model(true);
-    let slots: usize = app.components.values().map(|c| c.max_concurrency).sum::<usize>().clamp(16, 1000);
-    let max_memory = app.components.values().map(|c| c.memory_limit).max().unwrap_or(128 << 20);
+    let slots: usize = app
+        .components
+        .values()
+        .map(|c| c.max_concurrency)
+        .sum::<usize>()
+        .clamp(16, 1000);
+    let max_memory = app
+        .components
+        .values()
+        .map(|c| c.memory_limit)
+        .max()
+        .unwrap_or(128 << 20);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(u32::try_from(slots).unwrap_or(1000))
         .total_core_instances(u32::try_from(slots * 4).unwrap_or(4000))
@@ -115,21 +129,41 @@ pub fn engine(app: &App) -> Result<Engine> {
         .max_tables_per_component(8)
         .total_stacks(u32::try_from(slots).unwrap_or(1000));
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config).map_err(anyhow::Error::from).context("configuring the wasmtime engine")
+    Engine::new(&config)
+        .map_err(anyhow::Error::from)
+        .context("configuring the wasmtime engine")
 }
 
 /// Reads a compiled component from `cache_dir` or compiles and stores it.
-fn load_component(engine: &Engine, def: &ComponentDef, cache_dir: Option<&Path>) -> Result<Component> {
-    let wasm = std::fs::read(&def.source)
-        .with_context(|| format!("reading component `{}` from {}", def.id, def.source.display()))?;
+fn load_component(
+    engine: &Engine,
+    def: &ComponentDef,
+    cache_dir: Option<&Path>,
+) -> Result<Component> {
+    let wasm = std::fs::read(&def.source).with_context(|| {
+        format!(
+            "reading component `{}` from {}",
+            def.id,
+            def.source.display()
+        )
+    })?;
     let Some(dir) = cache_dir else {
         return Component::new(engine, &wasm)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("compiling component `{}` ({})", def.id, def.source.display()));
+            .with_context(|| {
+                format!(
+                    "compiling component `{}` ({})",
+                    def.id,
+                    def.source.display()
+                )
+            });
     };
     let mut hasher = Sha256::new();
     hasher.update(&wasm);
-    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut HashWriter(&mut hasher));
+    std::hash::Hash::hash(
+        &engine.precompile_compatibility_hash(),
+        &mut HashWriter(&mut hasher),
+    );
     let path: PathBuf = dir.join(format!("{}.cwasm", hex::encode(&hasher.finalize()[..16])));
     if path.is_file() {
         // SAFETY: the file was written below by `precompile_component` of an engine
@@ -139,14 +173,23 @@ fn load_component(engine: &Engine, def: &ComponentDef, cache_dir: Option<&Path>)
         let cached = unsafe { Component::deserialize_file(engine, &path) };
         match cached {
             Ok(c) => return Ok(c),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable compiled-component cache entry"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable compiled-component cache entry")
+            }
         }
     }
     let bytes = engine
         .precompile_component(&wasm)
         .map_err(anyhow::Error::from)
-        .with_context(|| format!("compiling component `{}` ({})", def.id, def.source.display()))?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating cache directory {}", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "compiling component `{}` ({})",
+                def.id,
+                def.source.display()
+            )
+        })?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating cache directory {}", dir.display()))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
@@ -173,19 +216,23 @@ impl Runtime {
         let engine = engine(app)?;
         let mut linker: Linker<Ctx> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)?;
         crate::bindings::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
 
         let mut components = HashMap::new();
         for def in app.components.values() {
             let component = load_component(&engine, def, cache_dir)?;
-            let pre = linker.instantiate_pre(&component).map_err(anyhow::Error::from).with_context(|| {
-                format!(
-                    "component `{}` ({}) imports something the host does not provide",
-                    def.id,
-                    def.source.display()
-                )
-            })?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!(
+                        "component `{}` ({}) imports something the host does not provide",
+                        def.id,
+                        def.source.display()
+                    )
+                })?;
             let exports = match EventFunctionPre::new(pre.clone()) {
                 Ok(p) => Exports::Events(p),
                 Err(events_err) => match ProxyPre::new(pre) {
@@ -206,7 +253,12 @@ impl Runtime {
             });
             components.insert(
                 def.id.clone(),
-                Arc::new(Loaded { def: def.clone(), env, exports, slots: Arc::new(Semaphore::new(def.max_concurrency)) }),
+                Arc::new(Loaded {
+                    def: def.clone(),
+                    env,
+                    exports,
+                    slots: Arc::new(Semaphore::new(def.max_concurrency)),
+                }),
             );
         }
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -223,7 +275,11 @@ impl Runtime {
                 }
             })
             .context("starting the epoch ticker thread")?;
-        Ok(Self { engine, components, _ticker: EpochTicker(stop) })
+        Ok(Self {
+            engine,
+            components,
+            _ticker: EpochTicker(stop),
+        })
     }
 
     /// The engine.
@@ -255,11 +311,18 @@ impl Runtime {
     }
 
     /// Classifies a failed call.
-    pub fn fault(loaded: &Loaded, store: &Store<Ctx>, started: Instant, err: &wasmtime::Error) -> Fault {
+    pub fn fault(
+        loaded: &Loaded,
+        store: &Store<Ctx>,
+        started: Instant,
+        err: &wasmtime::Error,
+    ) -> Fault {
         if store.data().limiter.exceeded {
             Fault::MemoryCap(loaded.def.memory_limit >> 20)
-        } else if matches!(err.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt))
-            || started.elapsed() >= loaded.def.timeout
+        } else if matches!(
+            err.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ) || started.elapsed() >= loaded.def.timeout
         {
             Fault::Timeout(loaded.def.timeout)
         } else {
@@ -268,30 +331,53 @@ impl Runtime {
     }
 
     /// Invokes an event function's `handle` with `events`; one outcome per event.
-    pub async fn handle_events(&self, id: &str, events: Vec<GuestEvent>) -> Result<Vec<Outcome>, Fault> {
+    pub async fn handle_events(
+        &self,
+        id: &str,
+        events: Vec<GuestEvent>,
+    ) -> Result<Vec<Outcome>, Fault> {
         let loaded = self
             .components
             .get(id)
             .ok_or_else(|| Fault::Trap(format!("no component `{id}`")))?;
-        let _permit = loaded.slots.acquire().await.map_err(|_| Fault::Overloaded(loaded.def.max_concurrency))?;
+        let _permit = loaded
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| Fault::Overloaded(loaded.def.max_concurrency))?;
         self.handle_events_in(loaded, events).await
     }
 
     /// Like [`Self::handle_events`], for a caller already holding a slot.
-    pub async fn handle_events_in(&self, loaded: &Loaded, events: Vec<GuestEvent>) -> Result<Vec<Outcome>, Fault> {
+    pub async fn handle_events_in(
+        &self,
+        loaded: &Loaded,
+        events: Vec<GuestEvent>,
+    ) -> Result<Vec<Outcome>, Fault> {
         let Exports::Events(pre) = &loaded.exports else {
-            return Err(Fault::Trap(format!("component `{}` is an HTTP component, not an event function", loaded.def.id)));
+            return Err(Fault::Trap(format!(
+                "component `{}` is an HTTP component, not an event function",
+                loaded.def.id
+            )));
         };
         let started = Instant::now();
         let mut store = self.store(loaded);
         let n = events.len();
         let result = match pre.instantiate_async(&mut store).await {
-            Ok(instance) => instance.troupe_pipeline_handler().call_handle(&mut store, &events).await,
+            Ok(instance) => {
+                instance
+                    .troupe_pipeline_handler()
+                    .call_handle(&mut store, &events)
+                    .await
+            }
             Err(e) => Err(e),
         };
         match result {
             Ok(outcomes) if outcomes.len() == n => Ok(outcomes),
-            Ok(outcomes) => Err(Fault::Trap(format!("returned {} outcomes for {n} events", outcomes.len()))),
+            Ok(outcomes) => Err(Fault::Trap(format!(
+                "returned {} outcomes for {n} events",
+                outcomes.len()
+            ))),
             Err(e) => Err(Self::fault(loaded, &store, started, &e)),
         }
     }

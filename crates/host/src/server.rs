@@ -21,17 +21,24 @@ use crate::Shared;
 use crate::runtime::{Exports, Fault, Runtime};
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<HyperOutgoingBody> {
-    let body = Full::new(Bytes::from(value.to_string())).map_err(|never: Infallible| match never {}).boxed_unsync();
+    let body = Full::new(Bytes::from(value.to_string()))
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync();
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 /// A JSON error body: `{"error": {"code", "message"}}`.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<HyperOutgoingBody> {
-    json(status, &serde_json::json!({"error": {"code": code, "message": message}}))
+    json(
+        status,
+        &serde_json::json!({"error": {"code": code, "message": message}}),
+    )
 }
 
 /// Accepts connections until `shutdown` resolves, then lets open requests finish.
@@ -81,13 +88,19 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<HyperOu
             let mut resp = Response::new(body);
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             resp
         }
         _ => match shared.app.route(&path) {
             Some(component) => invoke(&shared, component, req).await,
-            None => error(StatusCode::NOT_FOUND, "not_found", &format!("no route serves {path}")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no route serves {path}"),
+            ),
         },
     }
 }
@@ -105,13 +118,28 @@ async fn health(shared: &Shared) -> Response<HyperOutgoingBody> {
         "app": shared.app.name,
         "dependencies": {"queue": check(&q), "state": check(&s), "blobs": check(&o)},
     });
-    json(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+    json(
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &body,
+    )
 }
 
-async fn invoke(shared: &Arc<Shared>, id: &str, req: Request<Incoming>) -> Response<HyperOutgoingBody> {
+async fn invoke(
+    shared: &Arc<Shared>,
+    id: &str,
+    req: Request<Incoming>,
+) -> Response<HyperOutgoingBody> {
     let runtime: &Runtime = &shared.runtime;
     let Some(loaded) = runtime.component(id).cloned() else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "no_component", &format!("component `{id}` is not loaded"));
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no_component",
+            &format!("component `{id}` is not loaded"),
+        );
     };
     let Exports::Http(pre) = loaded.exports.clone() else {
         return error(
@@ -128,14 +156,22 @@ async fn invoke(shared: &Arc<Shared>, id: &str, req: Request<Incoming>) -> Respo
         url.path = %req.uri().path(),
         http.response.status_code = tracing::field::Empty,
     );
-    let permit = match tokio::time::timeout(loaded.def.timeout, loaded.slots.clone().acquire_owned()).await {
+    let permit = match tokio::time::timeout(
+        loaded.def.timeout,
+        loaded.slots.clone().acquire_owned(),
+    )
+    .await
+    {
         Ok(Ok(p)) => p,
         _ => {
             shared.metrics.invoked(id, "http", "overloaded", 0.0);
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
-                &format!("component `{id}` is at its concurrency limit ({}); retry later", loaded.def.max_concurrency),
+                &format!(
+                    "component `{id}` is at its concurrency limit ({}); retry later",
+                    loaded.def.max_concurrency
+                ),
             );
         }
     };
@@ -146,7 +182,13 @@ async fn invoke(shared: &Arc<Shared>, id: &str, req: Request<Incoming>) -> Respo
         .data_mut()
         .http()
         .new_incoming_request(Scheme::Http, req)
-        .and_then(|r| store.data_mut().http().new_response_outparam(tx).map(|o| (r, o)));
+        .and_then(|r| {
+            store
+                .data_mut()
+                .http()
+                .new_response_outparam(tx)
+                .map(|o| (r, o))
+        });
     let (request, out) = match prepared {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &format!("{e:#}")),
@@ -156,28 +198,41 @@ async fn invoke(shared: &Arc<Shared>, id: &str, req: Request<Incoming>) -> Respo
         async move {
             let _permit = permit;
             let result = match pre.instantiate_async(&mut store).await {
-                Ok(proxy) => proxy.wasi_http_incoming_handler().call_handle(&mut store, request, out).await,
+                Ok(proxy) => {
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, request, out)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             let outcome = result.map_err(|e| Runtime::fault(&loaded2, &store, started, &e));
             let label = outcome.as_ref().err().map_or("ok", Fault::label);
-            shared2.metrics.invoked(&id2, "http", label, started.elapsed().as_secs_f64());
+            shared2
+                .metrics
+                .invoked(&id2, "http", label, started.elapsed().as_secs_f64());
             outcome
         }
         .instrument(span.clone()),
     );
     let resp = match rx.await {
         Ok(Ok(resp)) => resp,
-        Ok(Err(code)) => error(StatusCode::INTERNAL_SERVER_ERROR, "component_error", &format!("{code:?}")),
+        Ok(Err(code)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "component_error",
+            &format!("{code:?}"),
+        ),
         Err(_) => match task.await {
             Ok(Err(Fault::Timeout(t))) => error(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout",
                 &format!("component `{id}` did not respond within {t:?}"),
             ),
-            Ok(Err(fault)) => {
-                error(StatusCode::INTERNAL_SERVER_ERROR, fault.label(), &format!("component `{id}` {fault}"))
-            }
+            Ok(Err(fault)) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                fault.label(),
+                &format!("component `{id}` {fault}"),
+            ),
             Ok(Ok(())) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "no_response",

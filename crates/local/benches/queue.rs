@@ -36,7 +36,10 @@ async fn run(durability: Durability, batch: usize, total: usize) -> f64 {
             })
             .collect();
         sent += q.send("bench", &msgs).await.expect("send");
-        let got = q.receive("bench", batch, Duration::ZERO).await.expect("receive");
+        let got = q
+            .receive("bench", batch, Duration::ZERO)
+            .await
+            .expect("receive");
         let receipts: Vec<_> = got.into_iter().map(|d| d.receipt).collect();
         acked += receipts.len();
         q.ack("bench", &receipts).await.expect("ack");
@@ -45,10 +48,16 @@ async fn run(durability: Durability, batch: usize, total: usize) -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     println!("| durability | batch | messages | send+receive+ack msg/s |");
     println!("|---|---:|---:|---:|");
-    for (durability, name) in [(Durability::Full, "FULL (fsync/commit)"), (Durability::Normal, "NORMAL (WAL)")] {
+    for (durability, name) in [
+        (Durability::Full, "FULL (fsync/commit)"),
+        (Durability::Normal, "NORMAL (WAL)"),
+    ] {
         for batch in [1usize, 10, 100] {
             let total = if batch == 1 { 2_000 } else { 20_000 };
             let rate = rt.block_on(run(durability, batch, total));

@@ -24,7 +24,9 @@ pub struct FsBlobs {
 
 impl std::fmt::Debug for FsBlobs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FsBlobs").field("root", &self.root).finish_non_exhaustive()
+        f.debug_struct("FsBlobs")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
     }
 }
 
@@ -38,7 +40,9 @@ fn io(what: &Path, e: std::io::Error) -> Error {
 /// Checks a bucket name: 3–63 of `a-z 0-9 . -`, starting and ending alphanumeric.
 pub fn check_bucket(bucket: &str) -> Result<()> {
     let ok = (3..=63).contains(&bucket.len())
-        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
         && bucket.as_bytes()[0].is_ascii_alphanumeric()
         && bucket.as_bytes()[bucket.len() - 1].is_ascii_alphanumeric();
     if ok {
@@ -46,7 +50,9 @@ pub fn check_bucket(bucket: &str) -> Result<()> {
     } else {
         Err(Error::invalid(
             "bucket",
-            format!("`{bucket}`: use 3-63 characters of a-z, 0-9, '.', '-', starting and ending with a letter or digit"),
+            format!(
+                "`{bucket}`: use 3-63 characters of a-z, 0-9, '.', '-', starting and ending with a letter or digit"
+            ),
         ))
     }
 }
@@ -60,7 +66,10 @@ pub fn check_key(key: &str) -> Result<()> {
     if key.contains('\0') || key.contains('\\') {
         return bad("must not contain NUL or backslash");
     }
-    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if key
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return bad("segments between '/' must be non-empty and not '.' or '..'");
     }
     Ok(())
@@ -82,14 +91,18 @@ impl FsBlobs {
     }
 
     async fn announce(&self, bucket: &str, key: &str, data: &[u8]) -> Result<()> {
-        let Some(queue) = &self.notify else { return Ok(()) };
+        let Some(queue) = &self.notify else {
+            return Ok(());
+        };
         let record = ObjectCreated {
             event_version: "2.1".into(),
             event_source: "troupe:local".into(),
             event_time: troupe_core::event::now_rfc3339(),
             event_name: "ObjectCreated:Put".into(),
             s3: S3Entity {
-                bucket: S3Bucket { name: bucket.to_owned() },
+                bucket: S3Bucket {
+                    name: bucket.to_owned(),
+                },
                 object: S3Object {
                     key: key.to_owned(),
                     size: data.len() as u64,
@@ -97,9 +110,13 @@ impl FsBlobs {
                 },
             },
         };
-        let data = serde_json::to_value(&record).map_err(|e| Error::invalid("record", e.to_string()))?;
-        let event = Event::new(format!("/blobs/{bucket}"), OBJECT_CREATED_TYPE, &data).with_subject(key);
-        queue.publish(&created_topic(bucket), &[Message::from_event(&event)]).await?;
+        let data =
+            serde_json::to_value(&record).map_err(|e| Error::invalid("record", e.to_string()))?;
+        let event =
+            Event::new(format!("/blobs/{bucket}"), OBJECT_CREATED_TYPE, &data).with_subject(key);
+        queue
+            .publish(&created_topic(bucket), &[Message::from_event(&event)])
+            .await?;
         Ok(())
     }
 }
@@ -107,7 +124,10 @@ impl FsBlobs {
 fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::NotADirectory => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.kind() == std::io::ErrorKind::NotADirectory =>
+        {
             return Ok(());
         }
         Err(e) => return Err(e),
@@ -145,7 +165,10 @@ impl Blobs for FsBlobs {
 
     async fn put(&self, bucket: &str, key: &str, data: &[u8]) -> Result<()> {
         let path = self.path(bucket, key)?;
-        let tmp = self.root.join(".tmp").join(uuid::Uuid::new_v4().simple().to_string());
+        let tmp = self
+            .root
+            .join(".tmp")
+            .join(uuid::Uuid::new_v4().simple().to_string());
         let owned = data.to_vec();
         let (p, t) = (path.clone(), tmp.clone());
         tokio::task::spawn_blocking(move || -> Result<()> {
@@ -199,7 +222,9 @@ impl Blobs for FsBlobs {
     }
 
     async fn health(&self) -> Result<()> {
-        tokio::fs::metadata(&self.root).await.map_err(|e| io(&self.root, e))?;
+        tokio::fs::metadata(&self.root)
+            .await
+            .map_err(|e| io(&self.root, e))?;
         Ok(())
     }
 }

@@ -62,6 +62,11 @@ CREATE TABLE IF NOT EXISTS event_log (
 ) WITHOUT ROWID;
 ";
 
+enum OpenError {
+    Busy(rusqlite::Error),
+    Other(Error),
+}
+
 /// A shared SQLite connection; calls run on the blocking pool.
 #[derive(Clone)]
 pub struct Db {
@@ -78,23 +83,76 @@ pub(crate) fn sql(e: rusqlite::Error) -> Error {
     Error::backend("sqlite", e)
 }
 
+/// Begins a write transaction, taking the write lock up front so that another
+/// process's writer makes it wait (busy timeout) instead of failing on upgrade.
+pub(crate) fn immediate(c: &mut Connection) -> Result<rusqlite::Transaction<'_>> {
+    c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 impl Db {
     /// Opens (creating if needed) `path` in WAL mode and applies the schema.
     pub fn open(path: &Path, durability: Durability) -> Result<Self> {
-        let conn = Connection::open(path).map_err(|e| Error::Backend {
-            backend: "sqlite",
-            source: format!("opening {}: {e}", path.display()).into(),
+        // Another process may be creating or recovering the same database: wait for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Self::try_open(path, durability) {
+                Err(OpenError::Busy(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(OpenError::Busy(e)) => {
+                    return Err(Error::Backend {
+                        backend: "sqlite",
+                        source: format!(
+                            "opening {}: still locked by another process after 10 s: {e}",
+                            path.display()
+                        )
+                        .into(),
+                    });
+                }
+                Err(OpenError::Other(e)) => return Err(e),
+                Ok(db) => return Ok(db),
+            }
+        }
+    }
+
+    fn try_open(path: &Path, durability: Durability) -> Result<Self, OpenError> {
+        let busy = |e: rusqlite::Error| {
+            if is_busy(&e) {
+                OpenError::Busy(e)
+            } else {
+                OpenError::Other(sql(e))
+            }
+        };
+        let conn = Connection::open(path).map_err(|e| {
+            OpenError::Other(Error::Backend {
+                backend: "sqlite",
+                source: format!("opening {}: {e}", path.display()).into(),
+            })
         })?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+            .map_err(busy)?;
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .map_err(busy)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(busy)?;
+        }
         let sync = match durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
-        conn.pragma_update(None, "synchronous", sync).map_err(sql)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(sql)?;
-        conn.execute_batch(SCHEMA).map_err(sql)?;
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(busy)?;
+        conn.execute_batch(SCHEMA).map_err(busy)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -108,7 +166,9 @@ impl Db {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut guard = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             f(&mut guard)
         })
         .await

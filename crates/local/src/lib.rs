@@ -86,6 +86,11 @@ impl Local {
             .with_duplicate_deliveries(options.duplicate_deliveries);
         let state = SqliteState::new(db);
         let blobs = FsBlobs::new(dir.join("blobs"), Some(Arc::new(queue.clone())))?;
-        Ok(Self { dir: dir.to_owned(), queue, state, blobs })
+        Ok(Self {
+            dir: dir.to_owned(),
+            queue,
+            state,
+            blobs,
+        })
     }
 }

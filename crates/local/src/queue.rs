@@ -60,7 +60,12 @@ fn now(clock: &dyn Clock) -> i64 {
 }
 
 fn parse_handle(queue: &str, receipt: &Receipt) -> Result<(i64, String)> {
-    let bad = || Error::invalid("receipt", format!("`{}` is not a receipt of `{queue}`", receipt.handle));
+    let bad = || {
+        Error::invalid(
+            "receipt",
+            format!("`{}` is not a receipt of `{queue}`", receipt.handle),
+        )
+    };
     let (seq, lease) = receipt.handle.split_once(':').ok_or_else(bad)?;
     Ok((seq.parse().map_err(|_| bad())?, lease.to_owned()))
 }
@@ -93,7 +98,10 @@ impl SqliteQueue {
     }
 
     fn waker(&self, queue: &str) -> Arc<Notify> {
-        let mut wakers = self.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut wakers = self
+            .wakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         wakers.entry(queue.to_owned()).or_default().clone()
     }
 
@@ -187,7 +195,10 @@ fn enqueue(
 impl Queue for SqliteQueue {
     async fn subscribe(&self, s: &Subscription) -> Result<()> {
         if s.name.is_empty() || s.topic.is_empty() {
-            return Err(Error::invalid("subscription", "name and topic must be non-empty"));
+            return Err(Error::invalid(
+                "subscription",
+                "name and topic must be non-empty",
+            ));
         }
         if s.policy.max_deliveries == 0 {
             return Err(Error::invalid(
@@ -195,7 +206,8 @@ impl Queue for SqliteQueue {
                 format!("`{}`: max_deliveries must be at least 1", s.name),
             ));
         }
-        let policy = serde_json::to_string(&s.policy).map_err(|e| Error::invalid("policy", e.to_string()))?;
+        let policy = serde_json::to_string(&s.policy)
+            .map_err(|e| Error::invalid("policy", e.to_string()))?;
         let s2 = s.clone();
         self.db
             .call(move |c| {
@@ -248,7 +260,7 @@ impl Queue for SqliteQueue {
         let (count, touched) = self
             .db
             .call(move |c| {
-                let tx = c.transaction().map_err(sql)?;
+                let tx = crate::db::immediate(c)?;
                 let subs: Vec<(String, Option<String>, String)> = {
                     let mut stmt = tx
                         .prepare_cached("SELECT name, subject_prefix, policy FROM subscriptions WHERE topic = ?1")
@@ -298,7 +310,7 @@ impl Queue for SqliteQueue {
         let count = self
             .db
             .call(move |c| {
-                let tx = c.transaction().map_err(sql)?;
+                let tx = crate::db::immediate(c)?;
                 let mut count = 0;
                 for m in &messages {
                     if enqueue(&tx, &name, m, policy.dedupe_window, now, copies)? {
@@ -328,27 +340,27 @@ impl Queue for SqliteQueue {
         }
     }
 
-    async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()> {
+    async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<usize> {
         let parsed = receipts
             .iter()
-            .map(|r| parse_handle(queue, r).map(|(seq, lease)| (seq, lease, r.message_id.clone())))
+            .map(|r| parse_handle(queue, r))
             .collect::<Result<Vec<_>>>()?;
-        let name = queue.to_owned();
         self.db
             .call(move |c| {
-                let tx = c.transaction().map_err(sql)?;
-                for (seq, lease, id) in &parsed {
-                    let n = tx
-                        .execute(
+                let tx = crate::db::immediate(c)?;
+                let mut settled = 0;
+                {
+                    let mut stmt = tx
+                        .prepare_cached(
                             "DELETE FROM messages WHERE seq = ?1 AND lease = ?2 AND dead = 0",
-                            params![seq, lease],
                         )
                         .map_err(sql)?;
-                    if n == 0 {
-                        return Err(Error::LeaseLost { queue: name, message: id.clone() });
+                    for (seq, lease) in &parsed {
+                        settled += stmt.execute(params![seq, lease]).map_err(sql)?;
                     }
                 }
-                tx.commit().map_err(sql)
+                tx.commit().map_err(sql)?;
+                Ok(settled)
             })
             .await
     }
@@ -370,7 +382,7 @@ impl Queue for SqliteQueue {
         let outcome = self
             .db
             .call(move |c| {
-                let tx = c.transaction().map_err(sql)?;
+                let tx = crate::db::immediate(c)?;
                 let deliveries: Option<u32> = tx
                     .query_row(
                         "SELECT deliveries FROM messages WHERE seq = ?1 AND lease = ?2 AND dead = 0",
@@ -408,7 +420,13 @@ impl Queue for SqliteQueue {
         Ok(outcome)
     }
 
-    async fn reject(&self, queue: &str, receipt: &Receipt, reason: &str, detail: &str) -> Result<()> {
+    async fn reject(
+        &self,
+        queue: &str,
+        receipt: &Receipt,
+        reason: &str,
+        detail: &str,
+    ) -> Result<()> {
         let (seq, lease) = parse_handle(queue, receipt)?;
         let now = now(&*self.clock);
         let (name, id) = (queue.to_owned(), receipt.message_id.clone());
@@ -442,7 +460,13 @@ impl Queue for SqliteQueue {
                        COALESCE(SUM(dead = 1), 0)
                      FROM messages WHERE queue = ?1",
                     params![name, now],
-                    |r| Ok(Depth { ready: r.get(0)?, in_flight: r.get(1)?, dead: r.get(2)? }),
+                    |r| {
+                        Ok(Depth {
+                            ready: r.get(0)?,
+                            in_flight: r.get(1)?,
+                            dead: r.get(2)?,
+                        })
+                    },
                 )
                 .map_err(sql)
             })
@@ -457,7 +481,12 @@ impl Queue for SqliteQueue {
 }
 
 impl SqliteQueue {
-    async fn receive_now(&self, queue: &str, max: usize, policy: &DeliveryPolicy) -> Result<Vec<Delivery>> {
+    async fn receive_now(
+        &self,
+        queue: &str,
+        max: usize,
+        policy: &DeliveryPolicy,
+    ) -> Result<Vec<Delivery>> {
         let now = now(&*self.clock);
         let lease = uuid::Uuid::new_v4().simple().to_string();
         let name = queue.to_owned();
@@ -466,7 +495,7 @@ impl SqliteQueue {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         self.db
             .call(move |c| {
-                let tx = c.transaction().map_err(sql)?;
+                let tx = crate::db::immediate(c)?;
                 // Leases that ran out on a message's last delivery: dead-letter.
                 tx.execute(
                     "UPDATE messages SET dead = 1, reason = ?3, dead_at = ?2, lease = NULL,

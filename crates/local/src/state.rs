@@ -25,7 +25,10 @@ fn version(v: i64) -> u64 {
 
 fn check_key(key: &str) -> Result<()> {
     if key.is_empty() || key.len() > 1024 {
-        return Err(Error::invalid("key", format!("must be 1..=1024 bytes, got {}", key.len())));
+        return Err(Error::invalid(
+            "key",
+            format!("must be 1..=1024 bytes, got {}", key.len()),
+        ));
     }
     Ok(())
 }
@@ -37,9 +40,16 @@ impl State for SqliteState {
         let key = key.to_owned();
         self.db
             .call(move |c| {
-                c.query_row("SELECT value, version FROM kv WHERE key = ?1", [&key], |r| {
-                    Ok(Entry { value: r.get(0)?, version: version(r.get(1)?) })
-                })
+                c.query_row(
+                    "SELECT value, version FROM kv WHERE key = ?1",
+                    [&key],
+                    |r| {
+                        Ok(Entry {
+                            value: r.get(0)?,
+                            version: version(r.get(1)?),
+                        })
+                    },
+                )
                 .optional()
                 .map_err(sql)
             })
@@ -51,7 +61,7 @@ impl State for SqliteState {
         let (key, value) = (key.to_owned(), value.to_vec());
         self.db
             .call(move |c| {
-                let tx = c.transaction().map_err(sql)?;
+                let tx = crate::db::immediate(c)?;
                 let found: u64 = tx
                     .query_row("SELECT version FROM kv WHERE key = ?1", [&key], |r| r.get::<_, i64>(0))
                     .optional()
@@ -80,18 +90,26 @@ impl State for SqliteState {
         let key = key.to_owned();
         self.db
             .call(move |c| {
-                let tx = c.transaction().map_err(sql)?;
+                let tx = crate::db::immediate(c)?;
                 let found: u64 = tx
-                    .query_row("SELECT version FROM kv WHERE key = ?1", [&key], |r| r.get::<_, i64>(0))
+                    .query_row("SELECT version FROM kv WHERE key = ?1", [&key], |r| {
+                        r.get::<_, i64>(0)
+                    })
                     .optional()
                     .map_err(sql)?
                     .map_or(0, version);
                 if let Some(expected) = expected
                     && expected != found
                 {
-                    return Err(Error::Conflict { key, expected, found });
+                    return Err(Error::Conflict {
+                        key,
+                        expected,
+                        found,
+                    });
                 }
-                let n = tx.execute("DELETE FROM kv WHERE key = ?1", [&key]).map_err(sql)?;
+                let n = tx
+                    .execute("DELETE FROM kv WHERE key = ?1", [&key])
+                    .map_err(sql)?;
                 tx.commit().map_err(sql)?;
                 Ok(n == 1)
             })
@@ -103,7 +121,9 @@ impl State for SqliteState {
         self.db
             .call(move |c| {
                 let mut stmt = c
-                    .prepare_cached("SELECT key FROM kv WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")
+                    .prepare_cached(
+                        "SELECT key FROM kv WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+                    )
                     .map_err(sql)?;
                 let rows = stmt.query_map([&prefix], |r| r.get(0)).map_err(sql)?;
                 rows.collect::<rusqlite::Result<_>>().map_err(sql)
@@ -117,7 +137,7 @@ impl State for SqliteState {
         let (id, json) = (event.id.clone(), event.to_json());
         self.db
             .call(move |c| {
-                let tx = c.transaction().map_err(sql)?;
+                let tx = crate::db::immediate(c)?;
                 let existing: Option<i64> = tx
                     .query_row(
                         "SELECT seq FROM event_log WHERE subject = ?1 AND id = ?2",
@@ -154,7 +174,9 @@ impl State for SqliteState {
                 let mut stmt = c
                     .prepare_cached("SELECT event FROM event_log WHERE subject = ?1 ORDER BY seq")
                     .map_err(sql)?;
-                let rows = stmt.query_map([&subject], |r| r.get::<_, Vec<u8>>(0)).map_err(sql)?;
+                let rows = stmt
+                    .query_map([&subject], |r| r.get::<_, Vec<u8>>(0))
+                    .map_err(sql)?;
                 let mut out = Vec::new();
                 for row in rows {
                     out.push(Event::from_json(&row.map_err(sql)?)?);

@@ -14,7 +14,11 @@ async fn compare_and_set_guards_writes() {
     assert_eq!(l.state.put("k", b"a", Some(0)).await.unwrap(), 1);
     assert!(matches!(
         l.state.put("k", b"b", Some(0)).await,
-        Err(Error::Conflict { expected: 0, found: 1, .. })
+        Err(Error::Conflict {
+            expected: 0,
+            found: 1,
+            ..
+        })
     ));
     assert_eq!(l.state.put("k", b"b", Some(1)).await.unwrap(), 2);
     assert_eq!(l.state.put("k", b"c", None).await.unwrap(), 3);
@@ -27,7 +31,14 @@ async fn compare_and_set_guards_writes() {
     l.state.put("p/2", b"", None).await.unwrap();
     l.state.put("q/1", b"", None).await.unwrap();
     assert_eq!(l.state.list("p/").await.unwrap(), ["p/1", "p/2"]);
-    assert!(l.state.get("").await.unwrap_err().to_string().contains("key"));
+    assert!(
+        l.state
+            .get("")
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("key")
+    );
 }
 
 #[tokio::test]
@@ -47,22 +58,49 @@ async fn event_log_appends_once_per_event_id() {
 async fn blobs_round_trip_and_list_by_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let l = Local::open(dir.path()).unwrap();
-    l.blobs.put("docs", "uploads/a.txt", b"alpha").await.unwrap();
-    l.blobs.put("docs", "uploads/sub/b.txt", b"beta").await.unwrap();
+    l.blobs
+        .put("docs", "uploads/a.txt", b"alpha")
+        .await
+        .unwrap();
+    l.blobs
+        .put("docs", "uploads/sub/b.txt", b"beta")
+        .await
+        .unwrap();
     l.blobs.put("docs", "chunks/c", b"gamma").await.unwrap();
-    assert_eq!(l.blobs.get("docs", "uploads/a.txt").await.unwrap().unwrap(), b"alpha");
+    assert_eq!(
+        l.blobs.get("docs", "uploads/a.txt").await.unwrap().unwrap(),
+        b"alpha"
+    );
     assert_eq!(l.blobs.get("docs", "missing").await.unwrap(), None);
-    assert_eq!(l.blobs.list("docs", "uploads/").await.unwrap(), ["uploads/a.txt", "uploads/sub/b.txt"]);
+    assert_eq!(
+        l.blobs.list("docs", "uploads/").await.unwrap(),
+        ["uploads/a.txt", "uploads/sub/b.txt"]
+    );
     assert_eq!(l.blobs.list("docs", "up").await.unwrap().len(), 2);
     // Files are plain files an operator can read.
-    assert_eq!(std::fs::read(dir.path().join("blobs/docs/chunks/c")).unwrap(), b"gamma");
+    assert_eq!(
+        std::fs::read(dir.path().join("blobs/docs/chunks/c")).unwrap(),
+        b"gamma"
+    );
     assert!(l.blobs.delete("docs", "chunks/c").await.unwrap());
     assert!(!l.blobs.delete("docs", "chunks/c").await.unwrap());
     for bad in ["../escape", "/abs", "a//b", ""] {
-        let err = l.blobs.put("docs", bad, b"x").await.unwrap_err().to_string();
+        let err = l
+            .blobs
+            .put("docs", bad, b"x")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("key"), "{bad}: {err}");
     }
-    assert!(l.blobs.put("Bad_Bucket", "k", b"x").await.unwrap_err().to_string().contains("bucket"));
+    assert!(
+        l.blobs
+            .put("Bad_Bucket", "k", b"x")
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("bucket")
+    );
 }
 
 #[tokio::test]
@@ -78,8 +116,14 @@ async fn writes_under_a_watched_prefix_notify_subscribers() {
         })
         .await
         .unwrap();
-    l.blobs.put("docs", "uploads/report.txt", b"hello").await.unwrap();
-    l.blobs.put("docs", "chunks/1", b"not watched").await.unwrap();
+    l.blobs
+        .put("docs", "uploads/report.txt", b"hello")
+        .await
+        .unwrap();
+    l.blobs
+        .put("docs", "chunks/1", b"not watched")
+        .await
+        .unwrap();
     let got = l.queue.receive("ingest", 10, Duration::ZERO).await.unwrap();
     assert_eq!(got.len(), 1);
     let event = Event::from_json(&got[0].body).unwrap();

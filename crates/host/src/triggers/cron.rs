@@ -32,10 +32,15 @@ impl Clock {
 
 /// Runs until `stop` turns true.
 pub async fn run(shared: Arc<Shared>, trigger: CronTrigger, mut stop: watch::Receiver<bool>) {
-    let clock = Clock { wall: Utc::now(), mono: tokio::time::Instant::now() };
+    let clock = Clock {
+        wall: Utc::now(),
+        mono: tokio::time::Instant::now(),
+    };
     loop {
         let now = clock.now();
-        let Some(next) = trigger.schedule.after(&now).next() else { return };
+        let Some(next) = trigger.schedule.after(&now).next() else {
+            return;
+        };
         let wait = (next - now).to_std().unwrap_or_default();
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -59,9 +64,18 @@ pub async fn tick(shared: &Shared, trigger: &CronTrigger, at: DateTime<Utc>) {
     event.time = scheduled;
     let span = tracing::info_span!("host.invoke", component = %trigger.component, trigger = "cron", messaging.message.id = %event.id);
     let started = Instant::now();
-    let result = shared.runtime.handle_events(&trigger.component, vec![event.into()]).instrument(span).await;
+    let result = shared
+        .runtime
+        .handle_events(&trigger.component, vec![event.into()])
+        .instrument(span)
+        .await;
     let label = result.as_ref().err().map_or("ok", |f| f.label());
-    shared.metrics.invoked(&trigger.component, "cron", label, started.elapsed().as_secs_f64());
+    shared.metrics.invoked(
+        &trigger.component,
+        "cron",
+        label,
+        started.elapsed().as_secs_f64(),
+    );
     if let Err(fault) = result {
         tracing::warn!(component = %trigger.component, error = %fault, "cron invocation failed; the next tick runs as scheduled");
     }

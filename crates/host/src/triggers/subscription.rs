@@ -20,7 +20,11 @@ pub const REASON_MALFORMED: &str = "malformed_event";
 const RECEIVE_WAIT: Duration = Duration::from_millis(500);
 
 /// Runs until `stop` turns true, then waits for in-flight batches.
-pub async fn run(shared: Arc<Shared>, trigger: SubscriptionTrigger, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    shared: Arc<Shared>,
+    trigger: SubscriptionTrigger,
+    mut stop: watch::Receiver<bool>,
+) {
     let Some(loaded) = shared.runtime.component(&trigger.component).cloned() else {
         return;
     };
@@ -34,7 +38,12 @@ pub async fn run(shared: Arc<Shared>, trigger: SubscriptionTrigger, mut stop: wa
             p = loaded.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stop.changed() => break,
         };
-        let deliveries = match shared.backends.queue.receive(&name, trigger.batch_size, RECEIVE_WAIT).await {
+        let deliveries = match shared
+            .backends
+            .queue
+            .receive(&name, trigger.batch_size, RECEIVE_WAIT)
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(messaging.destination.name = %name, error = %e, "receive failed; retrying in 1s");
@@ -73,7 +82,13 @@ pub async fn process(shared: &Shared, trigger: &SubscriptionTrigger, deliveries:
             }
             Err(e) => {
                 tracing::warn!(messaging.destination.name = %name, messaging.message.id = %d.id, error = %e, "dead-lettering a malformed message");
-                settle(queue.reject(name, &d.receipt, REASON_MALFORMED, &e.to_string()).await, name, &d.receipt);
+                settle(
+                    queue
+                        .reject(name, &d.receipt, REASON_MALFORMED, &e.to_string())
+                        .await,
+                    name,
+                    &d.receipt,
+                );
                 shared.metrics.settled(name, "reject", 1);
             }
         }
@@ -89,11 +104,22 @@ pub async fn process(shared: &Shared, trigger: &SubscriptionTrigger, deliveries:
         messaging.message.id = %receipts[0].message_id,
         messaging.batch.message_count = receipts.len(),
     );
-    let Some(loaded) = shared.runtime.component(&trigger.component) else { return };
+    let Some(loaded) = shared.runtime.component(&trigger.component) else {
+        return;
+    };
     let started = Instant::now();
-    let result = shared.runtime.handle_events_in(loaded, events).instrument(span.clone()).await;
+    let result = shared
+        .runtime
+        .handle_events_in(loaded, events)
+        .instrument(span.clone())
+        .await;
     let label = result.as_ref().err().map_or("ok", |f| f.label());
-    shared.metrics.invoked(&trigger.component, kind, label, started.elapsed().as_secs_f64());
+    shared.metrics.invoked(
+        &trigger.component,
+        kind,
+        label,
+        started.elapsed().as_secs_f64(),
+    );
     let _enter = span.enter();
     match result {
         Ok(outcomes) => {
@@ -103,22 +129,35 @@ pub async fn process(shared: &Shared, trigger: &SubscriptionTrigger, deliveries:
                     Outcome::Ok => acks.push(receipt),
                     Outcome::Retry(delay) => {
                         let delay = delay.map(|ms| Duration::from_millis(u64::from(ms)));
-                        let r = queue.retry(name, &receipt, delay, "handler asked to retry").await;
+                        let r = queue
+                            .retry(name, &receipt, delay, "handler asked to retry")
+                            .await;
                         record_retry(shared, name, &r);
                         settle(r.map(|_| ()), name, &receipt);
                     }
                     Outcome::Reject(rej) => {
                         tracing::warn!(messaging.message.id = %receipt.message_id, reason = %rej.reason, detail = %rej.detail, "handler rejected event: dead-lettered");
-                        settle(queue.reject(name, &receipt, &rej.reason, &rej.detail).await, name, &receipt);
+                        settle(
+                            queue.reject(name, &receipt, &rej.reason, &rej.detail).await,
+                            name,
+                            &receipt,
+                        );
                         shared.metrics.settled(name, "reject", 1);
                     }
                 }
             }
             if !acks.is_empty() {
                 shared.metrics.settled(name, "ok", acks.len() as u64);
-                if let Err(e) = queue.ack(name, &acks).await {
+                match queue.ack(name, &acks).await {
+                    Ok(n) if n < acks.len() => tracing::warn!(
+                        lost = acks.len() - n,
+                        "some leases expired before the ack; those events will be redelivered"
+                    ),
+                    Ok(_) => {}
                     // The batch will be redelivered after its lease: at-least-once.
-                    tracing::warn!(error = %e, "ack failed; messages will be redelivered");
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ack failed; messages will be redelivered")
+                    }
                 }
             }
         }
