@@ -40,6 +40,8 @@ pub struct SqliteQueue {
     policies: Arc<Mutex<HashMap<String, DeliveryPolicy>>>,
     /// Wakes receivers waiting on a queue when this process enqueues into it.
     wakers: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    /// When expired dedupe entries were last removed (ms); enqueues purge once a minute.
+    last_purge: Arc<std::sync::atomic::AtomicI64>,
     /// Test switch: every message is enqueued twice (bypassing dedupe), so tests can
     /// prove handlers idempotent under at-least-once delivery.
     duplicate_deliveries: bool,
@@ -79,6 +81,7 @@ impl SqliteQueue {
             rng: Arc::new(Mutex::new(StdRng::from_os_rng())),
             policies: Arc::default(),
             wakers: Arc::default(),
+            last_purge: Arc::default(),
             duplicate_deliveries: false,
         }
     }
@@ -158,6 +161,25 @@ impl SqliteQueue {
     }
 }
 
+/// How often enqueues sweep expired dedupe entries.
+const DEDUPE_PURGE_EVERY_MS: i64 = 60_000;
+
+/// Deletes expired dedupe entries if the last sweep is a minute old.
+fn purge_if_due(tx: &Transaction<'_>, now: i64, last: &std::sync::atomic::AtomicI64) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    let prev = last.load(Ordering::Relaxed);
+    if now - prev >= DEDUPE_PURGE_EVERY_MS
+        && last
+            .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tx.prepare_cached("DELETE FROM dedupe WHERE expires_at <= ?1")
+            .and_then(|mut st| st.execute([now]))
+            .map_err(sql)?;
+    }
+    Ok(())
+}
+
 /// Inserts one message into one queue unless its id is inside the dedupe window.
 fn enqueue(
     tx: &Transaction<'_>,
@@ -169,12 +191,12 @@ fn enqueue(
 ) -> Result<bool> {
     let expires = now.saturating_add(millis(dedupe));
     let fresh = tx
-        .execute(
+        .prepare_cached(
             "INSERT INTO dedupe (queue, id, expires_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (queue, id) DO UPDATE SET expires_at = excluded.expires_at
              WHERE dedupe.expires_at <= ?4",
-            params![queue, msg.id, expires, now],
         )
+        .and_then(|mut st| st.execute(params![queue, msg.id, expires, now]))
         .map_err(sql)?
         == 1;
     if !fresh {
@@ -182,10 +204,10 @@ fn enqueue(
     }
     let visible_at = now.saturating_add(millis(msg.delay));
     for _ in 0..copies {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO messages (queue, id, body, visible_at, enqueued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![queue, msg.id, msg.body, visible_at, now],
         )
+        .and_then(|mut st| st.execute(params![queue, msg.id, msg.body, visible_at, now]))
         .map_err(sql)?;
     }
     Ok(true)
@@ -257,10 +279,12 @@ impl Queue for SqliteQueue {
         let messages = messages.to_vec();
         let now = now(&*self.clock);
         let copies = if self.duplicate_deliveries { 2 } else { 1 };
+        let last_purge = self.last_purge.clone();
         let (count, touched) = self
             .db
             .call(move |c| {
                 let tx = crate::db::immediate(c)?;
+                purge_if_due(&tx, now, &last_purge)?;
                 let subs: Vec<(String, Option<String>, String)> = {
                     let mut stmt = tx
                         .prepare_cached("SELECT name, subject_prefix, policy FROM subscriptions WHERE topic = ?1")
@@ -307,10 +331,12 @@ impl Queue for SqliteQueue {
         let messages = messages.to_vec();
         let now = now(&*self.clock);
         let copies = if self.duplicate_deliveries { 2 } else { 1 };
+        let last_purge = self.last_purge.clone();
         let count = self
             .db
             .call(move |c| {
                 let tx = crate::db::immediate(c)?;
+                purge_if_due(&tx, now, &last_purge)?;
                 let mut count = 0;
                 for m in &messages {
                     if enqueue(&tx, &name, m, policy.dedupe_window, now, copies)? {
@@ -496,51 +522,68 @@ impl SqliteQueue {
         self.db
             .call(move |c| {
                 let tx = crate::db::immediate(c)?;
-                // Leases that ran out on a message's last delivery: dead-letter.
-                tx.execute(
-                    "UPDATE messages SET dead = 1, reason = ?3, dead_at = ?2, lease = NULL,
-                       last_error = CASE WHEN lease IS NOT NULL THEN ?5 ELSE last_error END
-                     WHERE queue = ?1 AND dead = 0 AND visible_at <= ?2 AND deliveries >= ?4",
-                    params![name, now, REASON_MAX_DELIVERIES, max_deliveries, LEASE_EXPIRED],
-                )
-                .map_err(sql)?;
                 let mut out = Vec::new();
                 {
-                    let mut stmt = tx
+                    // Oldest visible first; only as many rows as the batch needs, so a
+                    // deep backlog costs nothing extra per receive.
+                    let mut candidates = tx
                         .prepare_cached(
-                            "UPDATE messages SET lease = ?1, visible_at = ?2, deliveries = deliveries + 1,
-                               last_error = CASE WHEN lease IS NOT NULL THEN ?6 ELSE last_error END
-                             WHERE seq IN (SELECT seq FROM messages
-                                           WHERE queue = ?3 AND dead = 0 AND visible_at <= ?4
-                                           ORDER BY visible_at, seq LIMIT ?5)
-                             RETURNING seq, id, body, deliveries, enqueued_at",
+                            "SELECT seq, deliveries FROM messages
+                             WHERE queue = ?1 AND dead = 0 AND visible_at <= ?2
+                             ORDER BY visible_at, seq LIMIT ?3",
                         )
                         .map_err(sql)?;
-                    let rows = stmt
-                        .query_map(params![lease, until, name, now, max, LEASE_EXPIRED], |r| {
-                            Ok((
-                                r.get::<_, i64>(0)?,
-                                r.get::<_, String>(1)?,
-                                r.get::<_, Vec<u8>>(2)?,
-                                r.get::<_, u32>(3)?,
-                                r.get::<_, i64>(4)?,
-                            ))
-                        })
+                    // A lease that ran out on the message's last delivery: dead-letter.
+                    let mut bury = tx
+                        .prepare_cached(
+                            "UPDATE messages SET dead = 1, reason = ?2, dead_at = ?3, lease = NULL,
+                               last_error = CASE WHEN lease IS NOT NULL THEN ?4 ELSE last_error END
+                             WHERE seq = ?1",
+                        )
                         .map_err(sql)?;
-                    for row in rows {
-                        let (seq, id, body, deliveries, enqueued_at) = row.map_err(sql)?;
-                        out.push(Delivery {
-                            receipt: Receipt { handle: format!("{seq}:{lease}"), message_id: id.clone() },
-                            id,
-                            body,
-                            deliveries,
-                            enqueued_at_ms: u64::try_from(enqueued_at).unwrap_or(0),
-                        });
+                    let mut take = tx
+                        .prepare_cached(
+                            "UPDATE messages SET lease = ?2, visible_at = ?3, deliveries = deliveries + 1,
+                               last_error = CASE WHEN lease IS NOT NULL THEN ?4 ELSE last_error END
+                             WHERE seq = ?1
+                             RETURNING id, body, deliveries, enqueued_at",
+                        )
+                        .map_err(sql)?;
+                    loop {
+                        let want = max - i64::try_from(out.len()).unwrap_or(i64::MAX);
+                        let rows: Vec<(i64, u32)> = candidates
+                            .query_map(params![name, now, want], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .map_err(sql)?
+                            .collect::<rusqlite::Result<_>>()
+                            .map_err(sql)?;
+                        let fetched = rows.len();
+                        let mut buried = 0;
+                        for (seq, deliveries) in rows {
+                            if deliveries >= max_deliveries {
+                                bury.execute(params![seq, REASON_MAX_DELIVERIES, now, LEASE_EXPIRED])
+                                    .map_err(sql)?;
+                                buried += 1;
+                                continue;
+                            }
+                            let (id, body, deliveries, enqueued_at): (String, Vec<u8>, u32, i64) = take
+                                .query_row(params![seq, lease, until, LEASE_EXPIRED], |r| {
+                                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                                })
+                                .map_err(sql)?;
+                            out.push(Delivery {
+                                receipt: Receipt { handle: format!("{seq}:{lease}"), message_id: id.clone() },
+                                id,
+                                body,
+                                deliveries,
+                                enqueued_at_ms: u64::try_from(enqueued_at).unwrap_or(0),
+                            });
+                        }
+                        if buried == 0 || fetched == 0 {
+                            break;
+                        }
                     }
                 }
                 tx.commit().map_err(sql)?;
-                // RETURNING gives no order guarantee: restore queue order.
-                out.sort_by_key(|d| d.receipt.handle.split(':').next().and_then(|s| s.parse::<i64>().ok()));
                 Ok(out)
             })
             .await
