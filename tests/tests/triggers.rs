@@ -25,8 +25,13 @@ subscription = "recorder-b"
 bucket = "documents"
 prefix = "uploads/"
 component = "blobs"
+[[trigger.http]]
+route = "/kv/..."
+component = "kv"
 [component.hello]
 source = "{dist}/hello.wasm"
+[component.kv]
+source = "{dist}/http_state.wasm"
 [component.recorder]
 source = "{dist}/recorder.wasm"
 variables = { forward_topic = "forwarded.v1" }
@@ -103,6 +108,70 @@ async fn http_route_serves_a_component_and_health_and_metrics_answer() {
         metrics.contains(r#"troupe_dlq_depth{subscription="recorder-b"} 0"#),
         "{metrics}"
     );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_components_use_state_and_publish() {
+    let host = InProcess::start(APP).await;
+    host.local
+        .queue
+        .subscribe(&troupe_core::Subscription {
+            name: "kv-watch".into(),
+            topic: "kv.v1".into(),
+            subject_prefix: None,
+            policy: Default::default(),
+        })
+        .await
+        .unwrap();
+    let url = format!("http://{}/kv/colour", host.addr);
+    let (status, body) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut resp = agent.put(&url).send("teal").unwrap();
+            (
+                resp.status().as_u16(),
+                resp.body_mut().read_to_string().unwrap(),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!((status, body.as_str()), (201, "version 1"));
+    let (status, body) = tokio::task::spawn_blocking(move || get(&url))
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, "teal"));
+    assert_eq!(
+        host.local
+            .state
+            .get("kv/colour")
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        b"teal"
+    );
+    let published = host
+        .local
+        .queue
+        .receive("kv-watch", 10, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let event = Event::from_json(&published[0].body).unwrap();
+    assert_eq!(
+        (event.ty.as_str(), event.subject.as_deref()),
+        ("test.kv.put.v1", Some("colour"))
+    );
+    assert_eq!(
+        event.source, "/functions/kv",
+        "the host fills in the source"
+    );
+    assert_eq!(event.data, b"teal");
     host.shutdown().await;
 }
 
