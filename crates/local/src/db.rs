@@ -67,11 +67,26 @@ enum OpenError {
     Other(Error),
 }
 
-/// A shared SQLite connection; calls run on the blocking pool.
+/// The database: one writer thread that commits concurrent writes together (group
+/// commit: one fsync for many callers), and a connection for reads.
 #[derive(Clone)]
 pub struct Db {
-    conn: Arc<Mutex<Connection>>,
+    /// Read-only work runs here on the blocking pool; WAL lets it proceed while the
+    /// writer commits.
+    reader: Arc<Mutex<Connection>>,
+    /// Write jobs for the writer thread.
+    writer: std::sync::mpsc::Sender<Job>,
 }
+
+/// Called with the group's commit result once the group is committed (or not).
+type Finish = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+/// One caller's write: runs inside the group transaction under a savepoint; says
+/// whether it succeeded (else its savepoint is rolled back) and how to answer.
+/// Given no connection, the write was not run (the transaction could not begin).
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
+
+/// Writes committed together at most.
+const MAX_GROUP: usize = 256;
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,13 +96,6 @@ impl std::fmt::Debug for Db {
 
 pub(crate) fn sql(e: rusqlite::Error) -> Error {
     Error::backend("sqlite", e)
-}
-
-/// Begins a write transaction, taking the write lock up front so that another
-/// process's writer makes it wait (busy timeout) instead of failing on upgrade.
-pub(crate) fn immediate(c: &mut Connection) -> Result<rusqlite::Transaction<'_>> {
-    c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(sql)
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -118,12 +126,30 @@ impl Db {
                     });
                 }
                 Err(OpenError::Other(e)) => return Err(e),
-                Ok(db) => return Ok(db),
+                Ok(writer) => {
+                    let reader = Self::try_open(path, durability).map_err(|e| match e {
+                        OpenError::Busy(e) => sql(e),
+                        OpenError::Other(e) => e,
+                    })?;
+                    return Self::start(writer, reader);
+                }
             }
         }
     }
 
-    fn try_open(path: &Path, durability: Durability) -> Result<Self, OpenError> {
+    fn start(writer: Connection, reader: Connection) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("troupe-sqlite-writer".into())
+            .spawn(move || write_loop(&writer, &rx))
+            .map_err(|e| Error::backend("sqlite", e))?;
+        Ok(Self {
+            reader: Arc::new(Mutex::new(reader)),
+            writer: tx,
+        })
+    }
+
+    fn try_open(path: &Path, durability: Durability) -> Result<Connection, OpenError> {
         let busy = |e: rusqlite::Error| {
             if is_busy(&e) {
                 OpenError::Busy(e)
@@ -153,25 +179,117 @@ impl Db {
         conn.pragma_update(None, "synchronous", sync)
             .map_err(busy)?;
         conn.execute_batch(SCHEMA).map_err(busy)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(conn)
     }
 
-    /// Runs `f` with the connection on the blocking pool.
-    pub async fn call<T, F>(&self, f: F) -> Result<T>
+    /// Runs read-only `f` on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let conn = self.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
+            let guard = conn
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&mut guard)
+            f(&guard)
         })
         .await
         .map_err(|e| Error::backend("sqlite", e))?
+    }
+
+    /// Runs `f` inside a write transaction shared with whatever other writes are
+    /// pending; its changes are rolled back alone if it fails, and its result is
+    /// returned only once the transaction is durably committed.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Some(conn) => f(conn),
+                None => Err(Error::backend(
+                    "sqlite",
+                    "could not begin a write transaction",
+                )),
+            };
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |committed| {
+                let _ = tx.send(match (result, committed) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(_), Err(e)) => Err(Error::backend("sqlite", format!("commit failed: {e}"))),
+                    (Err(e), _) => Err(e),
+                });
+            });
+            (ok, finish)
+        });
+        // Wait on the blocking pool, not as a bare future: tokio then knows work is in
+        // flight (paused-time tests must not skip ahead while a write commits).
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            writer
+                .send(job)
+                .map_err(|_| Error::backend("sqlite", "the writer thread has stopped"))?;
+            rx.blocking_recv().map_err(|_| {
+                Error::backend("sqlite", "the writer thread dropped a write (it panicked)")
+            })?
+        })
+        .await
+        .map_err(|e| Error::backend("sqlite", e))?
+    }
+}
+
+/// The writer thread: takes every pending write, runs each under its own savepoint in
+/// one IMMEDIATE transaction, commits once, then answers every caller.
+fn write_loop(conn: &Connection, rx: &std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::warn!(error = %e, "could not begin a write transaction");
+            for job in jobs {
+                let (_, finish) = job(None);
+                finish(Err(e.to_string()));
+            }
+            continue;
+        }
+        let mut finishers = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let savepoint = conn.execute_batch("SAVEPOINT job");
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(conn))));
+            let ok = match &outcome {
+                Ok((ok, _)) => *ok,
+                Err(_) => false,
+            };
+            if savepoint.is_ok() {
+                let end = if ok {
+                    "RELEASE job"
+                } else {
+                    "ROLLBACK TO job; RELEASE job"
+                };
+                if let Err(e) = conn.execute_batch(end) {
+                    tracing::warn!(error = %e, "savepoint handling failed");
+                }
+            }
+            if let Ok((_, finish)) = outcome {
+                finishers.push(finish);
+            }
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        for finish in finishers {
+            finish(committed.clone());
+        }
     }
 }

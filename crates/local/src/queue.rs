@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 use troupe_core::queue::REASON_MAX_DELIVERIES;
 use troupe_core::{
@@ -126,7 +126,7 @@ impl SqliteQueue {
         let name = queue.to_owned();
         let policy = self
             .db
-            .call(move |c| {
+            .read(move |c| {
                 let json: Option<String> = c
                     .query_row(
                         "SELECT policy FROM subscriptions WHERE name = ?1",
@@ -153,7 +153,7 @@ impl SqliteQueue {
     pub async fn purge_expired_dedupe(&self) -> Result<usize> {
         let now = now(&*self.clock);
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 c.execute("DELETE FROM dedupe WHERE expires_at <= ?1", [now])
                     .map_err(sql)
             })
@@ -165,7 +165,7 @@ impl SqliteQueue {
 const DEDUPE_PURGE_EVERY_MS: i64 = 60_000;
 
 /// Deletes expired dedupe entries if the last sweep is a minute old.
-fn purge_if_due(tx: &Transaction<'_>, now: i64, last: &std::sync::atomic::AtomicI64) -> Result<()> {
+fn purge_if_due(tx: &Connection, now: i64, last: &std::sync::atomic::AtomicI64) -> Result<()> {
     use std::sync::atomic::Ordering;
     let prev = last.load(Ordering::Relaxed);
     if now - prev >= DEDUPE_PURGE_EVERY_MS
@@ -182,7 +182,7 @@ fn purge_if_due(tx: &Transaction<'_>, now: i64, last: &std::sync::atomic::Atomic
 
 /// Inserts one message into one queue unless its id is inside the dedupe window.
 fn enqueue(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     queue: &str,
     msg: &Message,
     dedupe: Duration,
@@ -232,7 +232,7 @@ impl Queue for SqliteQueue {
             .map_err(|e| Error::invalid("policy", e.to_string()))?;
         let s2 = s.clone();
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 c.execute(
                     "INSERT INTO subscriptions (name, topic, subject_prefix, policy) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (name) DO UPDATE SET topic = excluded.topic,
@@ -251,7 +251,7 @@ impl Queue for SqliteQueue {
 
     async fn subscriptions(&self) -> Result<Vec<Subscription>> {
         self.db
-            .call(|c| {
+            .read(|c| {
                 let mut stmt = c
                     .prepare("SELECT name, topic, subject_prefix, policy FROM subscriptions ORDER BY name")
                     .map_err(sql)?;
@@ -282,8 +282,7 @@ impl Queue for SqliteQueue {
         let last_purge = self.last_purge.clone();
         let (count, touched) = self
             .db
-            .call(move |c| {
-                let tx = crate::db::immediate(c)?;
+            .write(move |tx| {
                 purge_if_due(&tx, now, &last_purge)?;
                 let subs: Vec<(String, Option<String>, String)> = {
                     let mut stmt = tx
@@ -317,7 +316,6 @@ impl Queue for SqliteQueue {
                         touched.push(name);
                     }
                 }
-                tx.commit().map_err(sql)?;
                 Ok((count, touched))
             })
             .await?;
@@ -334,8 +332,7 @@ impl Queue for SqliteQueue {
         let last_purge = self.last_purge.clone();
         let count = self
             .db
-            .call(move |c| {
-                let tx = crate::db::immediate(c)?;
+            .write(move |tx| {
                 purge_if_due(&tx, now, &last_purge)?;
                 let mut count = 0;
                 for m in &messages {
@@ -343,7 +340,6 @@ impl Queue for SqliteQueue {
                         count += 1;
                     }
                 }
-                tx.commit().map_err(sql)?;
                 Ok(count)
             })
             .await?;
@@ -372,8 +368,7 @@ impl Queue for SqliteQueue {
             .map(|r| parse_handle(queue, r))
             .collect::<Result<Vec<_>>>()?;
         self.db
-            .call(move |c| {
-                let tx = crate::db::immediate(c)?;
+            .write(move |tx| {
                 let mut settled = 0;
                 {
                     let mut stmt = tx
@@ -385,7 +380,6 @@ impl Queue for SqliteQueue {
                         settled += stmt.execute(params![seq, lease]).map_err(sql)?;
                     }
                 }
-                tx.commit().map_err(sql)?;
                 Ok(settled)
             })
             .await
@@ -407,8 +401,7 @@ impl Queue for SqliteQueue {
         let rng = self.rng.clone();
         let outcome = self
             .db
-            .call(move |c| {
-                let tx = crate::db::immediate(c)?;
+            .write(move |tx| {
                 let deliveries: Option<u32> = tx
                     .query_row(
                         "SELECT deliveries FROM messages WHERE seq = ?1 AND lease = ?2 AND dead = 0",
@@ -438,7 +431,6 @@ impl Queue for SqliteQueue {
                     .map_err(sql)?;
                     RetryOutcome::Scheduled(delay)
                 };
-                tx.commit().map_err(sql)?;
                 Ok(outcome)
             })
             .await?;
@@ -458,7 +450,7 @@ impl Queue for SqliteQueue {
         let (name, id) = (queue.to_owned(), receipt.message_id.clone());
         let (reason, detail) = (reason.to_owned(), detail.to_owned());
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 let n = c
                     .execute(
                         "UPDATE messages SET dead = 1, reason = ?3, last_error = ?4, dead_at = ?5, lease = NULL
@@ -478,7 +470,7 @@ impl Queue for SqliteQueue {
         let name = queue.to_owned();
         let now = now(&*self.clock);
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 c.query_row(
                     "SELECT
                        COALESCE(SUM(dead = 0 AND visible_at <= ?2), 0),
@@ -501,7 +493,7 @@ impl Queue for SqliteQueue {
 
     async fn health(&self) -> Result<()> {
         self.db
-            .call(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql))
+            .read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql))
             .await
     }
 }
@@ -520,8 +512,7 @@ impl SqliteQueue {
         let until = now.saturating_add(millis(policy.visibility_timeout));
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         self.db
-            .call(move |c| {
-                let tx = crate::db::immediate(c)?;
+            .write(move |tx| {
                 let mut out = Vec::new();
                 {
                     // Oldest visible first; only as many rows as the batch needs, so a
@@ -583,7 +574,6 @@ impl SqliteQueue {
                         }
                     }
                 }
-                tx.commit().map_err(sql)?;
                 Ok(out)
             })
             .await
@@ -597,7 +587,7 @@ impl DeadLetters for SqliteQueue {
         let name = queue.to_owned();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let mut stmt = c
                     .prepare(
                         "SELECT id, reason, last_error, deliveries, dead_at, body FROM messages
@@ -627,7 +617,7 @@ impl DeadLetters for SqliteQueue {
         let now = now(&*self.clock);
         let n = self
             .db
-            .call(move |c| {
+            .write(move |c| {
                 c.execute(
                     "UPDATE messages SET dead = 0, reason = NULL, dead_at = NULL, deliveries = 0,
                        lease = NULL, visible_at = ?2

@@ -39,7 +39,7 @@ impl State for SqliteState {
         check_key(key)?;
         let key = key.to_owned();
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 c.query_row(
                     "SELECT value, version FROM kv WHERE key = ?1",
                     [&key],
@@ -60,8 +60,7 @@ impl State for SqliteState {
         check_key(key)?;
         let (key, value) = (key.to_owned(), value.to_vec());
         self.db
-            .call(move |c| {
-                let tx = crate::db::immediate(c)?;
+            .write(move |tx| {
                 let found: u64 = tx
                     .query_row("SELECT version FROM kv WHERE key = ?1", [&key], |r| r.get::<_, i64>(0))
                     .optional()
@@ -79,7 +78,6 @@ impl State for SqliteState {
                     params![key, value, i64::try_from(next).unwrap_or(i64::MAX)],
                 )
                 .map_err(sql)?;
-                tx.commit().map_err(sql)?;
                 Ok(next)
             })
             .await
@@ -89,8 +87,7 @@ impl State for SqliteState {
         check_key(key)?;
         let key = key.to_owned();
         self.db
-            .call(move |c| {
-                let tx = crate::db::immediate(c)?;
+            .write(move |tx| {
                 let found: u64 = tx
                     .query_row("SELECT version FROM kv WHERE key = ?1", [&key], |r| {
                         r.get::<_, i64>(0)
@@ -110,7 +107,6 @@ impl State for SqliteState {
                 let n = tx
                     .execute("DELETE FROM kv WHERE key = ?1", [&key])
                     .map_err(sql)?;
-                tx.commit().map_err(sql)?;
                 Ok(n == 1)
             })
             .await
@@ -119,7 +115,7 @@ impl State for SqliteState {
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let prefix = prefix.to_owned();
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let mut stmt = c
                     .prepare_cached(
                         "SELECT key FROM kv WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
@@ -136,8 +132,7 @@ impl State for SqliteState {
         let subject = subject.to_owned();
         let (id, json) = (event.id.clone(), event.to_json());
         self.db
-            .call(move |c| {
-                let tx = crate::db::immediate(c)?;
+            .write(move |tx| {
                 let existing: Option<i64> = tx
                     .query_row(
                         "SELECT seq FROM event_log WHERE subject = ?1 AND id = ?2",
@@ -161,7 +156,6 @@ impl State for SqliteState {
                     params![subject, seq, id, json],
                 )
                 .map_err(sql)?;
-                tx.commit().map_err(sql)?;
                 Ok(version(seq))
             })
             .await
@@ -170,7 +164,7 @@ impl State for SqliteState {
     async fn read_events(&self, subject: &str) -> Result<Vec<Event>> {
         let subject = subject.to_owned();
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let mut stmt = c
                     .prepare_cached("SELECT event FROM event_log WHERE subject = ?1 ORDER BY seq")
                     .map_err(sql)?;
@@ -188,7 +182,7 @@ impl State for SqliteState {
 
     async fn health(&self) -> Result<()> {
         self.db
-            .call(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql))
+            .read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql))
             .await
     }
 }
