@@ -110,3 +110,23 @@ async fn dlq_list_and_redrive() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
+
+#[test]
+fn the_repository_manifest_loads() {
+    troupe_tests::components();
+    let app = troupe_host::App::load(&troupe_tests::repo_root().join("spin.toml"))
+        .unwrap_or_else(|e| panic!("spin.toml, which `make run` serves: {e}"));
+    assert!(app.route("/hello/x").is_some());
+}
+
+#[test]
+fn a_trigger_on_the_wrong_kind_of_component_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = manifest(
+        dir.path(),
+        "[[trigger.queue]]\ntopic = \"t\"\ncomponent = \"web\"\n[component.web]\nsource = \"{dist}/hello.wasm\"\n",
+    );
+    let err = up_fails_with(&path);
+    assert!(err.contains("trigger.queue[0].component"), "{err}");
+    assert!(err.contains("troupe:pipeline/handler"), "{err}");
+}

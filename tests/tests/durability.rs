@@ -20,12 +20,13 @@ async fn every_accepted_message_survives_a_sigkill() {
 topic = "work.v1"
 component = "recorder"
 batch_size = 10
-visibility_timeout_ms = 1500
+visibility_timeout_ms = 2000
 [component.recorder]
 source = "{dist}/recorder.wasm"
 variables = { delay_ms = "100" }
 [component.recorder.tool.troupe]
 max_concurrency = 1
+timeout_ms = 1500
 "#,
     );
     // First start declares the subscription; then messages are accepted through the

@@ -26,8 +26,26 @@ component = "hog"
 max_deliveries = 2
 backoff_base_ms = 10
 backoff_max_ms = 10
+[[trigger.http]]
+route = "/slow"
+component = "slow"
+[[trigger.queue]]
+topic = "sleepy.v1"
+component = "sleepy"
+max_deliveries = 2
+backoff_base_ms = 10
+backoff_max_ms = 10
 [component.hello]
 source = "{dist}/hello.wasm"
+[component.slow]
+source = "{dist}/hello.wasm"
+[component.slow.tool.troupe]
+timeout_ms = 300
+[component.sleepy]
+source = "{dist}/recorder.wasm"
+variables = { delay_ms = "5000" }
+[component.sleepy.tool.troupe]
+timeout_ms = 300
 [component.outbound]
 source = "{dist}/outbound.wasm"
 allowed_outbound_hosts = ["http://127.0.0.1:*"]
@@ -143,6 +161,53 @@ async fn outbound_http_reaches_only_listed_hosts() {
     assert!(
         body.contains("outbound refused") && body.contains("Denied"),
         "{body}"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_blocked_on_the_host_is_stopped_at_its_timeout() {
+    let host = InProcess::start(APP).await;
+    // HTTP: the guest sleeps 5 s; the client gets 504 at the 300 ms limit.
+    let url = format!("http://{}/slow?sleep_ms=5000", host.addr);
+    let t = Instant::now();
+    let (status, body) = tokio::task::spawn_blocking(move || get(&url))
+        .await
+        .unwrap();
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("\"timeout\""), "{body}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Events: the sleeping handler's event is retried, then dead-lettered.
+    let e = Event::new("/test", "test.sleepy.v1", &serde_json::json!({}));
+    host.local
+        .queue
+        .publish("sleepy.v1", &[Message::from_event(&e)])
+        .await
+        .unwrap();
+    let dead = eventually(Duration::from_secs(15), async || {
+        let d = host.local.queue.dead_letters("sleepy", 10).await.unwrap();
+        (!d.is_empty()).then_some(d)
+    })
+    .await
+    .expect("the sleeping handler's event is dead-lettered");
+    assert_eq!(dead[0].deliveries, 2);
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "two 300 ms attempts must not take {:?} (each sleeps 5 s)",
+        t.elapsed()
+    );
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("timed out"),
+        "{:?}",
+        dead[0].last_error
     );
     host.shutdown().await;
 }

@@ -20,6 +20,26 @@ pub trait Blobs: Send + Sync {
     async fn health(&self) -> Result<()>;
 }
 
+/// Checks a bucket name: 3–63 of `a-z 0-9 . -`, starting and ending alphanumeric.
+pub fn check_bucket(bucket: &str) -> Result<()> {
+    let b = bucket.as_bytes();
+    let ok = (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric);
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::invalid(
+            "bucket",
+            format!(
+                "`{bucket}`: use 3-63 characters of a-z, 0-9, '.', '-', starting and ending with a letter or digit"
+            ),
+        ))
+    }
+}
+
 /// Topic on which object-created notifications for `bucket` are published; a blob
 /// trigger subscribes to it with the key prefix as its subject filter.
 pub fn created_topic(bucket: &str) -> String {

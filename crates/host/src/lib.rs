@@ -71,6 +71,8 @@ pub struct Shared {
     pub backends: Backends,
     /// Prometheus metrics.
     pub metrics: metrics::Metrics,
+    /// Guest tasks that may outlive their HTTP request; shutdown waits for them.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl Shared {
@@ -95,6 +97,58 @@ impl Shared {
     }
 }
 
+/// Refuses triggers whose component exports the wrong interface.
+fn check_exports(app: &App, runtime: &Runtime) -> Result<()> {
+    use runtime::Exports;
+    let wrong = |field: String, id: &str, wants: &str| {
+        anyhow::anyhow!(
+            "{}: field `{field}`: component `{id}` does not export {wants}",
+            app.path.display()
+        )
+    };
+    for (i, t) in app.http.iter().enumerate() {
+        if let Some(c) = runtime.component(&t.component)
+            && !matches!(c.exports, Exports::Http(_))
+        {
+            return Err(wrong(
+                format!("trigger.http[{i}].component"),
+                &t.component,
+                "wasi:http/incoming-handler",
+            ));
+        }
+    }
+    let (mut q, mut b) = (0, 0);
+    for t in &app.subscriptions {
+        let field = match t.source {
+            manifest::Source::Topic => {
+                q += 1;
+                format!("trigger.queue[{}].component", q - 1)
+            }
+            manifest::Source::Blob { .. } => {
+                b += 1;
+                format!("trigger.blob[{}].component", b - 1)
+            }
+        };
+        if let Some(c) = runtime.component(&t.component)
+            && !matches!(c.exports, Exports::Events(_))
+        {
+            return Err(wrong(field, &t.component, "troupe:pipeline/handler"));
+        }
+    }
+    for (i, t) in app.cron.iter().enumerate() {
+        if let Some(c) = runtime.component(&t.component)
+            && !matches!(c.exports, Exports::Events(_))
+        {
+            return Err(wrong(
+                format!("trigger.cron[{i}].component"),
+                &t.component,
+                "troupe:pipeline/handler",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A loaded app, ready to serve.
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -112,6 +166,28 @@ impl Host {
             .await
             .context("compiling components")??
         };
+        check_exports(&app, &runtime)?;
+        let declared: std::collections::HashSet<&str> = app
+            .subscriptions
+            .iter()
+            .map(|t| t.subscription.name.as_str())
+            .collect();
+        match backends.queue.subscriptions().await {
+            Ok(existing) => {
+                for s in existing
+                    .iter()
+                    .filter(|s| !declared.contains(s.name.as_str()))
+                {
+                    tracing::warn!(
+                        subscription = %s.name,
+                        topic = %s.topic,
+                        "subscription is in the data directory but not in the manifest: it still receives \
+                         copies of its topic's events and nothing consumes them; `troupe dlq list` shows its depth"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list existing subscriptions"),
+        }
         for t in &app.subscriptions {
             backends
                 .queue
@@ -131,6 +207,7 @@ impl Host {
                 runtime,
                 backends,
                 metrics: metrics::Metrics::default(),
+                tasks: tokio_util::task::TaskTracker::new(),
             }),
         })
     }
@@ -168,6 +245,8 @@ impl Host {
         let _ = stop_tx.send(true);
         while tasks.join_next().await.is_some() {}
         http.await.context("HTTP server task")?;
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
         Ok(())
     }
 }

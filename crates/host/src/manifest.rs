@@ -369,6 +369,11 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MEMORY_MB: u64 = 128;
 const DEFAULT_CONCURRENCY: usize = 16;
 const DEFAULT_BATCH: usize = 10;
+/// Invocations at once, per component and across the app (the pooling allocator
+/// reserves address space for each).
+pub const MAX_CONCURRENCY: usize = 1000;
+/// Longest retry delay a handler may ask for (SQS's longest visibility timeout).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(12 * 3600);
 
 impl App {
     /// Reads and validates `path`.
@@ -470,10 +475,10 @@ impl App {
                 ));
             }
             let max_concurrency = limits.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY);
-            if max_concurrency == 0 {
+            if !(1..=MAX_CONCURRENCY).contains(&max_concurrency) {
                 return Err(invalid(
                     field("tool.troupe.max_concurrency"),
-                    "must be at least 1".into(),
+                    format!("must be 1..={MAX_CONCURRENCY}"),
                 ));
             }
             let timeout = limits
@@ -499,6 +504,15 @@ impl App {
             );
         }
 
+        let total: usize = components.values().map(|c| c.max_concurrency).sum();
+        if total > MAX_CONCURRENCY {
+            return Err(invalid(
+                "component.*.tool.troupe.max_concurrency".into(),
+                format!(
+                    "the components' limits add up to {total}; keep the sum at most {MAX_CONCURRENCY}"
+                ),
+            ));
+        }
         let known = |field: String, id: &str| {
             if components.contains_key(id) {
                 Ok(())
@@ -548,8 +562,8 @@ impl App {
                 .subscription
                 .clone()
                 .unwrap_or_else(|| t.component.clone());
-            let (policy, batch_size) =
-                delivery(&t.delivery).map_err(|(f, why)| invalid(field(f), why))?;
+            let (policy, batch_size) = delivery(&t.delivery, components[&t.component].timeout)
+                .map_err(|(f, why)| invalid(field(f), why))?;
             if !names.insert(name.clone()) {
                 return Err(invalid(
                     field("subscription"),
@@ -571,15 +585,15 @@ impl App {
         for (i, t) in raw.trigger.blob.iter().enumerate() {
             let field = |f: &str| format!("trigger.blob[{i}].{f}");
             known(field("component"), &t.component)?;
-            if let Err(e) = troupe_core_bucket_check(&t.bucket) {
-                return Err(invalid(field("bucket"), e));
+            if let Err(e) = troupe_core::blobs::check_bucket(&t.bucket) {
+                return Err(invalid(field("bucket"), e.to_string()));
             }
             let name = t
                 .subscription
                 .clone()
                 .unwrap_or_else(|| format!("{}-blob", t.component));
-            let (policy, batch_size) =
-                delivery(&t.delivery).map_err(|(f, why)| invalid(field(f), why))?;
+            let (policy, batch_size) = delivery(&t.delivery, components[&t.component].timeout)
+                .map_err(|(f, why)| invalid(field(f), why))?;
             if !names.insert(name.clone()) {
                 return Err(invalid(
                     field("subscription"),
@@ -639,27 +653,29 @@ impl App {
     }
 }
 
-fn troupe_core_bucket_check(bucket: &str) -> std::result::Result<(), String> {
-    let ok = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{bucket}`: use 3-63 characters of a-z, 0-9, '.', '-'"
-        ))
-    }
-}
-
+/// A subscription's policy; `timeout` is its component's, which the lease must outlast
+/// or a batch still running would be delivered again.
 fn delivery(
     d: &RawDelivery,
+    timeout: Duration,
 ) -> std::result::Result<(DeliveryPolicy, usize), (&'static str, String)> {
     let def = DeliveryPolicy::default();
     let ms = Duration::from_millis;
+    if let Some(v) = d.visibility_timeout_ms
+        && ms(v) <= timeout
+    {
+        return Err((
+            "visibility_timeout_ms",
+            format!(
+                "{v} ms does not outlast the component's timeout_ms ({} ms): a batch still running would be delivered again; raise it",
+                timeout.as_millis()
+            ),
+        ));
+    }
     let policy = DeliveryPolicy {
-        visibility_timeout: d.visibility_timeout_ms.map_or(def.visibility_timeout, ms),
+        visibility_timeout: d
+            .visibility_timeout_ms
+            .map_or(def.visibility_timeout.max(timeout * 2), ms),
         max_deliveries: d.max_deliveries.unwrap_or(def.max_deliveries),
         backoff_base: d.backoff_base_ms.map_or(def.backoff_base, ms),
         backoff_max: d.backoff_max_ms.map_or(def.backoff_max, ms),
@@ -804,6 +820,16 @@ max_concurrency = 2
                 "{{ greeting }}",
                 "{{ missing }}",
                 "component.hello.variables.message",
+            ),
+            (
+                "max_deliveries = 2",
+                "visibility_timeout_ms = 250",
+                "trigger.queue[0].visibility_timeout_ms",
+            ),
+            (
+                "max_concurrency = 2",
+                "max_concurrency = 5000",
+                "component.hello.tool.troupe.max_concurrency",
             ),
         ] {
             let p = write(dir.path(), &GOOD.replacen(from, to, 1));

@@ -363,14 +363,21 @@ impl Runtime {
         let started = Instant::now();
         let mut store = self.store(loaded);
         let n = events.len();
-        let result = match pre.instantiate_async(&mut store).await {
-            Ok(instance) => {
-                instance
-                    .troupe_pipeline_handler()
-                    .call_handle(&mut store, &events)
-                    .await
+        // Epoch interruption stops running guest code; this also bounds time spent
+        // waiting on the host (sleeps, slow imports).
+        let call = async {
+            match pre.instantiate_async(&mut store).await {
+                Ok(instance) => {
+                    instance
+                        .troupe_pipeline_handler()
+                        .call_handle(&mut store, &events)
+                        .await
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
+        };
+        let Ok(result) = tokio::time::timeout(loaded.def.timeout, call).await else {
+            return Err(Fault::Timeout(loaded.def.timeout));
         };
         match result {
             Ok(outcomes) if outcomes.len() == n => Ok(outcomes),

@@ -20,6 +20,9 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::Shared;
 use crate::runtime::{Exports, Fault, Runtime};
 
+/// A client that has not sent its request head by then is disconnected.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<HyperOutgoingBody> {
     let body = Full::new(Bytes::from(value.to_string()))
         .map_err(|never: Infallible| match never {})
@@ -64,6 +67,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
             async move { Ok::<_, Infallible>(handle(shared, req).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
@@ -194,19 +199,29 @@ async fn invoke(
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &format!("{e:#}")),
     };
     let (shared2, loaded2, id2) = (shared.clone(), loaded.clone(), id.to_owned());
-    let task = tokio::spawn(
+    // Tracked, so shutdown waits for guests still streaming a body or publishing
+    // after their response was sent.
+    let task = shared.tasks.spawn(
         async move {
             let _permit = permit;
-            let result = match pre.instantiate_async(&mut store).await {
-                Ok(proxy) => {
-                    proxy
-                        .wasi_http_incoming_handler()
-                        .call_handle(&mut store, request, out)
-                        .await
+            let limit = loaded2.def.timeout;
+            // Epoch interruption stops running guest code; this also bounds time
+            // spent waiting on the host (sleeps, slow outbound calls).
+            let call = async {
+                match pre.instantiate_async(&mut store).await {
+                    Ok(proxy) => {
+                        proxy
+                            .wasi_http_incoming_handler()
+                            .call_handle(&mut store, request, out)
+                            .await
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
             };
-            let outcome = result.map_err(|e| Runtime::fault(&loaded2, &store, started, &e));
+            let outcome = match tokio::time::timeout(limit, call).await {
+                Ok(result) => result.map_err(|e| Runtime::fault(&loaded2, &store, started, &e)),
+                Err(_) => Err(Fault::Timeout(limit)),
+            };
             let label = outcome.as_ref().err().map_or("ok", Fault::label);
             shared2
                 .metrics

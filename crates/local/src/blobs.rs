@@ -37,25 +37,7 @@ fn io(what: &Path, e: std::io::Error) -> Error {
     }
 }
 
-/// Checks a bucket name: 3–63 of `a-z 0-9 . -`, starting and ending alphanumeric.
-pub fn check_bucket(bucket: &str) -> Result<()> {
-    let ok = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        && bucket.as_bytes()[0].is_ascii_alphanumeric()
-        && bucket.as_bytes()[bucket.len() - 1].is_ascii_alphanumeric();
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "bucket",
-            format!(
-                "`{bucket}`: use 3-63 characters of a-z, 0-9, '.', '-', starting and ending with a letter or digit"
-            ),
-        ))
-    }
-}
+pub use troupe_core::blobs::check_bucket;
 
 /// Checks an object key: a relative path of non-empty segments, none `.` or `..`.
 pub fn check_key(key: &str) -> Result<()> {

@@ -262,32 +262,44 @@ fn write_loop(conn: &Connection, rx: &std::sync::mpsc::Receiver<Job>) {
             continue;
         }
         let mut finishers = Vec::with_capacity(jobs.len());
+        // Set when SQLite rolled the whole transaction back under us (disk full, I/O
+        // error): nothing of this group is kept, so nobody may be told otherwise.
+        let mut lost: Option<String> = None;
         for job in jobs {
-            let savepoint = conn.execute_batch("SAVEPOINT job");
+            if lost.is_some() || conn.execute_batch("SAVEPOINT job").is_err() {
+                let (_, finish) = job(None);
+                finishers.push(finish);
+                continue;
+            }
             let outcome =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(conn))));
-            let ok = match &outcome {
-                Ok((ok, _)) => *ok,
-                Err(_) => false,
-            };
-            if savepoint.is_ok() {
+            let ok = matches!(&outcome, Ok((true, _)));
+            if conn.is_autocommit() {
+                lost = Some("SQLite rolled back the write transaction".into());
+            } else {
                 let end = if ok {
                     "RELEASE job"
                 } else {
                     "ROLLBACK TO job; RELEASE job"
                 };
                 if let Err(e) = conn.execute_batch(end) {
-                    tracing::warn!(error = %e, "savepoint handling failed");
+                    lost = Some(format!("ending a savepoint failed: {e}"));
                 }
             }
             if let Ok((_, finish)) = outcome {
                 finishers.push(finish);
             }
         }
-        let committed = conn.execute_batch("COMMIT").map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            e.to_string()
-        });
+        let committed = match lost {
+            Some(why) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(why)
+            }
+            None => conn.execute_batch("COMMIT").map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                e.to_string()
+            }),
+        };
         for finish in finishers {
             finish(committed.clone());
         }

@@ -47,8 +47,10 @@ pub async fn run(
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(messaging.destination.name = %name, error = %e, "receive failed; retrying in 1s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.changed() => break,
+                }
             }
         };
         while inflight.try_join_next().is_some() {}
@@ -128,7 +130,10 @@ pub async fn process(shared: &Shared, trigger: &SubscriptionTrigger, deliveries:
                 match outcome {
                     Outcome::Ok => acks.push(receipt),
                     Outcome::Retry(delay) => {
-                        let delay = delay.map(|ms| Duration::from_millis(u64::from(ms)));
+                        let delay = delay.map(|ms| {
+                            Duration::from_millis(u64::from(ms))
+                                .min(crate::manifest::MAX_RETRY_DELAY)
+                        });
                         let r = queue
                             .retry(name, &receipt, delay, "handler asked to retry")
                             .await;
