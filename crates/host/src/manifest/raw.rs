@@ -1,0 +1,139 @@
+//! The manifest as written: serde shapes that refuse unknown fields, so a typo is
+//! reported with its line and the fields that were expected.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawManifest {
+    pub(super) spin_manifest_version: u32,
+    pub(super) application: RawApplication,
+    #[serde(default)]
+    pub(super) variables: BTreeMap<String, RawVariable>,
+    #[serde(default)]
+    pub(super) trigger: RawTriggers,
+    #[serde(default)]
+    pub(super) component: BTreeMap<String, RawComponent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApplication {
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) version: Option<String>,
+    #[serde(default)]
+    pub(super) description: Option<String>,
+    #[serde(default)]
+    pub(super) authors: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVariable {
+    #[serde(default)]
+    pub(super) default: Option<String>,
+    #[serde(default)]
+    pub(super) required: bool,
+    #[serde(default)]
+    pub(super) secret: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTriggers {
+    #[serde(default)]
+    pub(super) http: Vec<RawHttpTrigger>,
+    #[serde(default)]
+    pub(super) queue: Vec<RawQueueTrigger>,
+    #[serde(default)]
+    pub(super) blob: Vec<RawBlobTrigger>,
+    #[serde(default)]
+    pub(super) cron: Vec<RawCronTrigger>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttpTrigger {
+    pub(super) route: String,
+    pub(super) component: String,
+    #[serde(default)]
+    pub(super) executor: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelivery {
+    #[serde(default)]
+    pub(super) batch_size: Option<usize>,
+    #[serde(default)]
+    pub(super) visibility_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub(super) max_deliveries: Option<u32>,
+    #[serde(default)]
+    pub(super) backoff_base_ms: Option<u64>,
+    #[serde(default)]
+    pub(super) backoff_max_ms: Option<u64>,
+    #[serde(default)]
+    pub(super) dedupe_window_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueueTrigger {
+    pub(super) topic: String,
+    pub(super) component: String,
+    #[serde(default)]
+    pub(super) subscription: Option<String>,
+    #[serde(flatten)]
+    pub(super) delivery: RawDelivery,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBlobTrigger {
+    pub(super) bucket: String,
+    pub(super) component: String,
+    #[serde(default)]
+    pub(super) prefix: Option<String>,
+    #[serde(default)]
+    pub(super) subscription: Option<String>,
+    #[serde(flatten)]
+    pub(super) delivery: RawDelivery,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCronTrigger {
+    pub(super) schedule: String,
+    pub(super) component: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawComponent {
+    pub(super) source: String,
+    #[serde(default)]
+    pub(super) description: Option<String>,
+    #[serde(default)]
+    pub(super) allowed_outbound_hosts: Vec<String>,
+    #[serde(default)]
+    pub(super) variables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) build: Option<toml::Value>,
+    #[serde(default)]
+    pub(super) tool: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    #[serde(default)]
+    pub(super) timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub(super) memory_limit_mb: Option<u64>,
+    #[serde(default)]
+    pub(super) max_concurrency: Option<usize>,
+}

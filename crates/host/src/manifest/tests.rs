@@ -1,0 +1,129 @@
+//! Manifest loading and validation.
+
+use super::*;
+
+fn write(dir: &Path, text: &str) -> PathBuf {
+    std::fs::write(dir.join("hello.wasm"), b"\0asm").unwrap();
+    let p = dir.join("spin.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const GOOD: &str = r#"
+spin_manifest_version = 2
+[application]
+name = "t"
+[variables]
+greeting = { default = "hi" }
+[[trigger.http]]
+route = "/hello/..."
+component = "hello"
+[[trigger.queue]]
+topic = "t.v1"
+component = "hello"
+max_deliveries = 2
+[[trigger.cron]]
+schedule = "*/5 * * * *"
+component = "hello"
+[component.hello]
+source = "hello.wasm"
+allowed_outbound_hosts = ["http://127.0.0.1:*"]
+variables = { message = "{{ greeting }} there" }
+[component.hello.tool.troupe]
+timeout_ms = 250
+memory_limit_mb = 16
+max_concurrency = 2
+"#;
+
+#[test]
+fn loads_a_full_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::load(&write(dir.path(), GOOD)).unwrap();
+    let c = &app.components["hello"];
+    assert_eq!(c.timeout, Duration::from_millis(250));
+    assert_eq!(c.memory_limit, 16 << 20);
+    assert_eq!(c.variables["message"], "hi there");
+    assert_eq!(app.route("/hello/x"), Some("hello"));
+    assert_eq!(app.route("/hellox"), None);
+    assert_eq!(app.subscriptions[0].subscription.policy.max_deliveries, 2);
+    assert_eq!(app.cron.len(), 1);
+}
+
+#[test]
+fn malformed_toml_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        &GOOD.replace("route = \"/hello/...\"", "rout = \"/hello\""),
+    );
+    let err = App::load(&p).unwrap_err().to_string();
+    assert!(err.contains("spin.toml"), "{err}");
+    assert!(err.contains("rout"), "{err}");
+    assert!(err.contains("line"), "{err}");
+}
+
+#[test]
+fn missing_component_file_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        &GOOD.replace("source = \"hello.wasm\"", "source = \"gone.wasm\""),
+    );
+    let err = App::load(&p).unwrap_err().to_string();
+    assert!(err.contains("component.hello.source"), "{err}");
+    assert!(err.contains("gone.wasm"), "{err}");
+}
+
+#[test]
+fn bad_values_name_their_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to, field) in [
+        (
+            "max_deliveries = 2",
+            "max_deliveries = 0",
+            "trigger.queue[0].max_deliveries",
+        ),
+        ("*/5 * * * *", "every tuesday", "trigger.cron[0].schedule"),
+        (
+            "http://127.0.0.1:*",
+            "127.0.0.1",
+            "component.hello.allowed_outbound_hosts",
+        ),
+        (
+            "component = \"hello\"\nmax",
+            "component = \"nope\"\nmax",
+            "trigger.queue[0].component",
+        ),
+        (
+            "{{ greeting }}",
+            "{{ missing }}",
+            "component.hello.variables.message",
+        ),
+        (
+            "max_deliveries = 2",
+            "visibility_timeout_ms = 250",
+            "trigger.queue[0].visibility_timeout_ms",
+        ),
+        (
+            "max_concurrency = 2",
+            "max_concurrency = 5000",
+            "component.hello.tool.troupe.max_concurrency",
+        ),
+    ] {
+        let p = write(dir.path(), &GOOD.replacen(from, to, 1));
+        let err = App::load(&p).unwrap_err().to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
+}
+
+#[test]
+fn outbound_rules_match_scheme_host_and_port() {
+    let r = OutboundRule::parse("http://127.0.0.1:*").unwrap();
+    assert!(r.allows("http", "127.0.0.1", 8080));
+    assert!(!r.allows("https", "127.0.0.1", 8080));
+    assert!(!r.allows("http", "example.com", 80));
+    let r = OutboundRule::parse("https://*.example.com").unwrap();
+    assert!(r.allows("https", "api.example.com", 443));
+    assert!(!r.allows("https", "example.com", 443));
+    assert!(!r.allows("https", "api.example.com", 8443));
+}
