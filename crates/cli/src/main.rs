@@ -117,6 +117,17 @@ async fn up(
     };
     let local = Local::open_with(&data_dir, options)
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    let recovered = local
+        .blobs
+        .recover()
+        .await
+        .context("publishing notifications a crash left pending")?;
+    if recovered > 0 {
+        tracing::info!(
+            recovered,
+            "published object-created notifications left pending by a crash"
+        );
+    }
     let host = Host::new(
         app,
         backends(&local),

@@ -7,19 +7,21 @@
 //! with their key prefix as the subject filter.
 
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use troupe_core::blobs::{OBJECT_CREATED_TYPE, S3Bucket, S3Entity, S3Object, created_topic};
-use troupe_core::{Blobs, Error, Event, Message, ObjectCreated, Queue, Result};
+use troupe_core::{Blobs, Error, Event, Message, ObjectCreated, Result};
+
+use crate::SqliteQueue;
 
 /// Filesystem-backed [`Blobs`].
 #[derive(Clone)]
 pub struct FsBlobs {
     root: PathBuf,
-    /// Where object-created notifications go; `None` disables them.
-    notify: Option<Arc<dyn Queue>>,
+    /// Where object-created notifications go (and their outbox lives); `None`
+    /// disables them.
+    notify: Option<SqliteQueue>,
 }
 
 impl std::fmt::Debug for FsBlobs {
@@ -59,7 +61,7 @@ pub fn check_key(key: &str) -> Result<()> {
 
 impl FsBlobs {
     /// Blobs under `root`; notifications published to `notify` when given.
-    pub fn new(root: impl Into<PathBuf>, notify: Option<Arc<dyn Queue>>) -> Result<Self> {
+    pub fn new(root: impl Into<PathBuf>, notify: Option<SqliteQueue>) -> Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(root.join(".tmp")).map_err(|e| io(&root, e))?;
         Ok(Self { root, notify })
@@ -72,35 +74,114 @@ impl FsBlobs {
         Ok(self.root.join(bucket).join(key))
     }
 
-    async fn announce(&self, bucket: &str, key: &str, data: &[u8]) -> Result<()> {
-        let Some(queue) = &self.notify else {
-            return Ok(());
-        };
+    /// Records a pending notification before the object becomes visible, so a crash
+    /// between the write and the publish cannot lose it (see [`Self::recover`]).
+    async fn remember(&self, queue: &SqliteQueue, obj: &Pending) -> Result<i64> {
+        let o = obj.clone();
+        queue
+            .db()
+            .write(move |c| {
+                c.query_row(
+                    "INSERT INTO blob_outbox (bucket, key, size, etag, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     RETURNING id",
+                    rusqlite::params![o.bucket, o.key, o.size, o.etag, o.time],
+                    |r| r.get(0),
+                )
+                .map_err(crate::db::sql)
+            })
+            .await
+    }
+
+    /// Publishes the object-created notification and clears its outbox row, atomically.
+    async fn announce(&self, queue: &SqliteQueue, obj: &Pending, outbox: i64) -> Result<()> {
         let record = ObjectCreated {
             event_version: "2.1".into(),
             event_source: "troupe:local".into(),
-            event_time: troupe_core::event::now_rfc3339(),
+            event_time: obj.time.clone(),
             event_name: "ObjectCreated:Put".into(),
             s3: S3Entity {
                 bucket: S3Bucket {
-                    name: bucket.to_owned(),
+                    name: obj.bucket.clone(),
                 },
                 object: S3Object {
-                    key: key.to_owned(),
-                    size: data.len() as u64,
-                    e_tag: hex::encode(Sha256::digest(data)),
+                    key: obj.key.clone(),
+                    size: obj.size,
+                    e_tag: obj.etag.clone(),
                 },
             },
         };
         let data =
             serde_json::to_value(&record).map_err(|e| Error::invalid("record", e.to_string()))?;
-        let event =
-            Event::new(format!("/blobs/{bucket}"), OBJECT_CREATED_TYPE, &data).with_subject(key);
+        let mut event = Event::new(format!("/blobs/{}", obj.bucket), OBJECT_CREATED_TYPE, &data)
+            .with_subject(&obj.key);
+        event.time = obj.time.clone();
         queue
-            .publish(&created_topic(bucket), &[Message::from_event(&event)])
+            .publish_with(
+                &created_topic(&obj.bucket),
+                &[Message::from_event(&event)],
+                move |c| {
+                    c.execute("DELETE FROM blob_outbox WHERE id = ?1", [outbox])
+                        .map(|_| ())
+                        .map_err(crate::db::sql)
+                },
+            )
             .await?;
         Ok(())
     }
+
+    /// Publishes notifications that a crash left pending: for each write that
+    /// completed (the object holds the recorded content) the notification goes out;
+    /// writes that never completed are forgotten. Returns how many were published.
+    pub async fn recover(&self) -> Result<usize> {
+        let Some(queue) = &self.notify else {
+            return Ok(0);
+        };
+        let rows: Vec<(i64, Pending)> = queue
+            .db()
+            .read(|c| {
+                let mut stmt = c
+                    .prepare("SELECT id, bucket, key, size, etag, created_at FROM blob_outbox ORDER BY id")
+                    .map_err(crate::db::sql)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((
+                            r.get(0)?,
+                            Pending { bucket: r.get(1)?, key: r.get(2)?, size: r.get(3)?, etag: r.get(4)?, time: r.get(5)? },
+                        ))
+                    })
+                    .map_err(crate::db::sql)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(crate::db::sql)
+            })
+            .await?;
+        let mut published = 0;
+        for (id, obj) in rows {
+            let current = self.get(&obj.bucket, &obj.key).await?;
+            if current.is_some_and(|d| hex::encode(Sha256::digest(&d)) == obj.etag) {
+                self.announce(queue, &obj, id).await?;
+                published += 1;
+            } else {
+                queue
+                    .db()
+                    .write(move |c| {
+                        c.execute("DELETE FROM blob_outbox WHERE id = ?1", [id])
+                            .map(|_| ())
+                            .map_err(crate::db::sql)
+                    })
+                    .await?;
+            }
+        }
+        Ok(published)
+    }
+}
+
+/// An object write whose notification is not yet published.
+#[derive(Debug, Clone)]
+struct Pending {
+    bucket: String,
+    key: String,
+    size: u64,
+    etag: String,
+    time: String,
 }
 
 fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
@@ -153,25 +234,50 @@ impl Blobs for FsBlobs {
             .join(uuid::Uuid::new_v4().simple().to_string());
         let owned = data.to_vec();
         let (p, t) = (path.clone(), tmp.clone());
+        let (p2, t2) = (p.clone(), t.clone());
         tokio::task::spawn_blocking(move || -> Result<()> {
             use std::io::Write;
-            if let Some(parent) = p.parent() {
+            if let Some(parent) = p2.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| {
                     Error::invalid("key", format!("cannot create {}: {e} (does a prefix of the key name an existing object?)", parent.display()))
                 })?;
             }
-            let mut f = std::fs::File::create(&t).map_err(|e| io(&t, e))?;
-            f.write_all(&owned).map_err(|e| io(&t, e))?;
-            f.sync_all().map_err(|e| io(&t, e))?;
+            let mut f = std::fs::File::create(&t2).map_err(|e| io(&t2, e))?;
+            f.write_all(&owned).map_err(|e| io(&t2, e))?;
+            f.sync_all().map_err(|e| io(&t2, e))
+        })
+        .await
+        .map_err(|e| Error::backend("filesystem", e))??;
+        let pending = Pending {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            size: data.len() as u64,
+            etag: hex::encode(Sha256::digest(data)),
+            time: troupe_core::event::now_rfc3339(),
+        };
+        let outbox = match &self.notify {
+            Some(q) => Some(self.remember(q, &pending).await?),
+            None => None,
+        };
+        tokio::task::spawn_blocking(move || -> Result<()> {
             std::fs::rename(&t, &p).map_err(|e| {
                 let _ = std::fs::remove_file(&t);
                 io(&p, e)
             })?;
+            // Make the rename itself durable before announcing the object.
+            if let Some(parent) = p.parent() {
+                std::fs::File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io(parent, e))?;
+            }
             Ok(())
         })
         .await
         .map_err(|e| Error::backend("filesystem", e))??;
-        self.announce(bucket, key, data).await
+        match (&self.notify, outbox) {
+            (Some(q), Some(id)) => self.announce(q, &pending, id).await,
+            _ => Ok(()),
+        }
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<bool> {

@@ -47,6 +47,14 @@ CREATE TABLE IF NOT EXISTS dedupe (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (queue, id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL,

@@ -85,7 +85,7 @@ impl Local {
         let queue = SqliteQueue::new(db.clone(), options.clock)
             .with_duplicate_deliveries(options.duplicate_deliveries);
         let state = SqliteState::new(db);
-        let blobs = FsBlobs::new(dir.join("blobs"), Some(Arc::new(queue.clone())))?;
+        let blobs = FsBlobs::new(dir.join("blobs"), Some(queue.clone()))?;
         Ok(Self {
             dir: dir.to_owned(),
             queue,

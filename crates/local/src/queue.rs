@@ -149,6 +149,35 @@ impl SqliteQueue {
         Ok(policy)
     }
 
+    /// Publishes like [`Queue::publish`] and runs `also` in the same transaction: both
+    /// take effect or neither (the blob store clears its outbox this way).
+    pub async fn publish_with<F>(&self, topic: &str, messages: &[Message], also: F) -> Result<usize>
+    where
+        F: FnOnce(&Connection) -> Result<()> + Send + 'static,
+    {
+        let topic = topic.to_owned();
+        let messages = messages.to_vec();
+        let now = now(&*self.clock);
+        let copies = if self.duplicate_deliveries { 2 } else { 1 };
+        let last_purge = self.last_purge.clone();
+        let (count, touched) = self
+            .db
+            .write(move |tx| {
+                purge_if_due(tx, now, &last_purge)?;
+                let out = fan_out(tx, &topic, &messages, now, copies)?;
+                also(tx)?;
+                Ok(out)
+            })
+            .await?;
+        self.wake(&touched);
+        Ok(count)
+    }
+
+    /// The database, for backends that share its transactions.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Removes dedupe entries whose window has passed; returns how many.
     pub async fn purge_expired_dedupe(&self) -> Result<usize> {
         let now = now(&*self.clock);
@@ -178,6 +207,52 @@ fn purge_if_due(tx: &Connection, now: i64, last: &std::sync::atomic::AtomicI64) 
             .map_err(sql)?;
     }
     Ok(())
+}
+
+/// Copies `messages` into every matching subscription of `topic`; returns the copies
+/// made and the queues that got any.
+fn fan_out(
+    tx: &Connection,
+    topic: &str,
+    messages: &[Message],
+    now: i64,
+    copies: usize,
+) -> Result<(usize, Vec<String>)> {
+    let subs: Vec<(String, Option<String>, String)> = {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT name, subject_prefix, policy FROM subscriptions WHERE topic = ?1",
+            )
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map([topic], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(sql)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(sql)?
+    };
+    let mut count = 0;
+    let mut touched = Vec::new();
+    for (name, prefix, policy) in subs {
+        let policy: DeliveryPolicy = serde_json::from_str(&policy).map_err(|e| Error::Corrupt {
+            what: format!("policy of `{name}`"),
+            why: e.to_string(),
+        })?;
+        let mut any = false;
+        for m in messages {
+            let matches = match (&prefix, &m.subject) {
+                (None, _) => true,
+                (Some(p), Some(s)) => s.starts_with(p.as_str()),
+                (Some(_), None) => false,
+            };
+            if matches && enqueue(tx, &name, m, policy.dedupe_window, now, copies)? {
+                count += 1;
+                any = true;
+            }
+        }
+        if any {
+            touched.push(name);
+        }
+    }
+    Ok((count, touched))
 }
 
 /// Inserts one message into one queue unless its id is inside the dedupe window.
@@ -275,52 +350,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn publish(&self, topic: &str, messages: &[Message]) -> Result<usize> {
-        let topic = topic.to_owned();
-        let messages = messages.to_vec();
-        let now = now(&*self.clock);
-        let copies = if self.duplicate_deliveries { 2 } else { 1 };
-        let last_purge = self.last_purge.clone();
-        let (count, touched) = self
-            .db
-            .write(move |tx| {
-                purge_if_due(&tx, now, &last_purge)?;
-                let subs: Vec<(String, Option<String>, String)> = {
-                    let mut stmt = tx
-                        .prepare_cached("SELECT name, subject_prefix, policy FROM subscriptions WHERE topic = ?1")
-                        .map_err(sql)?;
-                    let rows = stmt
-                        .query_map([&topic], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .map_err(sql)?;
-                    rows.collect::<rusqlite::Result<_>>().map_err(sql)?
-                };
-                let mut count = 0;
-                let mut touched = Vec::new();
-                for (name, prefix, policy) in subs {
-                    let policy: DeliveryPolicy = serde_json::from_str(&policy).map_err(|e| Error::Corrupt {
-                        what: format!("policy of `{name}`"),
-                        why: e.to_string(),
-                    })?;
-                    let mut any = false;
-                    for m in &messages {
-                        let matches = match (&prefix, &m.subject) {
-                            (None, _) => true,
-                            (Some(p), Some(s)) => s.starts_with(p.as_str()),
-                            (Some(_), None) => false,
-                        };
-                        if matches && enqueue(&tx, &name, m, policy.dedupe_window, now, copies)? {
-                            count += 1;
-                            any = true;
-                        }
-                    }
-                    if any {
-                        touched.push(name);
-                    }
-                }
-                Ok((count, touched))
-            })
-            .await?;
-        self.wake(&touched);
-        Ok(count)
+        self.publish_with(topic, messages, |_| Ok(())).await
     }
 
     async fn send(&self, queue: &str, messages: &[Message]) -> Result<usize> {

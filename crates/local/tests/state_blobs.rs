@@ -139,3 +139,56 @@ async fn writes_under_a_watched_prefix_notify_subscribers() {
         "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
     );
 }
+
+#[tokio::test]
+async fn notifications_left_pending_by_a_crash_are_published_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Local::open(dir.path()).unwrap();
+    l.queue
+        .subscribe(&Subscription {
+            name: "ingest".into(),
+            topic: created_topic("docs"),
+            subject_prefix: None,
+            policy: DeliveryPolicy::default(),
+        })
+        .await
+        .unwrap();
+    // A crash after the rename but before the publish: the object is there, its
+    // outbox row too, no event. And one before the rename: a row, no object.
+    std::fs::create_dir_all(dir.path().join("blobs/docs/uploads")).unwrap();
+    std::fs::write(dir.path().join("blobs/docs/uploads/a.txt"), b"hello").unwrap();
+    let etag = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+    l.queue
+        .db()
+        .write(move |c| {
+            c.execute_batch(&format!(
+                "INSERT INTO blob_outbox (bucket, key, size, etag, created_at) VALUES
+                   ('docs', 'uploads/a.txt', 5, '{etag}', '2026-01-01T00:00:00.000Z'),
+                   ('docs', 'uploads/never.txt', 3, 'abc', '2026-01-01T00:00:00.000Z')"
+            ))
+            .map_err(|e| troupe_core::Error::backend("sqlite", e))
+        })
+        .await
+        .unwrap();
+    assert!(
+        l.queue
+            .receive("ingest", 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    drop(l);
+    let l = Local::open(dir.path()).unwrap();
+    assert_eq!(l.blobs.recover().await.unwrap(), 1);
+    let got = l.queue.receive("ingest", 10, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        Event::from_json(&got[0].body).unwrap().subject.as_deref(),
+        Some("uploads/a.txt")
+    );
+    assert_eq!(
+        l.blobs.recover().await.unwrap(),
+        0,
+        "the outbox is empty afterwards"
+    );
+}
