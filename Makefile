@@ -6,13 +6,16 @@ TROUPE := $(CARGO_TARGET_DIR)/release/troupe
 DATA_DIR ?= .troupe
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: setup functions build run test bench fmt lint clean
+.PHONY: setup functions model build run worker test bench fmt lint clean
 
-## setup: toolchain target and function components (idempotent)
-setup: functions
+## setup: toolchain target, function components, embedding model (idempotent)
+setup: functions model
 
 functions:
 	@./scripts/build-functions.sh
+
+model:
+	@./scripts/fetch-model.sh
 
 # One cargo invocation for everything, so `run`, `test` and `bench` share one build
 # (a narrower selection would resolve features differently and rebuild wasmtime).
@@ -22,6 +25,10 @@ build: setup
 ## run: the main job on the embedded default
 run: build
 	$(TROUPE) up --data-dir $(DATA_DIR) --listen $(LISTEN) --manifest spin.toml
+
+## worker: the embedding worker alone (POST /v1/embeddings on 127.0.0.1:8081)
+worker: build
+	$(TROUPE) worker
 
 ## test: every test (builds what it needs first)
 test: build
@@ -40,4 +47,4 @@ lint:
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 
 clean:
-	rm -rf target functions/target functions/dist
+	rm -rf target functions/target functions/dist models

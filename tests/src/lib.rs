@@ -80,6 +80,7 @@ pub async fn host_only(body: &str) -> (Host, Local, tempfile::TempDir) {
         backends(&local),
         Options {
             cache_dir: Some(dir.path().join("cache")),
+            ..Default::default()
         },
     )
     .await
@@ -112,6 +113,7 @@ impl InProcess {
             backends(&local),
             Options {
                 cache_dir: Some(dir.path().join("cache")),
+                ..Default::default()
             },
         )
         .await
@@ -145,6 +147,19 @@ impl InProcess {
     }
 }
 
+/// The embedding model folder, fetched once per test binary by `scripts/fetch-model.sh`.
+pub fn model_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = repo_root();
+        let status = Command::new(root.join("scripts/fetch-model.sh"))
+            .status()
+            .expect("running scripts/fetch-model.sh");
+        assert!(status.success(), "fetching the embedding model failed");
+        root.join("models/all-MiniLM-L6-v2")
+    })
+}
+
 /// The `troupe` binary built next to this test executable.
 pub fn troupe_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -170,13 +185,29 @@ pub struct Child {
 }
 
 impl Child {
-    /// Runs `troupe up` on `data_dir` with `manifest`, waiting until it listens.
+    /// Runs `troupe up` on `data_dir` with `manifest` (without the embedding model),
+    /// waiting until it listens.
     pub fn up(data_dir: &Path, manifest: &Path) -> Self {
+        Self::spawn(data_dir, manifest, &["--no-embeddings".into()])
+    }
+
+    /// Like [`Child::up`], with the embedding model (fetched first if needed).
+    pub fn up_with_embeddings(data_dir: &Path, manifest: &Path) -> Self {
+        let model = model_dir();
+        Self::spawn(
+            data_dir,
+            manifest,
+            &["--model-dir".into(), model.display().to_string()],
+        )
+    }
+
+    fn spawn(data_dir: &Path, manifest: &Path, extra: &[String]) -> Self {
         let mut child = Command::new(troupe_bin())
             .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--manifest")
             .arg(manifest)
+            .args(extra)
             .env("TROUPE_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()

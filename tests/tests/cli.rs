@@ -9,7 +9,13 @@ use troupe_tests::{manifest, troupe_bin};
 fn up_fails_with(manifest: &std::path::Path) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(troupe_bin())
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "up",
+            "--no-embeddings",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .arg("--manifest")
         .arg(manifest)
@@ -129,4 +135,64 @@ fn a_trigger_on_the_wrong_kind_of_component_is_refused() {
     let err = up_fails_with(&path);
     assert!(err.contains("trigger.queue[0].component"), "{err}");
     assert!(err.contains("troupe:pipeline/handler"), "{err}");
+}
+
+#[test]
+fn up_serves_openai_embeddings_on_its_main_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = manifest(
+        dir.path(),
+        "[[trigger.http]]\nroute = \"/hello\"\ncomponent = \"hello\"\n[component.hello]\nsource = \"{dist}/hello.wasm\"\n",
+    );
+    let up = troupe_tests::Child::up_with_embeddings(&dir.path().join("data"), &path);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .post(&format!("http://{}/v1/embeddings", up.addr))
+        .header("content-type", "application/json")
+        .send(r#"{"input": ["Hello, world!", "second"], "model": "all-MiniLM-L6-v2"}"#)
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value =
+        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    assert_eq!(body["data"][1]["index"], 1);
+    assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 384);
+    assert_eq!(body["usage"]["prompt_tokens"], 6 + 3);
+    let (_, metrics) = troupe_tests::get(&format!("http://{}/metrics", up.addr));
+    assert!(metrics.contains("troupe_embed_texts_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("troupe_invocations_total")
+            || metrics.contains("troupe_queue_depth")
+            || metrics.contains("# HELP troupe_invocations"),
+        "{metrics}"
+    );
+    // The component routes still work beside it.
+    assert_eq!(
+        troupe_tests::get(&format!("http://{}/hello", up.addr)).0,
+        200
+    );
+}
+
+#[test]
+fn a_missing_model_stops_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = manifest(dir.path(), "");
+    let out = Command::new(troupe_bin())
+        .args(["up", "--listen", "127.0.0.1:0", "--model-dir"])
+        .arg(dir.path().join("no-model"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--manifest")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("make setup") && err.contains("--model-dir"),
+        "{err}"
+    );
 }

@@ -31,6 +31,59 @@ struct DataDir {
     data_dir: PathBuf,
 }
 
+/// The embedding model.
+#[derive(Debug, Clone, clap::Args)]
+struct EmbeddingArgs {
+    /// Folder with config.json, tokenizer.json and model.safetensors (Hugging Face
+    /// layout); `make setup` fetches all-MiniLM-L6-v2 here.
+    #[arg(
+        long,
+        env = "TROUPE_MODEL_DIR",
+        default_value = "models/all-MiniLM-L6-v2"
+    )]
+    model_dir: PathBuf,
+    /// Padded tokens (longest input × inputs) per inference batch.
+    #[arg(long, env = "TROUPE_MAX_BATCH_TOKENS", default_value_t = 16_384)]
+    max_batch_tokens: usize,
+    /// Texts admitted and not yet embedded; beyond it requests get 429.
+    #[arg(long, env = "TROUPE_MAX_QUEUED_TEXTS", default_value_t = 4096)]
+    max_queued_texts: usize,
+}
+
+impl EmbeddingArgs {
+    fn start(
+        &self,
+    ) -> Result<(
+        troupe_gpu_worker::Embedder,
+        Arc<troupe_gpu_worker::metrics::Metrics>,
+    )> {
+        use troupe_gpu_worker::{CandleBackend, Embedder, Tokens, backend, embedder, metrics};
+        if self.max_batch_tokens < troupe_gpu_worker::tokenize::MAX_TOKENS {
+            anyhow::bail!(
+                "--max-batch-tokens {} is below one full input ({} tokens); raise it",
+                self.max_batch_tokens,
+                troupe_gpu_worker::tokenize::MAX_TOKENS
+            );
+        }
+        let device = backend::best_device();
+        let model = CandleBackend::load(&self.model_dir, &device, self.max_batch_tokens)?;
+        let tokens = Tokens::load(&self.model_dir, troupe_gpu_worker::tokenize::MAX_TOKENS)?;
+        let metrics = Arc::new(metrics::Metrics::default());
+        let options = embedder::Options {
+            max_queued_texts: self.max_queued_texts,
+            ..Default::default()
+        };
+        let embedder = Embedder::start(
+            Box::new(model),
+            tokens,
+            options,
+            Some(metrics::Metrics::observer(metrics.clone(), None)),
+        )?;
+        tracing::info!(model_dir = %self.model_dir.display(), device = ?device, "embedding model loaded");
+        Ok((embedder, metrics))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run everything in one process on the embedded backends: HTTP routes, queue,
@@ -47,6 +100,20 @@ enum Command {
         /// Enqueue every message twice, to prove handlers idempotent (testing only).
         #[arg(long, env = "TROUPE_DUPLICATE_DELIVERIES", hide = true)]
         duplicate_deliveries: bool,
+        #[command(flatten)]
+        embedding: EmbeddingArgs,
+        /// Run without the embedding model (no /v1/embeddings).
+        #[arg(long, env = "TROUPE_NO_EMBEDDINGS")]
+        no_embeddings: bool,
+    },
+    /// Run the embedding worker alone: POST /v1/embeddings (OpenAI-compatible),
+    /// GET /health, GET /metrics.
+    Worker {
+        /// Address of the worker's HTTP listener.
+        #[arg(long, env = "TROUPE_WORKER_LISTEN", default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        embedding: EmbeddingArgs,
     },
     /// Inspect and redrive dead-letter queues.
     Dlq {
@@ -104,13 +171,59 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn up(
+async fn worker(listen: SocketAddr, embedding: EmbeddingArgs) -> Result<()> {
+    let (embedder, metrics) = embedding.start()?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}: is another worker running? pass --listen"))?;
+    let addr = listener.local_addr()?;
+    println!("troupe worker listening on http://{addr}");
+    troupe_gpu_worker::server::serve(listener, embedder, metrics, shutdown_signal()).await;
+    Ok(())
+}
+
+fn embeddings_endpoint(
+    embedder: troupe_gpu_worker::Embedder,
+    metrics: Arc<troupe_gpu_worker::metrics::Metrics>,
+) -> (troupe_host::Endpoint, troupe_host::MetricsSource) {
+    let endpoint: troupe_host::Endpoint = Arc::new(move |body| {
+        let embedder = embedder.clone();
+        Box::pin(async move { troupe_gpu_worker::openai::handle(&embedder, &body).await })
+    });
+    (endpoint, Arc::new(move || metrics.encode()))
+}
+
+struct UpArgs {
     data_dir: PathBuf,
     listen: SocketAddr,
     manifest: PathBuf,
     duplicate: bool,
-) -> Result<()> {
+    embedding: Option<EmbeddingArgs>,
+}
+
+async fn up(args: UpArgs) -> Result<()> {
+    let UpArgs {
+        data_dir,
+        listen,
+        manifest,
+        duplicate,
+        embedding,
+    } = args;
     let app = App::load(&manifest)?;
+    let mut host_options = Options {
+        cache_dir: Some(data_dir.join("cache")),
+        ..Default::default()
+    };
+    if let Some(embedding) = embedding {
+        let (embedder, metrics) = embedding.start()?;
+        let (endpoint, source) = embeddings_endpoint(embedder, metrics);
+        host_options.endpoints.push((
+            troupe_host::http::Method::POST,
+            "/v1/embeddings".into(),
+            endpoint,
+        ));
+        host_options.metrics.push(source);
+    }
     let options = troupe_local::Options {
         duplicate_deliveries: duplicate,
         ..Default::default()
@@ -128,14 +241,7 @@ async fn up(
             "published object-created notifications left pending by a crash"
         );
     }
-    let host = Host::new(
-        app,
-        backends(&local),
-        Options {
-            cache_dir: Some(data_dir.join("cache")),
-        },
-    )
-    .await?;
+    let host = Host::new(app, backends(&local), host_options).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}: is another troupe running? pass --listen"))?;
@@ -195,7 +301,19 @@ async fn main() -> std::process::ExitCode {
             listen,
             manifest,
             duplicate_deliveries,
-        } => up(data.data_dir, listen, manifest, duplicate_deliveries).await,
+            embedding,
+            no_embeddings,
+        } => {
+            up(UpArgs {
+                data_dir: data.data_dir,
+                listen,
+                manifest,
+                duplicate: duplicate_deliveries,
+                embedding: (!no_embeddings).then_some(embedding),
+            })
+            .await
+        }
+        Command::Worker { listen, embedding } => worker(listen, embedding).await,
         Command::Dlq { data, action } => dlq(data.data_dir, action).await,
     };
     match result {

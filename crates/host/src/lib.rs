@@ -31,6 +31,7 @@ use anyhow::{Context as _, Result};
 use tokio::net::TcpListener;
 use troupe_core::{Blobs, DeadLetters, Queue, State};
 
+pub use http;
 pub use manifest::App;
 pub use runtime::Runtime;
 
@@ -53,11 +54,43 @@ impl std::fmt::Debug for Backends {
     }
 }
 
+/// A native endpoint on the main listener, next to the components' routes (the
+/// worker's `POST /v1/embeddings` in `troupe up`): gets the request body, returns a
+/// status and a JSON body.
+pub type Endpoint = Arc<
+    dyn Fn(bytes::Bytes) -> futures::future::BoxFuture<'static, (u16, serde_json::Value)>
+        + Send
+        + Sync,
+>;
+
+/// Extra Prometheus text appended to `/metrics` (another registry's encoding).
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Host options.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Options {
     /// Where compiled components are cached; `None` compiles at every start.
     pub cache_dir: Option<PathBuf>,
+    /// Native endpoints by method and exact path; they take precedence over routes.
+    pub endpoints: Vec<(http::Method, String, Endpoint)>,
+    /// Appended to `/metrics`.
+    pub metrics: Vec<MetricsSource>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("cache_dir", &self.cache_dir)
+            .field(
+                "endpoints",
+                &self
+                    .endpoints
+                    .iter()
+                    .map(|(m, p, _)| format!("{m} {p}"))
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything request and event handling shares.
@@ -73,6 +106,8 @@ pub struct Shared {
     pub metrics: metrics::Metrics,
     /// Guest tasks that may outlive their HTTP request; shutdown waits for them.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Native endpoints and extra metrics.
+    pub options: Options,
 }
 
 impl Shared {
@@ -160,11 +195,10 @@ impl Host {
     pub async fn new(app: App, backends: Backends, options: Options) -> Result<Self> {
         let runtime = {
             let (app, backends) = (app.clone(), backends.clone());
-            tokio::task::spawn_blocking(move || {
-                Runtime::new(&app, &backends, options.cache_dir.as_deref())
-            })
-            .await
-            .context("compiling components")??
+            let cache_dir = options.cache_dir.clone();
+            tokio::task::spawn_blocking(move || Runtime::new(&app, &backends, cache_dir.as_deref()))
+                .await
+                .context("compiling components")??
         };
         check_exports(&app, &runtime)?;
         let declared: std::collections::HashSet<&str> = app
@@ -208,6 +242,7 @@ impl Host {
                 backends,
                 metrics: metrics::Metrics::default(),
                 tasks: tokio_util::task::TaskTracker::new(),
+                options,
             }),
         })
     }

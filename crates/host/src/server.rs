@@ -20,6 +20,9 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::Shared;
 use crate::runtime::{Exports, Fault, Runtime};
 
+/// Largest body a native endpoint reads.
+const MAX_NATIVE_BODY: usize = 16 << 20;
+
 /// A client that has not sent its request head by then is disconnected.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -83,11 +86,42 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<HyperOutgoingBody> {
     let path = req.uri().path().to_owned();
+    if let Some((_, _, endpoint)) = shared
+        .options
+        .endpoints
+        .iter()
+        .find(|(m, p, _)| m == req.method() && *p == path)
+    {
+        let endpoint = endpoint.clone();
+        return match http_body_util::Limited::new(req.into_body(), MAX_NATIVE_BODY)
+            .collect()
+            .await
+        {
+            Ok(body) => {
+                let (status, value) = endpoint(body.to_bytes()).await;
+                json(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    &value,
+                )
+            }
+            Err(e) => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                &format!("request body over {MAX_NATIVE_BODY} bytes or unreadable: {e}"),
+            ),
+        };
+    }
     match (req.method(), path.as_str()) {
         (&http::Method::GET, "/health") => health(&shared).await,
         (&http::Method::GET, "/metrics") => {
             shared.refresh_depths().await;
-            let body = Full::new(Bytes::from(shared.metrics.encode()))
+            let mut text = shared.metrics.encode();
+            for source in &shared.options.metrics {
+                // Each registry ends with `# EOF`; keep only the last one.
+                text = text.trim_end().trim_end_matches("# EOF").to_owned();
+                text.push_str(&source());
+            }
+            let body = Full::new(Bytes::from(text))
                 .map_err(|never: Infallible| match never {})
                 .boxed_unsync();
             let mut resp = Response::new(body);

@@ -1,0 +1,166 @@
+//! Token-budget batching on the backend's own thread.
+//!
+//! Callers' texts arrive as [`Item`]s over a bounded channel. The thread takes
+//! everything pending, drops items whose caller went away, sorts the rest by length
+//! (so a batch carries little padding), cuts them into batches of at most
+//! `max_batch_tokens` padded tokens, runs each, and answers every caller on its own
+//! oneshot. Everything taken in one round is answered before the next round starts,
+//! so long inputs are never starved by a stream of short ones.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backend::EmbeddingBackend;
+use crate::{Error, Result};
+
+/// One text to embed.
+#[derive(Debug)]
+pub struct Item {
+    /// Its token ids.
+    pub ids: Vec<u32>,
+    /// Where its vector goes.
+    pub reply: oneshot::Sender<Result<Vec<f32>>>,
+    /// When it was admitted, for the queue-wait metric.
+    pub enqueued: Instant,
+}
+
+/// What one batch was, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchStats {
+    /// Inputs in the batch.
+    pub texts: usize,
+    /// Tokens including padding (longest × texts): what the budget bounds.
+    pub padded_tokens: usize,
+    /// Tokens without padding.
+    pub tokens: usize,
+    /// Longest wait of an input before its batch ran.
+    pub max_wait: Duration,
+    /// Time in the backend.
+    pub inference: Duration,
+}
+
+/// Called after every batch.
+pub type Observer = Box<dyn FnMut(&BatchStats) + Send>;
+
+/// Splits `lens` (sorted ascending) into consecutive batches whose longest × count
+/// stays within `budget`; an input longer than the budget goes alone.
+pub fn plan(lens: &[usize], budget: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, &len) in lens.iter().enumerate() {
+        // Sorted: the newest item is the longest so far.
+        if i > start && len.max(1) * (i - start + 1) > budget {
+            out.push(start..i);
+            start = i;
+        }
+    }
+    if start < lens.len() {
+        out.push(start..lens.len());
+    }
+    out
+}
+
+/// Runs the batcher until every sender is gone.
+pub fn run(
+    mut backend: Box<dyn EmbeddingBackend>,
+    mut rx: mpsc::Receiver<Vec<Item>>,
+    mut observe: Option<Observer>,
+    taken: Arc<AtomicU64>,
+) {
+    let budget = backend.max_batch_tokens();
+    while let Some(first) = rx.blocking_recv() {
+        let mut pending = first;
+        while let Ok(more) = rx.try_recv() {
+            pending.extend(more);
+        }
+        taken.fetch_add(pending.len() as u64, Ordering::Relaxed);
+        pending.retain(|i| !i.reply.is_closed());
+        pending.sort_by_key(|i| i.ids.len());
+        let lens: Vec<usize> = pending.iter().map(|i| i.ids.len()).collect();
+        let mut items = pending.into_iter();
+        for range in plan(&lens, budget) {
+            let mut batch: Vec<Item> = items.by_ref().take(range.len()).collect();
+            // Callers may have left while earlier batches ran.
+            batch.retain(|i| !i.reply.is_closed());
+            if batch.is_empty() {
+                continue;
+            }
+            let ids: Vec<Vec<u32>> = batch
+                .iter_mut()
+                .map(|i| std::mem::take(&mut i.ids))
+                .collect();
+            let started = Instant::now();
+            let max_wait = batch
+                .iter()
+                .map(|i| started - i.enqueued)
+                .max()
+                .unwrap_or_default();
+            let result = backend.embed(&ids);
+            let stats = BatchStats {
+                texts: ids.len(),
+                padded_tokens: ids.iter().map(Vec::len).max().unwrap_or(0) * ids.len(),
+                tokens: ids.iter().map(Vec::len).sum(),
+                max_wait,
+                inference: started.elapsed(),
+            };
+            if let Some(f) = observe.as_mut() {
+                f(&stats);
+            }
+            match result {
+                Ok(vectors) if vectors.len() == batch.len() => {
+                    for (item, v) in batch.into_iter().zip(vectors) {
+                        let _ = item.reply.send(Ok(v));
+                    }
+                }
+                Ok(vectors) => {
+                    let n = vectors.len();
+                    for item in batch {
+                        let _ = item.reply.send(Err(Error::Backend(format!(
+                            "backend returned {n} vectors for {} inputs",
+                            ids.len()
+                        ))));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    tracing::warn!(error = %msg, texts = ids.len(), "embedding batch failed");
+                    for item in batch {
+                        let _ = item.reply.send(Err(Error::Backend(msg.clone())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan;
+
+    #[test]
+    fn plans_respect_the_budget_and_keep_order() {
+        let lens = [2, 3, 3, 5, 8, 8, 8, 13, 40, 250];
+        for budget in [16, 64, 256, 1000] {
+            let batches = plan(&lens, budget);
+            let covered: Vec<usize> = batches.iter().flat_map(|r| r.clone()).collect();
+            assert_eq!(covered, (0..lens.len()).collect::<Vec<_>>());
+            for r in &batches {
+                let padded = lens[r.end - 1] * r.len();
+                assert!(
+                    padded <= budget || r.len() == 1,
+                    "{budget}: {r:?} holds {padded}"
+                );
+            }
+        }
+        assert_eq!(
+            plan(&lens, 1000).len(),
+            2,
+            "250 × 10 exceeds 1000, so the last input splits off"
+        );
+        assert!(plan(&[], 10).is_empty());
+    }
+}

@@ -1,0 +1,156 @@
+//! The async front of the worker: tokenizes, admits (or refuses with `Overloaded`),
+//! hands texts to the batcher thread and collects each caller's vectors in order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::backend::EmbeddingBackend;
+use crate::batcher::{self, Item, Observer};
+use crate::tokenize::Tokens;
+use crate::{Error, Result};
+
+/// Settings of an [`Embedder`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Texts admitted and not yet answered, at most; beyond it callers get
+    /// [`Error::Overloaded`].
+    pub max_queued_texts: usize,
+    /// The model's name in responses and vector keys.
+    pub model: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_queued_texts: 4096,
+            model: "all-MiniLM-L6-v2".into(),
+        }
+    }
+}
+
+/// Vectors for one call.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// One unit vector per input, in input order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens consumed (after truncation), for `usage.prompt_tokens`.
+    pub tokens: usize,
+}
+
+/// Cheap to clone; every clone feeds the same backend thread.
+#[derive(Clone)]
+pub struct Embedder {
+    tx: mpsc::Sender<Vec<Item>>,
+    tokens: Tokens,
+    admission: Arc<Semaphore>,
+    options: Options,
+    dims: usize,
+    /// Texts the batcher thread has taken off the channel so far.
+    taken: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder")
+            .field("model", &self.options.model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Embedder {
+    /// Starts the backend's thread.
+    pub fn start(
+        backend: Box<dyn EmbeddingBackend>,
+        tokens: Tokens,
+        options: Options,
+        observe: Option<Observer>,
+    ) -> Result<Self> {
+        let dims = backend.dims();
+        let taken = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel(1024);
+        std::thread::Builder::new()
+            .name("troupe-embed".into())
+            .spawn({
+                let taken = taken.clone();
+                move || batcher::run(backend, rx, observe, taken)
+            })
+            .map_err(|e| Error::Backend(format!("starting the inference thread: {e}")))?;
+        Ok(Self {
+            tx,
+            tokens,
+            admission: Arc::new(Semaphore::new(options.max_queued_texts)),
+            options,
+            dims,
+            taken,
+        })
+    }
+
+    /// The model name.
+    pub fn model(&self) -> &str {
+        &self.options.model
+    }
+
+    /// Texts the inference thread has taken so far (admitted texts not yet taken are
+    /// waiting in the channel).
+    pub fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed)
+    }
+
+    /// Output width.
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// Embeds `texts`; vectors come back in input order. Refuses at once with
+    /// [`Error::Overloaded`] when admission is full.
+    pub async fn embed(&self, texts: &[String]) -> Result<Embedded> {
+        if texts.is_empty() {
+            return Ok(Embedded {
+                vectors: Vec::new(),
+                tokens: 0,
+            });
+        }
+        let limit = self.options.max_queued_texts;
+        let n = u32::try_from(texts.len())
+            .ok()
+            .filter(|n| (*n as usize) <= limit)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} inputs in one request; send at most {limit}",
+                    texts.len()
+                ))
+            })?;
+        let _permit = self
+            .admission
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| Error::Overloaded {
+                queued: limit - self.admission.available_permits(),
+                limit,
+            })?;
+        let mut items = Vec::with_capacity(texts.len());
+        let mut replies = Vec::with_capacity(texts.len());
+        let mut tokens = 0;
+        let now = Instant::now();
+        for t in texts {
+            let ids = self.tokens.encode(t)?;
+            tokens += ids.len();
+            let (reply, rx) = oneshot::channel();
+            items.push(Item {
+                ids,
+                reply,
+                enqueued: now,
+            });
+            replies.push(rx);
+        }
+        self.tx.send(items).await.map_err(|_| Error::Stopped)?;
+        let mut vectors = Vec::with_capacity(replies.len());
+        for rx in replies {
+            vectors.push(rx.await.map_err(|_| Error::Stopped)??);
+        }
+        Ok(Embedded { vectors, tokens })
+    }
+}

@@ -1,0 +1,282 @@
+//! The worker against sentence-transformers' own output, and its batching rules, on the
+//! real model (fetched by `scripts/fetch-model.sh`, as `make setup` does).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use troupe_gpu_worker::batcher::BatchStats;
+use troupe_gpu_worker::embedder::Options;
+use troupe_gpu_worker::{CandleBackend, Embedder, Tokens};
+
+fn model_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let status = std::process::Command::new(root.join("scripts/fetch-model.sh"))
+            .status()
+            .expect("fetch-model.sh");
+        assert!(status.success(), "fetching the model failed");
+        root.join("models/all-MiniLM-L6-v2")
+    })
+}
+
+fn embedder(budget: usize, max_queued: usize) -> (Embedder, Arc<Mutex<Vec<BatchStats>>>) {
+    let dir = model_dir();
+    let backend = CandleBackend::load(dir, &candle_core::Device::Cpu, budget).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let e = Embedder::start(
+        Box::new(backend),
+        Tokens::load(dir, 256).unwrap(),
+        Options {
+            max_queued_texts: max_queued,
+            ..Options::default()
+        },
+        Some(Box::new(move |s: &BatchStats| log.lock().unwrap().push(*s))),
+    )
+    .unwrap();
+    (e, seen)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+struct Case {
+    name: String,
+    text: String,
+    tokens: usize,
+    embedding: Vec<f32>,
+}
+
+fn reference() -> Vec<Case> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/reference.json"
+    ))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            name: c["name"].as_str().unwrap().to_owned(),
+            text: c["text"].as_str().unwrap().to_owned(),
+            tokens: c["tokens"].as_u64().unwrap() as usize,
+            embedding: c["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matches_sentence_transformers_alone_and_batched() {
+    let (e, _) = embedder(16_384, 4096);
+    let cases = reference();
+    // One at a time: no padding.
+    for c in &cases {
+        let out = e.embed(std::slice::from_ref(&c.text)).await.unwrap();
+        assert_eq!(out.tokens, c.tokens, "{}: token count", c.name);
+        let cos = cosine(&out.vectors[0], &c.embedding);
+        assert!(cos >= 0.9999, "{}: cosine {cos}", c.name);
+    }
+    // All at once: the batcher pads within length groups.
+    let texts: Vec<String> = cases.iter().map(|c| c.text.clone()).collect();
+    let out = e.embed(&texts).await.unwrap();
+    for (c, v) in cases.iter().zip(&out.vectors) {
+        let cos = cosine(v, &c.embedding);
+        assert!(cos >= 0.9999, "{} (batched): cosine {cos}", c.name);
+        assert!(
+            (v.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4,
+            "unit length"
+        );
+    }
+    assert!(
+        cases.iter().any(|c| c.tokens == 256),
+        "the fixture covers truncation at 256"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_stay_within_budget_and_callers_get_their_own_vectors_in_order() {
+    let budget = 512;
+    let (e, seen) = embedder(budget, 4096);
+    let words = [
+        "alpha",
+        "beta gamma",
+        "delta epsilon zeta eta",
+        "theta iota kappa lambda mu nu xi omicron pi",
+    ];
+    let callers: Vec<Vec<String>> = (0..12)
+        .map(|c| {
+            (0..5)
+                .map(|i| {
+                    format!(
+                        "caller {c} text {i}: {}",
+                        words[(c + i) % 4].repeat(1 + (c * i) % 7)
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let tasks: Vec<_> = callers
+        .iter()
+        .cloned()
+        .map(|texts| {
+            let e = e.clone();
+            tokio::spawn(async move { e.embed(&texts).await.unwrap() })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    // Each caller's vectors are its own, in its order: compare with one-by-one runs.
+    for (texts, got) in callers.iter().zip(&results) {
+        assert_eq!(got.vectors.len(), texts.len());
+        for (t, v) in texts.iter().zip(&got.vectors) {
+            let alone = e.embed(std::slice::from_ref(t)).await.unwrap();
+            assert!(cosine(v, &alone.vectors[0]) > 0.9999, "{t}");
+        }
+    }
+    let stats = seen.lock().unwrap().clone();
+    assert!(stats.iter().all(|s| s.padded_tokens <= budget), "{stats:?}");
+    assert!(
+        stats.iter().any(|s| s.texts > 5),
+        "requests were batched together: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_callers_work_is_skipped() {
+    let (e, seen) = embedder(16_384, 4096);
+    let long = "word ".repeat(400);
+    // Keep the backend busy with a long batch.
+    let busy = {
+        let e = e.clone();
+        let texts = vec![long.clone(); 48];
+        tokio::spawn(async move { e.embed(&texts).await.unwrap() })
+    };
+    // Wait until the batcher has taken the long batch (and is running it).
+    while e.taken() < 48 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // This caller gives up before its turn comes.
+    let gone = tokio::time::timeout(
+        Duration::from_millis(50),
+        e.embed(&["abandoned request".to_owned()]),
+    )
+    .await;
+    assert!(gone.is_err(), "the backend was still busy");
+    busy.await.unwrap();
+    // Something after it still runs, so the batcher has taken the abandoned item.
+    e.embed(&["later request".to_owned()]).await.unwrap();
+    let texts: usize = seen.lock().unwrap().iter().map(|s| s.texts).sum();
+    assert_eq!(texts, 48 + 1, "the abandoned text was never embedded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_overflow_is_a_429() {
+    let (e, _) = embedder(16_384, 8);
+    let long = "word ".repeat(400);
+    let busy = {
+        let e = e.clone();
+        let texts = vec![long.clone(); 6];
+        tokio::spawn(async move { e.embed(&texts).await.unwrap() })
+    };
+    while e.taken() < 6 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, body) = troupe_gpu_worker::openai::handle(
+        &e,
+        br#"{"input": ["a", "b", "c"], "model": "all-MiniLM-L6-v2"}"#,
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "overloaded");
+    busy.await.unwrap();
+    let (status, body) =
+        troupe_gpu_worker::openai::handle(&e, br#"{"input": ["a", "b", "c"], "model": "x"}"#).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_requests_and_errors() {
+    let (e, _) = embedder(16_384, 64);
+    let (status, body) = troupe_gpu_worker::openai::handle(
+        &e,
+        br#"{"input": "Hello, world!", "model": "text-embedding-3-small"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["data"][0]["object"], "embedding");
+    assert_eq!(body["data"][0]["index"], 0);
+    assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 384);
+    assert_eq!(body["usage"]["prompt_tokens"], 6);
+    // base64, as the official Python SDK asks by default.
+    let (status, body) = troupe_gpu_worker::openai::handle(
+        &e,
+        br#"{"input": ["x"], "model": "m", "encoding_format": "base64"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let b64 = body["data"][0]["embedding"].as_str().unwrap();
+    use base64::Engine as _;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap()
+            .len(),
+        384 * 4
+    );
+    for (bad, code) in [
+        (&br#"{"model": "m"}"#[..], "invalid_json"),
+        (br#"not json"#, "invalid_json"),
+        (br#"{"input": [], "model": "m"}"#, "invalid_input"),
+        (
+            br#"{"input": [1, 2, 3], "model": "m"}"#,
+            "unsupported_input",
+        ),
+        (
+            br#"{"input": "x", "dimensions": 512}"#,
+            "invalid_dimensions",
+        ),
+        (
+            br#"{"input": "x", "encoding_format": "hex"}"#,
+            "invalid_encoding_format",
+        ),
+    ] {
+        let (status, body) = troupe_gpu_worker::openai::handle(&e, bad).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().len() > 10);
+    }
+}
+
+#[test]
+fn a_missing_model_says_how_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = CandleBackend::load(dir.path(), &candle_core::Device::Cpu, 1024)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("make setup") && err.contains("--model-dir"),
+        "{err}"
+    );
+    let err = Tokens::load(dir.path(), 256).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.json"), "{err}");
+}
