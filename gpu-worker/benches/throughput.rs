@@ -1,0 +1,44 @@
+//! Embedding throughput (tokens/s) of the candle backend on chunk mixes of ~16, ~128
+//! and ~256 tokens at several batch sizes.
+//!
+//! Run through `scripts/bench-embeddings.sh`, which writes the inputs, runs this and
+//! sentence-transformers on the same inputs, and prints the side-by-side table. Reads
+//! the inputs from `$TROUPE_BENCH_INPUTS` (JSON: {"mix": [texts…]}) and prints one
+//! JSON line per (mix, batch size).
+
+use std::time::Instant;
+
+use troupe_gpu_worker::backend::{EmbeddingBackend, best_device};
+use troupe_gpu_worker::{CandleBackend, Tokens};
+
+fn main() {
+    let inputs = std::env::var("TROUPE_BENCH_INPUTS").expect("TROUPE_BENCH_INPUTS: run scripts/bench-embeddings.sh");
+    let model = std::env::var("TROUPE_MODEL_DIR").unwrap_or_else(|_| "models/all-MiniLM-L6-v2".into());
+    let model = std::path::Path::new(&model);
+    let mixes: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&inputs).expect("inputs")).expect("inputs json");
+    let tokens = Tokens::load(model, 256).expect("tokenizer");
+    let mut backend = CandleBackend::load(model, &best_device(), usize::MAX).expect("model");
+    for (mix, texts) in &mixes {
+        let ids: Vec<Vec<u32>> = texts
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|t| tokens.encode(t.as_str().expect("text")).expect("encode"))
+            .collect();
+        let total: usize = ids.iter().map(Vec::len).sum();
+        for batch in [1usize, 8, 32] {
+            // Warm-up on one batch, then the whole mix.
+            backend.embed(&ids[..batch.min(ids.len())]).expect("warm-up");
+            let start = Instant::now();
+            for chunk in ids.chunks(batch) {
+                backend.embed(chunk).expect("embed");
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                serde_json::json!({"engine": "troupe (candle)", "mix": mix, "batch": batch, "texts": ids.len(), "tokens": total, "seconds": secs, "tokens_per_s": total as f64 / secs})
+            );
+        }
+    }
+}
