@@ -12,11 +12,14 @@ use troupe_gpu_worker::backend::{EmbeddingBackend, best_device};
 use troupe_gpu_worker::{CandleBackend, Tokens};
 
 fn main() {
-    let inputs = std::env::var("TROUPE_BENCH_INPUTS").expect("TROUPE_BENCH_INPUTS: run scripts/bench-embeddings.sh");
-    let model = std::env::var("TROUPE_MODEL_DIR").unwrap_or_else(|_| "models/all-MiniLM-L6-v2".into());
+    let inputs = std::env::var("TROUPE_BENCH_INPUTS")
+        .expect("TROUPE_BENCH_INPUTS: run scripts/bench-embeddings.sh");
+    let model =
+        std::env::var("TROUPE_MODEL_DIR").unwrap_or_else(|_| "models/all-MiniLM-L6-v2".into());
     let model = std::path::Path::new(&model);
     let mixes: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(&inputs).expect("inputs")).expect("inputs json");
+        serde_json::from_str(&std::fs::read_to_string(&inputs).expect("inputs"))
+            .expect("inputs json");
     let tokens = Tokens::load(model, 256).expect("tokenizer");
     let mut backend = CandleBackend::load(model, &best_device(), usize::MAX).expect("model");
     for (mix, texts) in &mixes {
@@ -29,7 +32,9 @@ fn main() {
         let total: usize = ids.iter().map(Vec::len).sum();
         for batch in [1usize, 8, 32] {
             // Warm-up on one batch, then the whole mix.
-            backend.embed(&ids[..batch.min(ids.len())]).expect("warm-up");
+            backend
+                .embed(&ids[..batch.min(ids.len())])
+                .expect("warm-up");
             let start = Instant::now();
             for chunk in ids.chunks(batch) {
                 backend.embed(chunk).expect("embed");

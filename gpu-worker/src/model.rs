@@ -35,12 +35,47 @@ pub struct Config {
     pub layer_norm_eps: f64,
 }
 
+/// A dense layer with its weight stored transposed and contiguous (`[in, out]`), so
+/// each call is one plain row-major GEMM over all tokens of the batch.
+struct Dense {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl Dense {
+    fn from_linears(parts: &[Linear]) -> Result<Self> {
+        // Concatenating along the output dimension fuses e.g. Q, K and V into one GEMM.
+        let ws: Vec<Tensor> = parts.iter().map(|l| l.weight().clone()).collect();
+        let bs: Vec<Tensor> = parts
+            .iter()
+            .map(|l| {
+                l.bias()
+                    .cloned()
+                    .ok_or_else(|| candle_core::Error::Msg("dense layer without bias".into()))
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self {
+            w: Tensor::cat(&ws, 0)?.t()?.contiguous()?,
+            b: Tensor::cat(&bs, 0)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, s, h) = x.dims3()?;
+        let y = x
+            .reshape((b * s, h))?
+            .matmul(&self.w)?
+            .broadcast_add(&self.b)?;
+        Ok(y.reshape((b, s, ()))?)
+    }
+}
+
 struct Layer {
-    qkv: [Linear; 3],
-    attn_out: Linear,
+    qkv: Dense,
+    attn_out: Dense,
     attn_norm: LayerNorm,
-    up: Linear,
-    down: Linear,
+    up: Dense,
+    down: Dense,
     out_norm: LayerNorm,
 }
 
@@ -130,15 +165,25 @@ impl Bert {
             for i in 0..c.num_hidden_layers {
                 let l = vb.pp(format!("encoder.layer.{i}"));
                 layers.push(Layer {
-                    qkv: [
+                    qkv: Dense::from_linears(&[
                         linear(&l, "attention.self.query", h, h)?,
                         linear(&l, "attention.self.key", h, h)?,
                         linear(&l, "attention.self.value", h, h)?,
-                    ],
-                    attn_out: linear(&l, "attention.output.dense", h, h)?,
+                    ])?,
+                    attn_out: Dense::from_linears(&[linear(&l, "attention.output.dense", h, h)?])?,
                     attn_norm: norm(&l, "attention.output.LayerNorm", h, c.layer_norm_eps)?,
-                    up: linear(&l, "intermediate.dense", h, c.intermediate_size)?,
-                    down: linear(&l, "output.dense", c.intermediate_size, h)?,
+                    up: Dense::from_linears(&[linear(
+                        &l,
+                        "intermediate.dense",
+                        h,
+                        c.intermediate_size,
+                    )?])?,
+                    down: Dense::from_linears(&[linear(
+                        &l,
+                        "output.dense",
+                        c.intermediate_size,
+                        h,
+                    )?])?,
                     out_norm: norm(&l, "output.LayerNorm", h, c.layer_norm_eps)?,
                 });
             }
@@ -233,14 +278,19 @@ impl Bert {
 
     fn layer(&self, l: &Layer, x: &Tensor, bias: Option<&Tensor>, scale: f64) -> Result<Tensor> {
         let (b, s, h) = x.dims3()?;
-        let split = |t: Tensor| -> Result<Tensor> {
-            Ok(t.reshape((b, s, self.heads, self.head_dim))?
+        // One GEMM for Q, K and V: [b, s, 3h] → three [b, heads, s, head_dim].
+        let qkv = l
+            .qkv
+            .forward(x)?
+            .reshape((b, s, 3, self.heads, self.head_dim))?;
+        let head = |i: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(2, i, 1)?
+                .squeeze(2)?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = split(l.qkv[0].forward(x)?)?;
-        let k = split(l.qkv[1].forward(x)?)?;
-        let v = split(l.qkv[2].forward(x)?)?;
+        let (q, k, v) = (head(0)?, head(1)?, head(2)?);
         let mut scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
         if let Some(bias) = bias {
             scores = scores.broadcast_add(bias)?;
