@@ -40,7 +40,7 @@ load() { # name url
   echo "$1 $rps $p99"
 }
 
-TROUPE_LOG=warn "$target/release/troupe" up --data-dir "$work/data" --listen 127.0.0.1:18181 --manifest "$work/spin.toml" >/dev/null &
+TROUPE_LOG=warn "$target/release/troupe" up --no-embeddings --data-dir "$work/data" --listen 127.0.0.1:18181 --manifest "$work/spin.toml" >/dev/null &
 wait_up http://127.0.0.1:18181/hello
 troupe=$(load troupe http://127.0.0.1:18181/hello)
 kill %1; wait %1 2>/dev/null || true
