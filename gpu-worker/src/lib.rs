@@ -12,6 +12,7 @@
 //! - [`tokenize`]: the tokenizer with sentence-transformers' truncation.
 //! - [`backend`]: the [`EmbeddingBackend`] trait and [`CandleBackend`].
 //! - [`batcher`]: token-budget, length-grouped batching on the backend thread.
+//! - [`consumer`]: embedding jobs from the queue → vectors + `embedding.completed`.
 //! - [`embedder`]: the async front: admission, ordering, replies.
 //! - [`openai`]: the OpenAI-compatible `POST /v1/embeddings` request and response.
 //! - [`server`]: `troupe worker`'s listener (`/v1/embeddings`, `/health`, `/metrics`).
@@ -33,6 +34,7 @@
 
 pub mod backend;
 pub mod batcher;
+pub mod consumer;
 pub mod embedder;
 pub mod error;
 pub mod metrics;

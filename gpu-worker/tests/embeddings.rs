@@ -1,43 +1,12 @@
 //! The worker against sentence-transformers' own output, and its batching rules, on the
 //! real model (fetched by `scripts/fetch-model.sh`, as `make setup` does).
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+mod common;
+
 use std::time::Duration;
 
-use troupe_gpu_worker::batcher::BatchStats;
-use troupe_gpu_worker::embedder::Options;
-use troupe_gpu_worker::{CandleBackend, Embedder, Tokens};
-
-fn model_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let status = std::process::Command::new(root.join("scripts/fetch-model.sh"))
-            .status()
-            .expect("fetch-model.sh");
-        assert!(status.success(), "fetching the model failed");
-        root.join("models/all-MiniLM-L6-v2")
-    })
-}
-
-fn embedder(budget: usize, max_queued: usize) -> (Embedder, Arc<Mutex<Vec<BatchStats>>>) {
-    let dir = model_dir();
-    let backend = CandleBackend::load(dir, &candle_core::Device::Cpu, budget).unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let e = Embedder::start(
-        Box::new(backend),
-        Tokens::load(dir, 256).unwrap(),
-        Options {
-            max_queued_texts: max_queued,
-            ..Options::default()
-        },
-        Some(Box::new(move |s: &BatchStats| log.lock().unwrap().push(*s))),
-    )
-    .unwrap();
-    (e, seen)
-}
+use common::embedder;
+use troupe_gpu_worker::{CandleBackend, Tokens};
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a

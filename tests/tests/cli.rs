@@ -196,3 +196,59 @@ fn a_missing_model_stops_up_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_consumes_embedding_jobs_and_exits_cleanly_on_sigterm() {
+    use troupe_core::Vectors as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = manifest(dir.path(), "");
+    let mut up = troupe_tests::Child::up_with_embeddings(&data, &path);
+    let local = Local::open(&data).unwrap();
+    local
+        .queue
+        .subscribe(&troupe_core::Subscription {
+            name: "indexer".into(),
+            topic: "troupe.embedding.completed".into(),
+            subject_prefix: None,
+            policy: Default::default(),
+        })
+        .await
+        .unwrap();
+    let job = serde_json::json!({"document": "doc-9", "batch": 1, "of": 1, "chunks": [
+        {"id": "c1", "text": "Troupe embeds chunks on its worker."},
+        {"id": "c2", "text": "Vectors are stored per document."}
+    ]});
+    let mut event =
+        Event::new("/test", "troupe.embedding.requested.v1", &job).with_subject("doc-9");
+    event.tenant = Some("acme".into());
+    local
+        .queue
+        .publish("troupe.embedding.requested", &[Message::from_event(&event)])
+        .await
+        .unwrap();
+    let done = troupe_tests::eventually(std::time::Duration::from_secs(30), async || {
+        let got = local
+            .queue
+            .receive("indexer", 1, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+        got.into_iter().next()
+    })
+    .await
+    .expect("a completion event");
+    let done = Event::from_json(&done.body).unwrap();
+    assert_eq!(done.ty, "troupe.embedding.completed.v1");
+    assert_eq!(local.vectors.count("acme", "doc-9").await.unwrap(), 2);
+
+    let pid = up.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = up.child.wait().unwrap();
+    assert!(status.success(), "troupe up exits 0 on SIGTERM: {status:?}");
+}

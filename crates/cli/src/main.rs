@@ -109,6 +109,8 @@ enum Command {
     /// Run the embedding worker alone: POST /v1/embeddings (OpenAI-compatible),
     /// GET /health, GET /metrics.
     Worker {
+        #[command(flatten)]
+        data: DataDir,
         /// Address of the worker's HTTP listener.
         #[arg(long, env = "TROUPE_WORKER_LISTEN", default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
@@ -171,14 +173,23 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn worker(listen: SocketAddr, embedding: EmbeddingArgs) -> Result<()> {
+async fn worker(listen: SocketAddr, data_dir: PathBuf, embedding: EmbeddingArgs) -> Result<()> {
     let (embedder, metrics) = embedding.start()?;
+    let local = Local::open(&data_dir)
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let jobs = tokio::spawn(consumer(&local, embedder.clone()).await?.run(stop_rx));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}: is another worker running? pass --listen"))?;
     let addr = listener.local_addr()?;
     println!("troupe worker listening on http://{addr}");
-    troupe_gpu_worker::server::serve(listener, embedder, metrics, shutdown_signal()).await;
+    troupe_gpu_worker::server::serve(listener, embedder, metrics, async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
+    jobs.await.context("embedding consumer task")?;
     Ok(())
 }
 
@@ -214,9 +225,11 @@ async fn up(args: UpArgs) -> Result<()> {
         cache_dir: Some(data_dir.join("cache")),
         ..Default::default()
     };
+    let mut embedder = None;
     if let Some(embedding) = embedding {
-        let (embedder, metrics) = embedding.start()?;
-        let (endpoint, source) = embeddings_endpoint(embedder, metrics);
+        let (e, metrics) = embedding.start()?;
+        embedder = Some(e.clone());
+        let (endpoint, source) = embeddings_endpoint(e, metrics);
         host_options.endpoints.push((
             troupe_host::http::Method::POST,
             "/v1/embeddings".into(),
@@ -246,10 +259,56 @@ async fn up(args: UpArgs) -> Result<()> {
         .await
         .with_context(|| format!("binding {listen}: is another troupe running? pass --listen"))?;
     let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let consumer = match embedder {
+        Some(e) => Some(tokio::spawn(consumer(&local, e).await?.run(stop_rx))),
+        None => None,
+    };
     tracing::info!(%addr, data_dir = %data_dir.display(), "troupe is up");
     println!("troupe listening on http://{addr}");
-    host.run(listener, shutdown_signal()).await
+    host.run(listener, async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    })
+    .await?;
+    if let Some(c) = consumer {
+        c.await.context("embedding consumer task")?;
+    }
+    Ok(())
 }
+
+/// The embedding-job consumer on the embedded backends, its subscription declared.
+async fn consumer(
+    local: &Local,
+    embedder: troupe_gpu_worker::Embedder,
+) -> Result<troupe_gpu_worker::consumer::Consumer> {
+    use troupe_gpu_worker::consumer::{Consumer, JOB_TOPIC};
+    let subscription = troupe_core::Subscription {
+        name: WORKER_SUBSCRIPTION.into(),
+        topic: JOB_TOPIC.into(),
+        subject_prefix: None,
+        policy: troupe_core::DeliveryPolicy {
+            visibility_timeout: std::time::Duration::from_secs(120),
+            ..Default::default()
+        },
+    };
+    local
+        .queue
+        .subscribe(&subscription)
+        .await
+        .context("declaring the embedding-job subscription")?;
+    Ok(Consumer {
+        queue: Arc::new(local.queue.clone()),
+        blobs: Arc::new(local.blobs.clone()),
+        vectors: Arc::new(local.vectors.clone()),
+        embedder,
+        subscription: WORKER_SUBSCRIPTION.into(),
+        batch_size: 16,
+    })
+}
+
+/// The worker's subscription to embedding jobs.
+const WORKER_SUBSCRIPTION: &str = "gpu-worker";
 
 async fn dlq(data_dir: PathBuf, action: DlqAction) -> Result<()> {
     if !data_dir.join("troupe.db").is_file() {
@@ -313,7 +372,11 @@ async fn main() -> std::process::ExitCode {
             })
             .await
         }
-        Command::Worker { listen, embedding } => worker(listen, embedding).await,
+        Command::Worker {
+            data,
+            listen,
+            embedding,
+        } => worker(listen, data.data_dir, embedding).await,
         Command::Dlq { data, action } => dlq(data.data_dir, action).await,
     };
     match result {

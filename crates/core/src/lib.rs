@@ -13,6 +13,7 @@
 //! - [`blobs`]: object storage ([`Blobs`]) and the S3-shaped object-created record.
 //! - [`state`]: versioned key-value state with compare-and-set and a per-subject event
 //!   log ([`State`]).
+//! - [`vectors`]: embedding vectors keyed by document, chunk and model ([`Vectors`]).
 //! - [`clock`]: the clock backends read, so tests can move time by hand.
 //! - [`error`]: the [`Error`] every backend returns.
 
@@ -22,6 +23,7 @@ pub mod error;
 pub mod event;
 pub mod queue;
 pub mod state;
+pub mod vectors;
 
 pub use blobs::{Blobs, ObjectCreated};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -32,3 +34,4 @@ pub use queue::{
     RetryOutcome, Subscription,
 };
 pub use state::{Entry, State};
+pub use vectors::{Hit, VectorRecord, Vectors};

@@ -55,6 +55,15 @@ CREATE TABLE IF NOT EXISTS blob_outbox (
     etag TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS vectors (
+    tenant TEXT NOT NULL,
+    document TEXT NOT NULL,
+    chunk TEXT NOT NULL,
+    model TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (tenant, document, chunk, model)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL,

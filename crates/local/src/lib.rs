@@ -10,6 +10,7 @@
 //! - [`queue`]: [`SqliteQueue`], the durable queue with leases, backoff, dead letters,
 //!   dedupe and topic fan-out.
 //! - [`state`]: [`SqliteState`], versioned key-value state and the event log.
+//! - [`vectors`]: [`SqliteVectors`], embedding vectors with exact search.
 //! - [`blobs`]: [`FsBlobs`], atomic file writes and object-created notifications.
 //!
 //! # Example
@@ -25,6 +26,7 @@ pub mod blobs;
 pub mod db;
 pub mod queue;
 pub mod state;
+pub mod vectors;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub use db::{Db, Durability};
 pub use queue::SqliteQueue;
 pub use state::SqliteState;
 use troupe_core::{Clock, Error, Result, SystemClock};
+pub use vectors::SqliteVectors;
 
 /// The embedded backends opened on one data directory.
 #[derive(Debug, Clone)]
@@ -46,6 +49,8 @@ pub struct Local {
     pub state: SqliteState,
     /// Blobs, announcing writes on `queue`.
     pub blobs: FsBlobs,
+    /// Embedding vectors.
+    pub vectors: SqliteVectors,
 }
 
 /// Options for [`Local::open_with`].
@@ -84,13 +89,15 @@ impl Local {
         let db = Db::open(&dir.join("troupe.db"), options.durability)?;
         let queue = SqliteQueue::new(db.clone(), options.clock)
             .with_duplicate_deliveries(options.duplicate_deliveries);
-        let state = SqliteState::new(db);
+        let state = SqliteState::new(db.clone());
+        let vectors = SqliteVectors::new(db);
         let blobs = FsBlobs::new(dir.join("blobs"), Some(queue.clone()))?;
         Ok(Self {
             dir: dir.to_owned(),
             queue,
             state,
             blobs,
+            vectors,
         })
     }
 }

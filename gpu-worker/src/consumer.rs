@@ -1,0 +1,276 @@
+//! The queue side of the worker: embedding jobs in, vectors and
+//! `embedding.completed` out.
+//!
+//! A job (`troupe.embedding.requested.v1`) names a document, its batch number and
+//! batch count, and carries its chunks inline or by blob reference (claim-check, for
+//! jobs larger than a queue message may be). Vectors are upserted keyed on (tenant,
+//! document, chunk, model), so a redelivered job writes nothing twice; the completion
+//! event's id derives from the job's, so the queue's dedupe window drops a repeated
+//! one. Jobs received together are embedded concurrently, so the batcher can pack
+//! their chunks into shared batches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use troupe_core::{Blobs, Delivery, Event, Message, Queue, VectorRecord, Vectors};
+
+use crate::{Embedder, Error};
+
+/// Topic embedding jobs are published to.
+pub const JOB_TOPIC: &str = "troupe.embedding.requested";
+/// CloudEvents type of a job.
+pub const JOB_TYPE: &str = "troupe.embedding.requested.v1";
+/// Topic completions are published to.
+pub const COMPLETED_TOPIC: &str = "troupe.embedding.completed";
+/// CloudEvents type of a completion.
+pub const COMPLETED_TYPE: &str = "troupe.embedding.completed.v1";
+/// Tenant of events that carry none.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// One chunk to embed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Id within the document.
+    pub id: String,
+    /// The text.
+    pub text: String,
+}
+
+/// Where a claim-checked job keeps its chunks: a JSON array of [`Chunk`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// Bucket.
+    pub bucket: String,
+    /// Key.
+    pub key: String,
+}
+
+/// The data of a `troupe.embedding.requested.v1` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// The document.
+    pub document: String,
+    /// This batch's number, 1-based.
+    pub batch: u32,
+    /// Batches the document was split into.
+    pub of: u32,
+    /// Chunks, inline.
+    #[serde(default)]
+    pub chunks: Vec<Chunk>,
+    /// Chunks, by reference (claim-check).
+    #[serde(default)]
+    pub chunks_blob: Option<BlobRef>,
+}
+
+/// The data of a `troupe.embedding.completed.v1` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completed {
+    /// The document.
+    pub document: String,
+    /// The batch done.
+    pub batch: u32,
+    /// Batches in all.
+    pub of: u32,
+    /// The model.
+    pub model: String,
+    /// Vector width.
+    pub dims: usize,
+    /// Chunks embedded in this batch.
+    pub chunks: usize,
+}
+
+/// Why a job did not complete.
+#[derive(Debug)]
+enum Failure {
+    /// Try again later.
+    Retry(String, Option<Duration>),
+    /// Never going to work: dead-letter with this reason code.
+    Reject(&'static str, String),
+}
+
+/// Consumes one subscription of [`JOB_TOPIC`].
+#[derive(Clone)]
+pub struct Consumer {
+    /// Queues and topics.
+    pub queue: Arc<dyn Queue>,
+    /// For claim-checked chunks.
+    pub blobs: Arc<dyn Blobs>,
+    /// Where vectors go.
+    pub vectors: Arc<dyn Vectors>,
+    /// The model.
+    pub embedder: Embedder,
+    /// The subscription (queue) to consume.
+    pub subscription: String,
+    /// Jobs leased per receive.
+    pub batch_size: usize,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("subscription", &self.subscription)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// Receives and handles jobs until `stop` turns true; then finishes what it leased.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self
+                .queue
+                .receive(
+                    &self.subscription,
+                    self.batch_size,
+                    Duration::from_millis(500),
+                )
+                .await
+            {
+                Ok(d) if d.is_empty() => {}
+                Ok(d) => self.process(d).await,
+                Err(e) => {
+                    tracing::warn!(messaging.destination.name = %self.subscription, error = %e, "receive failed; retrying in 1s");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles leased jobs concurrently and settles each.
+    pub async fn process(&self, deliveries: Vec<Delivery>) {
+        futures::future::join_all(deliveries.into_iter().map(|d| self.settle(d))).await;
+    }
+
+    async fn settle(&self, d: Delivery) {
+        let name = &self.subscription;
+        let result = match Event::from_json(&d.body) {
+            Ok(event) => self.handle(&event).await,
+            Err(e) => Err(Failure::Reject("malformed_event", e.to_string())),
+        };
+        let settled = match result {
+            Ok(()) => self
+                .queue
+                .ack(name, std::slice::from_ref(&d.receipt))
+                .await
+                .map(|_| ()),
+            Err(Failure::Retry(why, delay)) => {
+                tracing::warn!(messaging.message.id = %d.id, error = %why, "embedding job will be retried");
+                self.queue
+                    .retry(name, &d.receipt, delay, &why)
+                    .await
+                    .map(|_| ())
+            }
+            Err(Failure::Reject(reason, why)) => {
+                tracing::warn!(messaging.message.id = %d.id, reason, error = %why, "embedding job dead-lettered");
+                self.queue.reject(name, &d.receipt, reason, &why).await
+            }
+        };
+        if let Err(e) = settled {
+            tracing::warn!(messaging.message.id = %d.id, error = %e, "settling failed; the job will be redelivered");
+        }
+    }
+
+    async fn handle(&self, event: &Event) -> Result<(), Failure> {
+        if event.ty != JOB_TYPE {
+            return Err(Failure::Reject(
+                "unexpected_type",
+                format!("expected {JOB_TYPE}, got {}", event.ty),
+            ));
+        }
+        let job: Job = serde_json::from_slice(&event.data)
+            .map_err(|e| Failure::Reject("malformed_job", format!("job data: {e}")))?;
+        if job.batch == 0 || job.batch > job.of {
+            return Err(Failure::Reject(
+                "malformed_job",
+                format!("batch {} of {} is out of range", job.batch, job.of),
+            ));
+        }
+        let mut chunks = job.chunks.clone();
+        if let Some(r) = &job.chunks_blob {
+            let bytes = self
+                .blobs
+                .get(&r.bucket, &r.key)
+                .await
+                .map_err(|e| {
+                    Failure::Retry(format!("reading chunks {}/{}: {e}", r.bucket, r.key), None)
+                })?
+                .ok_or_else(|| {
+                    Failure::Reject(
+                        "chunks_missing",
+                        format!("no object {}/{}", r.bucket, r.key),
+                    )
+                })?;
+            let more: Vec<Chunk> = serde_json::from_slice(&bytes).map_err(|e| {
+                Failure::Reject(
+                    "malformed_job",
+                    format!("chunks in {}/{}: {e}", r.bucket, r.key),
+                )
+            })?;
+            chunks.extend(more);
+        }
+        let tenant = event
+            .tenant
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TENANT.to_owned());
+        let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
+        let embedded = match self.embedder.embed(&texts).await {
+            Ok(e) => e,
+            Err(Error::Overloaded { .. }) => {
+                return Err(Failure::Retry(
+                    "worker overloaded".into(),
+                    Some(Duration::from_secs(1)),
+                ));
+            }
+            Err(e @ Error::Invalid(_)) => {
+                return Err(Failure::Reject("invalid_input", e.to_string()));
+            }
+            Err(e) => return Err(Failure::Retry(e.to_string(), None)),
+        };
+        let model = self.embedder.model().to_owned();
+        let records: Vec<VectorRecord> = chunks
+            .into_iter()
+            .zip(embedded.vectors)
+            .map(|(c, vector)| VectorRecord {
+                tenant: tenant.clone(),
+                document: job.document.clone(),
+                chunk: c.id,
+                model: model.clone(),
+                vector,
+                text: c.text,
+            })
+            .collect();
+        let n = records.len();
+        self.vectors
+            .upsert(&records)
+            .await
+            .map_err(|e| Failure::Retry(format!("storing vectors: {e}"), None))?;
+        let done = Completed {
+            document: job.document.clone(),
+            batch: job.batch,
+            of: job.of,
+            model,
+            dims: self.embedder.dims(),
+            chunks: n,
+        };
+        let data = serde_json::to_value(&done).map_err(|e| Failure::Retry(e.to_string(), None))?;
+        let mut out = Event::new("/gpu-worker", COMPLETED_TYPE, &data).with_subject(&job.document);
+        // Derived from the job: a redelivered job's completion is deduplicated.
+        out.id = format!("{}-completed", event.id);
+        out.tenant = event.tenant.clone();
+        out.session = event.session.clone().or_else(|| Some(job.document.clone()));
+        out.traceparent = event.traceparent.clone();
+        self.queue
+            .publish(COMPLETED_TOPIC, &[Message::from_event(&out)])
+            .await
+            .map_err(|e| Failure::Retry(format!("publishing completion: {e}"), None))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! The queue path: embedding jobs through the embedded queue become vectors and
+//! completion events; a job delivered twice leaves one set of vectors.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use troupe_core::{
+    Blobs, DeadLetters, DeliveryPolicy, Event, Message, Queue, Subscription, Vectors,
+};
+use troupe_gpu_worker::consumer::{COMPLETED_TOPIC, Completed, Consumer, JOB_TOPIC, JOB_TYPE, Job};
+use troupe_local::Local;
+
+async fn setup(duplicate: bool) -> (tempfile::TempDir, Local, Consumer) {
+    let dir = tempfile::tempdir().unwrap();
+    let local = Local::open_with(
+        dir.path(),
+        troupe_local::Options {
+            duplicate_deliveries: duplicate,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for (name, topic) in [("gpu-worker", JOB_TOPIC), ("indexer", COMPLETED_TOPIC)] {
+        local
+            .queue
+            .subscribe(&Subscription {
+                name: name.into(),
+                topic: topic.into(),
+                subject_prefix: None,
+                policy: DeliveryPolicy::default(),
+            })
+            .await
+            .unwrap();
+    }
+    let (embedder, _) = common::embedder(16_384, 4096);
+    let consumer = Consumer {
+        queue: Arc::new(local.queue.clone()),
+        blobs: Arc::new(local.blobs.clone()),
+        vectors: Arc::new(local.vectors.clone()),
+        embedder,
+        subscription: "gpu-worker".into(),
+        batch_size: 10,
+    };
+    (dir, local, consumer)
+}
+
+fn job_event(job: &Job) -> Event {
+    let mut e = Event::new(
+        "/functions/extract",
+        JOB_TYPE,
+        &serde_json::to_value(job).unwrap(),
+    )
+    .with_subject(&job.document);
+    e.tenant = Some("acme".into());
+    e
+}
+
+fn chunks(doc: &str, texts: &[&str]) -> Vec<troupe_gpu_worker::consumer::Chunk> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| troupe_gpu_worker::consumer::Chunk {
+            id: format!("{doc}-{i}"),
+            text: (*t).to_owned(),
+        })
+        .collect()
+}
+
+async fn drain(local: &Local, consumer: &Consumer) {
+    loop {
+        let got = local
+            .queue
+            .receive("gpu-worker", 10, Duration::ZERO)
+            .await
+            .unwrap();
+        if got.is_empty() {
+            return;
+        }
+        consumer.process(got).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_become_vectors_and_completion_events() {
+    let (_dir, local, consumer) = setup(false).await;
+    let inline = Job {
+        document: "doc-1".into(),
+        batch: 1,
+        of: 2,
+        chunks: chunks(
+            "doc-1",
+            &[
+                "Invoices are due within thirty days.",
+                "Late payments accrue interest.",
+            ],
+        ),
+        chunks_blob: None,
+    };
+    // Batch 2 is claim-checked: its chunks live in a blob.
+    let stored = chunks("doc-1b", &["The warehouse ships orders every weekday."]);
+    local
+        .blobs
+        .put(
+            "documents",
+            "jobs/doc-1/2.json",
+            &serde_json::to_vec(&stored).unwrap(),
+        )
+        .await
+        .unwrap();
+    let claim = Job {
+        document: "doc-1".into(),
+        batch: 2,
+        of: 2,
+        chunks: vec![],
+        chunks_blob: Some(troupe_gpu_worker::consumer::BlobRef {
+            bucket: "documents".into(),
+            key: "jobs/doc-1/2.json".into(),
+        }),
+    };
+    let msgs = [
+        Message::from_event(&job_event(&inline)),
+        Message::from_event(&job_event(&claim)),
+    ];
+    local.queue.publish(JOB_TOPIC, &msgs).await.unwrap();
+    drain(&local, &consumer).await;
+
+    assert_eq!(local.vectors.count("acme", "doc-1").await.unwrap(), 3);
+    assert_eq!(
+        local.vectors.count("other-tenant", "doc-1").await.unwrap(),
+        0
+    );
+    let done = local
+        .queue
+        .receive("indexer", 10, Duration::ZERO)
+        .await
+        .unwrap();
+    let mut completed: Vec<Completed> = done
+        .iter()
+        .map(|d| {
+            let e = Event::from_json(&d.body).unwrap();
+            assert_eq!(e.ty, "troupe.embedding.completed.v1");
+            assert_eq!(
+                (
+                    e.subject.as_deref(),
+                    e.tenant.as_deref(),
+                    e.session.as_deref()
+                ),
+                (Some("doc-1"), Some("acme"), Some("doc-1"))
+            );
+            serde_json::from_slice(&e.data).unwrap()
+        })
+        .collect();
+    completed.sort_by_key(|c| c.batch);
+    assert_eq!(completed.len(), 2);
+    assert_eq!(
+        (
+            completed[0].batch,
+            completed[0].of,
+            completed[0].chunks,
+            completed[0].dims
+        ),
+        (1, 2, 2, 384)
+    );
+    assert_eq!((completed[1].batch, completed[1].chunks), (2, 1));
+    assert_eq!(completed[0].model, "all-MiniLM-L6-v2");
+    // The stored vectors answer a search.
+    let (q, _) = common::embedder(16_384, 16);
+    let query = q
+        .embed(&["when do invoices have to be paid?".to_owned()])
+        .await
+        .unwrap();
+    let hits = local
+        .vectors
+        .search("acme", "all-MiniLM-L6-v2", &query.vectors[0], 2)
+        .await
+        .unwrap();
+    assert_eq!(hits[0].chunk, "doc-1-0", "{hits:?}");
+    assert!(hits[0].score > hits[1].score);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_delivered_twice_leaves_one_set_of_vectors() {
+    let (_dir, local, consumer) = setup(true).await;
+    let job = Job {
+        document: "doc-2".into(),
+        batch: 1,
+        of: 1,
+        chunks: chunks("doc-2", &["alpha", "beta", "gamma"]),
+        chunks_blob: None,
+    };
+    local
+        .queue
+        .publish(JOB_TOPIC, &[Message::from_event(&job_event(&job))])
+        .await
+        .unwrap();
+    assert_eq!(
+        local.queue.depth("gpu-worker").await.unwrap().ready,
+        2,
+        "the test switch delivers it twice"
+    );
+    drain(&local, &consumer).await;
+    assert_eq!(local.vectors.count("acme", "doc-2").await.unwrap(), 3);
+    // Both deliveries published a completion with the id derived from the job: the
+    // indexer's queue holds one event id (the switch may copy it, dedupe drops the
+    // second delivery's).
+    let done = local
+        .queue
+        .receive("indexer", 10, Duration::ZERO)
+        .await
+        .unwrap();
+    let ids: std::collections::BTreeSet<_> = done.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(ids.len(), 1, "one completion event id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_jobs_are_dead_lettered_with_a_reason() {
+    let (_dir, local, consumer) = setup(false).await;
+    let mut wrong = Event::new("/x", JOB_TYPE, &serde_json::json!({"document": "d"}));
+    wrong.tenant = None;
+    let range = job_event(&Job {
+        document: "d".into(),
+        batch: 3,
+        of: 2,
+        chunks: vec![],
+        chunks_blob: None,
+    });
+    let missing = job_event(&Job {
+        document: "d".into(),
+        batch: 1,
+        of: 1,
+        chunks: vec![],
+        chunks_blob: Some(troupe_gpu_worker::consumer::BlobRef {
+            bucket: "documents".into(),
+            key: "nope.json".into(),
+        }),
+    });
+    local
+        .queue
+        .publish(
+            JOB_TOPIC,
+            &[
+                Message::from_event(&wrong),
+                Message::from_event(&range),
+                Message::from_event(&missing),
+            ],
+        )
+        .await
+        .unwrap();
+    drain(&local, &consumer).await;
+    let dead = local.queue.dead_letters("gpu-worker", 10).await.unwrap();
+    let reasons: std::collections::BTreeSet<_> = dead.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["chunks_missing", "malformed_job"].into_iter().collect()
+    );
+    assert_eq!(dead.len(), 3);
+}
