@@ -104,20 +104,7 @@ pub struct InProcess {
 impl InProcess {
     /// Loads `body` as a manifest over a fresh data directory and serves it.
     pub async fn start(body: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = manifest(dir.path(), body);
-        let app = App::load(&path).expect("manifest loads");
-        let local = Local::open(&dir.path().join("data")).expect("data dir opens");
-        let host = Host::new(
-            app,
-            backends(&local),
-            Options {
-                cache_dir: Some(dir.path().join("cache")),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("host starts");
+        let (host, local, dir) = host_only(body).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

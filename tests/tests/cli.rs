@@ -252,3 +252,52 @@ async fn up_consumes_embedding_jobs_and_exits_cleanly_on_sigterm() {
     let status = up.child.wait().unwrap();
     assert!(status.success(), "troupe up exits 0 on SIGTERM: {status:?}");
 }
+
+#[test]
+fn worker_alone_serves_embeddings_health_and_metrics() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(troupe_bin())
+        .args(["worker", "--listen", "127.0.0.1:0", "--model-dir"])
+        .arg(troupe_tests::model_dir())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("TROUPE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
+    let (status, body) = troupe_tests::get(&format!("http://{addr}/health"));
+    assert_eq!(status, 200, "{body}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .post(&format!("http://{addr}/v1/embeddings"))
+        .send(r#"{"input": "worker alone", "model": "all-MiniLM-L6-v2"}"#)
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value =
+        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 384);
+    let (_, metrics) = troupe_tests::get(&format!("http://{addr}/metrics"));
+    for name in [
+        "troupe_embed_batch_tokens",
+        "troupe_embed_queue_wait_seconds",
+        "troupe_embed_inference_seconds",
+        "troupe_embed_tokens_total",
+    ] {
+        assert!(metrics.contains(name), "{name} in {metrics}");
+    }
+    let (status, _) = troupe_tests::get(&format!("http://{addr}/nope"));
+    assert_eq!(status, 404);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}

@@ -363,10 +363,10 @@ impl Queue for SqliteQueue {
         let count = self
             .db
             .write(move |tx| {
-                purge_if_due(&tx, now, &last_purge)?;
+                purge_if_due(tx, now, &last_purge)?;
                 let mut count = 0;
                 for m in &messages {
-                    if enqueue(&tx, &name, m, policy.dedupe_window, now, copies)? {
+                    if enqueue(tx, &name, m, policy.dedupe_window, now, copies)? {
                         count += 1;
                     }
                 }
