@@ -70,6 +70,9 @@ impl Dense {
     }
 }
 
+/// Score-matrix bytes one attention step may hold (see [`Bert::layer`]).
+const ATTENTION_CHUNK_BYTES: usize = 4 << 20;
+
 struct Layer {
     qkv: Dense,
     attn_out: Dense,
@@ -291,12 +294,31 @@ impl Bert {
                 .contiguous()?)
         };
         let (q, k, v) = (head(0)?, head(1)?, head(2)?);
-        let mut scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
-        if let Some(bias) = bias {
-            scores = scores.broadcast_add(bias)?;
+        // Attention a few sequences at a time, so the score matrices (heads × s × s
+        // each) stay cache-sized instead of streaming hundreds of MB through memory.
+        let per_seq = self.heads * s * s * std::mem::size_of::<f32>();
+        let step = (ATTENTION_CHUNK_BYTES / per_seq.max(1)).clamp(1, b);
+        let mut parts = Vec::with_capacity(b.div_ceil(step));
+        for start in (0..b).step_by(step) {
+            let n = step.min(b - start);
+            let (q, k, v) = (
+                q.narrow(0, start, n)?,
+                k.narrow(0, start, n)?,
+                v.narrow(0, start, n)?,
+            );
+            let mut scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+            if let Some(bias) = bias {
+                scores = scores.broadcast_add(&bias.narrow(0, start, n)?)?;
+            }
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            parts.push(probs.matmul(&v)?);
         }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
+        let ctx = if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Tensor::cat(&parts, 0)?
+        };
+        let ctx = ctx.transpose(1, 2)?.reshape((b, s, h))?;
         let attn = l.attn_norm.forward(&(l.attn_out.forward(&ctx)? + x)?)?;
         let up = l.up.forward(&attn)?.gelu_erf()?;
         Ok(l.out_norm.forward(&(l.down.forward(&up)? + attn)?)?)
