@@ -38,6 +38,7 @@ bench: build
 	cargo bench --locked --workspace --bench queue
 	cargo bench --locked --workspace --bench dispatch
 	./scripts/bench-http.sh
+	./scripts/bench-embeddings.sh
 
 fmt:
 	cargo fmt --all
