@@ -16,11 +16,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 use troupe_core::queue::REASON_MAX_DELIVERIES;
 use troupe_core::{
-    Clock, DeadLetter, DeadLetters, Delivery, DeliveryPolicy, Depth, Error, Message, Queue,
-    Receipt, Result, RetryOutcome, Subscription,
+    Clock, Delivery, DeliveryPolicy, Depth, Error, Message, Queue, Receipt, Result, RetryOutcome,
+    Subscription,
 };
 
 use crate::db::{Db, sql};
+
+mod dead_letters;
+mod enqueue;
+
+use enqueue::{enqueue, fan_out, purge_if_due};
 
 /// Lease-expired deliveries carry this as their last error.
 const LEASE_EXPIRED: &str = "visibility timeout expired before the message was settled";
@@ -29,7 +34,7 @@ const LEASE_EXPIRED: &str = "visibility timeout expired before the message was s
 /// process may have written, or a delay may have run out).
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// SQLite-backed [`Queue`] and [`DeadLetters`].
+/// SQLite-backed [`Queue`] and [`DeadLetters`](troupe_core::DeadLetters).
 #[derive(Clone)]
 pub struct SqliteQueue {
     db: Db,
@@ -188,104 +193,6 @@ impl SqliteQueue {
             })
             .await
     }
-}
-
-/// How often enqueues sweep expired dedupe entries.
-const DEDUPE_PURGE_EVERY_MS: i64 = 60_000;
-
-/// Deletes expired dedupe entries if the last sweep is a minute old.
-fn purge_if_due(tx: &Connection, now: i64, last: &std::sync::atomic::AtomicI64) -> Result<()> {
-    use std::sync::atomic::Ordering;
-    let prev = last.load(Ordering::Relaxed);
-    if now - prev >= DEDUPE_PURGE_EVERY_MS
-        && last
-            .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        tx.prepare_cached("DELETE FROM dedupe WHERE expires_at <= ?1")
-            .and_then(|mut st| st.execute([now]))
-            .map_err(sql)?;
-    }
-    Ok(())
-}
-
-/// Copies `messages` into every matching subscription of `topic`; returns the copies
-/// made and the queues that got any.
-fn fan_out(
-    tx: &Connection,
-    topic: &str,
-    messages: &[Message],
-    now: i64,
-    copies: usize,
-) -> Result<(usize, Vec<String>)> {
-    let subs: Vec<(String, Option<String>, String)> = {
-        let mut stmt = tx
-            .prepare_cached(
-                "SELECT name, subject_prefix, policy FROM subscriptions WHERE topic = ?1",
-            )
-            .map_err(sql)?;
-        let rows = stmt
-            .query_map([topic], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(sql)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(sql)?
-    };
-    let mut count = 0;
-    let mut touched = Vec::new();
-    for (name, prefix, policy) in subs {
-        let policy: DeliveryPolicy = serde_json::from_str(&policy).map_err(|e| Error::Corrupt {
-            what: format!("policy of `{name}`"),
-            why: e.to_string(),
-        })?;
-        let mut any = false;
-        for m in messages {
-            let matches = match (&prefix, &m.subject) {
-                (None, _) => true,
-                (Some(p), Some(s)) => s.starts_with(p.as_str()),
-                (Some(_), None) => false,
-            };
-            if matches && enqueue(tx, &name, m, policy.dedupe_window, now, copies)? {
-                count += 1;
-                any = true;
-            }
-        }
-        if any {
-            touched.push(name);
-        }
-    }
-    Ok((count, touched))
-}
-
-/// Inserts one message into one queue unless its id is inside the dedupe window.
-fn enqueue(
-    tx: &Connection,
-    queue: &str,
-    msg: &Message,
-    dedupe: Duration,
-    now: i64,
-    copies: usize,
-) -> Result<bool> {
-    let expires = now.saturating_add(millis(dedupe));
-    let fresh = tx
-        .prepare_cached(
-            "INSERT INTO dedupe (queue, id, expires_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (queue, id) DO UPDATE SET expires_at = excluded.expires_at
-             WHERE dedupe.expires_at <= ?4",
-        )
-        .and_then(|mut st| st.execute(params![queue, msg.id, expires, now]))
-        .map_err(sql)?
-        == 1;
-    if !fresh {
-        return Ok(false);
-    }
-    let visible_at = now.saturating_add(millis(msg.delay));
-    for _ in 0..copies {
-        tx.prepare_cached(
-            "INSERT INTO messages (queue, id, body, visible_at, enqueued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .and_then(|mut st| st.execute(params![queue, msg.id, msg.body, visible_at, now]))
-        .map_err(sql)?;
-    }
-    Ok(true)
 }
 
 #[async_trait]
@@ -607,57 +514,5 @@ impl SqliteQueue {
                 Ok(out)
             })
             .await
-    }
-}
-
-#[async_trait]
-impl DeadLetters for SqliteQueue {
-    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>> {
-        self.policy(queue).await?;
-        let name = queue.to_owned();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.db
-            .read(move |c| {
-                let mut stmt = c
-                    .prepare(
-                        "SELECT id, reason, last_error, deliveries, dead_at, body FROM messages
-                         WHERE queue = ?1 AND dead = 1 ORDER BY dead_at, seq LIMIT ?2",
-                    )
-                    .map_err(sql)?;
-                let rows = stmt
-                    .query_map(params![name, limit], |r| {
-                        Ok(DeadLetter {
-                            id: r.get(0)?,
-                            reason: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                            last_error: r.get(2)?,
-                            deliveries: r.get(3)?,
-                            dead_at_ms: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
-                            body: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(5)?).into_owned(),
-                        })
-                    })
-                    .map_err(sql)?;
-                rows.collect::<rusqlite::Result<_>>().map_err(sql)
-            })
-            .await
-    }
-
-    async fn redrive(&self, queue: &str) -> Result<usize> {
-        self.policy(queue).await?;
-        let name = queue.to_owned();
-        let now = now(&*self.clock);
-        let n = self
-            .db
-            .write(move |c| {
-                c.execute(
-                    "UPDATE messages SET dead = 0, reason = NULL, dead_at = NULL, deliveries = 0,
-                       lease = NULL, visible_at = ?2
-                     WHERE queue = ?1 AND dead = 1",
-                    params![name, now],
-                )
-                .map_err(sql)
-            })
-            .await?;
-        self.wake(&[queue.to_owned()]);
-        Ok(n)
     }
 }
