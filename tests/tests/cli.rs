@@ -169,6 +169,9 @@ fn up_serves_openai_embeddings_on_its_main_listener() {
             || metrics.contains("# HELP troupe_invocations"),
         "{metrics}"
     );
+    let (status, health) = troupe_tests::get(&format!("http://{}/health", up.addr));
+    assert_eq!(status, 200, "{health}");
+    assert!(health.contains(r#""model":{"status":"ok"}"#), "{health}");
     // The component routes still work beside it.
     assert_eq!(
         troupe_tests::get(&format!("http://{}/hello", up.addr)).0,

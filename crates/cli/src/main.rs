@@ -229,6 +229,7 @@ async fn up(args: UpArgs) -> Result<()> {
     if let Some(embedding) = embedding {
         let (e, metrics) = embedding.start()?;
         embedder = Some(e.clone());
+        let e_health = e.clone();
         let (endpoint, source) = embeddings_endpoint(e, metrics);
         host_options.endpoints.push((
             troupe_host::http::Method::POST,
@@ -236,6 +237,19 @@ async fn up(args: UpArgs) -> Result<()> {
             endpoint,
         ));
         host_options.metrics.push(source);
+        let probe = e_health;
+        host_options.health.push((
+            "model".into(),
+            Arc::new(move || {
+                let e = probe.clone();
+                Box::pin(async move {
+                    e.embed(&["health".to_owned()])
+                        .await
+                        .map(|_| ())
+                        .map_err(|err| err.to_string())
+                })
+            }),
+        ));
     }
     let options = troupe_local::Options {
         duplicate_deliveries: duplicate,

@@ -63,6 +63,11 @@ pub type Endpoint = Arc<
         + Sync,
 >;
 
+/// An extra dependency `/health` reports (the embedding model in `troupe up`).
+pub type HealthCheck = Arc<
+    dyn Fn() -> futures::future::BoxFuture<'static, std::result::Result<(), String>> + Send + Sync,
+>;
+
 /// Extra Prometheus text appended to `/metrics` (another registry's encoding).
 pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -75,6 +80,8 @@ pub struct Options {
     pub endpoints: Vec<(http::Method, String, Endpoint)>,
     /// Appended to `/metrics`.
     pub metrics: Vec<MetricsSource>,
+    /// Extra dependencies for `/health`, by name.
+    pub health: Vec<(String, HealthCheck)>,
 }
 
 impl std::fmt::Debug for Options {

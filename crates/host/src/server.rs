@@ -151,11 +151,22 @@ async fn health(shared: &Shared) -> Response<HyperOutgoingBody> {
         Ok(()) => serde_json::json!({"status": "ok"}),
         Err(e) => serde_json::json!({"status": "down", "error": e.to_string()}),
     };
-    let ok = q.is_ok() && s.is_ok() && o.is_ok();
+    let mut ok = q.is_ok() && s.is_ok() && o.is_ok();
+    let mut deps = serde_json::json!({"queue": check(&q), "state": check(&s), "blobs": check(&o)});
+    for (name, probe) in &shared.options.health {
+        let entry = match probe().await {
+            Ok(()) => serde_json::json!({"status": "ok"}),
+            Err(e) => {
+                ok = false;
+                serde_json::json!({"status": "down", "error": e})
+            }
+        };
+        deps[name.as_str()] = entry;
+    }
     let body = serde_json::json!({
         "status": if ok { "ok" } else { "degraded" },
         "app": shared.app.name,
-        "dependencies": {"queue": check(&q), "state": check(&s), "blobs": check(&o)},
+        "dependencies": deps,
     });
     json(
         if ok {
