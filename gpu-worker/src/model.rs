@@ -60,6 +60,27 @@ impl Dense {
         })
     }
 
+    /// Multiplies the first `n` outputs by `factor` (folds attention's 1/√d into Q).
+    fn scale_leading(self, n: usize, factor: f64) -> Result<Self> {
+        let (wn, bn) = (self.w.dim(1)?, self.b.dim(0)?);
+        let w = Tensor::cat(
+            &[
+                (self.w.narrow(1, 0, n)? * factor)?,
+                self.w.narrow(1, n, wn - n)?,
+            ],
+            1,
+        )?
+        .contiguous()?;
+        let b = Tensor::cat(
+            &[
+                (self.b.narrow(0, 0, n)? * factor)?,
+                self.b.narrow(0, n, bn - n)?,
+            ],
+            0,
+        )?;
+        Ok(Self { w, b })
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, s, h) = x.dims3()?;
         let y = x
@@ -172,7 +193,8 @@ impl Bert {
                         linear(&l, "attention.self.query", h, h)?,
                         linear(&l, "attention.self.key", h, h)?,
                         linear(&l, "attention.self.value", h, h)?,
-                    ])?,
+                    ])?
+                    .scale_leading(h, 1.0 / ((h / c.num_attention_heads) as f64).sqrt())?,
                     attn_out: Dense::from_linears(&[linear(&l, "attention.output.dense", h, h)?])?,
                     attn_norm: norm(&l, "attention.output.LayerNorm", h, c.layer_norm_eps)?,
                     up: Dense::from_linears(&[linear(
@@ -272,14 +294,13 @@ impl Bert {
             Some(m) => Some(((m.ones_like()? - m)? * -1e4f64)?.reshape((b, 1, 1, s))?),
             None => None,
         };
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
         for layer in &self.layers {
-            x = self.layer(layer, &x, bias.as_ref(), scale)?;
+            x = self.layer(layer, &x, bias.as_ref())?;
         }
         Ok(x)
     }
 
-    fn layer(&self, l: &Layer, x: &Tensor, bias: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    fn layer(&self, l: &Layer, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let (b, s, h) = x.dims3()?;
         // One GEMM for Q, K and V: [b, s, 3h] → three [b, heads, s, head_dim].
         let qkv = l
@@ -306,7 +327,8 @@ impl Bert {
                 k.narrow(0, start, n)?,
                 v.narrow(0, start, n)?,
             );
-            let mut scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+            // Q already carries 1/√d (folded into its weights at load).
+            let mut scores = q.matmul(&k.t()?.contiguous()?)?;
             if let Some(bias) = bias {
                 scores = scores.broadcast_add(&bias.narrow(0, start, n)?)?;
             }
