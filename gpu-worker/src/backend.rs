@@ -39,6 +39,11 @@ pub fn best_device() -> Device {
 }
 
 impl CandleBackend {
+    /// Positions (tokens per input) the model accepts.
+    pub fn max_positions(&self) -> usize {
+        self.model.max_positions
+    }
+
     /// Loads the model from `dir`.
     pub fn load(dir: &Path, device: &Device, max_batch_tokens: usize) -> Result<Self> {
         Ok(Self {

@@ -126,10 +126,14 @@ pub fn run(
                     }
                 }
                 Err(e) => {
-                    let msg = e.to_string();
-                    tracing::warn!(error = %msg, texts = ids.len(), "embedding batch failed");
+                    tracing::warn!(error = %e, texts = ids.len(), "embedding batch failed");
+                    // Keep the kind: bad input stays a 400 / reject, the rest a retry.
+                    let again = |e: &Error| match e {
+                        Error::Invalid(m) => Error::Invalid(m.clone()),
+                        other => Error::Backend(other.to_string()),
+                    };
                     for item in batch {
-                        let _ = item.reply.send(Err(Error::Backend(msg.clone())));
+                        let _ = item.reply.send(Err(again(&e)));
                     }
                 }
             }

@@ -88,6 +88,9 @@ enum Failure {
     Retry(String, Option<Duration>),
     /// Never going to work: dead-letter with this reason code.
     Reject(&'static str, String),
+    /// The worker itself is broken (the inference thread died): leave the job
+    /// leased, so it is redelivered elsewhere, and stop consuming.
+    Fatal(String),
 }
 
 /// Consumes one subscription of [`JOB_TOPIC`].
@@ -132,7 +135,15 @@ impl Consumer {
                 .await
             {
                 Ok(d) if d.is_empty() => {}
-                Ok(d) => self.process(d).await,
+                Ok(d) => {
+                    if !self.process(d).await {
+                        tracing::error!(
+                            messaging.destination.name = %self.subscription,
+                            "the inference thread has stopped: no longer consuming embedding jobs (leased ones will be redelivered)"
+                        );
+                        return;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(messaging.destination.name = %self.subscription, error = %e, "receive failed; retrying in 1s");
                     tokio::select! {
@@ -144,23 +155,32 @@ impl Consumer {
         }
     }
 
-    /// Handles leased jobs concurrently and settles each.
-    pub async fn process(&self, deliveries: Vec<Delivery>) {
-        futures::future::join_all(deliveries.into_iter().map(|d| self.settle(d))).await;
+    /// Handles leased jobs concurrently and settles each; false when the worker can no
+    /// longer embed (the caller should stop consuming).
+    pub async fn process(&self, deliveries: Vec<Delivery>) -> bool {
+        let healthy =
+            futures::future::join_all(deliveries.into_iter().map(|d| self.settle(d))).await;
+        healthy.into_iter().all(|h| h)
     }
 
-    async fn settle(&self, d: Delivery) {
+    async fn settle(&self, d: Delivery) -> bool {
         let name = &self.subscription;
         let result = match Event::from_json(&d.body) {
             Ok(event) => self.handle(&event).await,
             Err(e) => Err(Failure::Reject("malformed_event", e.to_string())),
         };
         let settled = match result {
-            Ok(()) => self
-                .queue
-                .ack(name, std::slice::from_ref(&d.receipt))
-                .await
-                .map(|_| ()),
+            Ok(()) => match self.queue.ack(name, std::slice::from_ref(&d.receipt)).await {
+                Ok(0) => {
+                    tracing::warn!(messaging.message.id = %d.id, "the job's lease expired before it finished; it will be redelivered (raise the visibility timeout or lease fewer jobs)");
+                    Ok(())
+                }
+                other => other.map(|_| ()),
+            },
+            Err(Failure::Fatal(why)) => {
+                tracing::error!(messaging.message.id = %d.id, error = %why, "embedding job left leased");
+                return false;
+            }
             Err(Failure::Retry(why, delay)) => {
                 tracing::warn!(messaging.message.id = %d.id, error = %why, "embedding job will be retried");
                 self.queue
@@ -176,6 +196,7 @@ impl Consumer {
         if let Err(e) = settled {
             tracing::warn!(messaging.message.id = %d.id, error = %e, "settling failed; the job will be redelivered");
         }
+        true
     }
 
     async fn handle(&self, event: &Event) -> Result<(), Failure> {
@@ -221,17 +242,13 @@ impl Consumer {
             .clone()
             .unwrap_or_else(|| DEFAULT_TENANT.to_owned());
         let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
-        let embedded = match self.embedder.embed(&texts).await {
+        // Queue work waits for admission rather than burning deliveries on `Overloaded`.
+        let embedded = match self.embedder.embed_waiting(&texts).await {
             Ok(e) => e,
-            Err(Error::Overloaded { .. }) => {
-                return Err(Failure::Retry(
-                    "worker overloaded".into(),
-                    Some(Duration::from_secs(1)),
-                ));
-            }
             Err(e @ Error::Invalid(_)) => {
                 return Err(Failure::Reject("invalid_input", e.to_string()));
             }
+            Err(e @ Error::Stopped) => return Err(Failure::Fatal(e.to_string())),
             Err(e) => return Err(Failure::Retry(e.to_string(), None)),
         };
         let model = self.embedder.model().to_owned();

@@ -31,6 +31,17 @@ impl Default for Options {
     }
 }
 
+/// Characters of an input kept before tokenizing: far beyond what 256 word pieces
+/// (each at most ~100 characters) can span.
+const CLIP_CHARS: usize = 32 * 1024;
+
+fn clip(text: &str) -> &str {
+    match text.char_indices().nth(CLIP_CHARS) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
 /// Vectors for one call.
 #[derive(Debug, Clone)]
 pub struct Embedded {
@@ -105,14 +116,8 @@ impl Embedder {
     }
 
     /// Embeds `texts`; vectors come back in input order. Refuses at once with
-    /// [`Error::Overloaded`] when admission is full.
+    /// [`Error::Overloaded`] when admission is full (HTTP callers get 429).
     pub async fn embed(&self, texts: &[String]) -> Result<Embedded> {
-        if texts.is_empty() {
-            return Ok(Embedded {
-                vectors: Vec::new(),
-                tokens: 0,
-            });
-        }
         let limit = self.options.max_queued_texts;
         let n = u32::try_from(texts.len())
             .ok()
@@ -123,7 +128,7 @@ impl Embedder {
                     texts.len()
                 ))
             })?;
-        let _permit = self
+        let permit = self
             .admission
             .clone()
             .try_acquire_many_owned(n)
@@ -131,12 +136,67 @@ impl Embedder {
                 queued: limit - self.admission.available_permits(),
                 limit,
             })?;
+        self.run(texts, permit).await
+    }
+
+    /// Like [`Self::embed`], but waits for admission instead of refusing, and splits
+    /// inputs beyond the admission limit into several rounds: for queue work, which
+    /// has nowhere better to wait.
+    pub async fn embed_waiting(&self, texts: &[String]) -> Result<Embedded> {
+        let limit = self.options.max_queued_texts.max(1);
+        let mut out = Embedded {
+            vectors: Vec::with_capacity(texts.len()),
+            tokens: 0,
+        };
+        for part in texts.chunks(limit) {
+            let n = u32::try_from(part.len()).unwrap_or(u32::MAX);
+            let permit = self
+                .admission
+                .clone()
+                .acquire_many_owned(n)
+                .await
+                .map_err(|_| Error::Stopped)?;
+            let got = self.run(part, permit).await?;
+            out.vectors.extend(got.vectors);
+            out.tokens += got.tokens;
+        }
+        Ok(out)
+    }
+
+    /// Whether the inference thread is alive.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    async fn run(
+        &self,
+        texts: &[String],
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Embedded> {
+        if texts.is_empty() {
+            return Ok(Embedded {
+                vectors: Vec::new(),
+                tokens: 0,
+            });
+        }
+        // Tokenizing thousands of texts is CPU work: keep it off the async workers.
+        // Texts are cut first to a length no 256-token prefix reaches, so a huge input
+        // costs no more than a long one.
+        let tokenizer = self.tokens.clone();
+        let owned: Vec<String> = texts.iter().map(|t| clip(t).to_owned()).collect();
+        let encoded = tokio::task::spawn_blocking(move || {
+            owned
+                .iter()
+                .map(|t| tokenizer.encode(t))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| Error::Backend(format!("tokenizer task: {e}")))??;
         let mut items = Vec::with_capacity(texts.len());
         let mut replies = Vec::with_capacity(texts.len());
         let mut tokens = 0;
         let now = Instant::now();
-        for t in texts {
-            let ids = self.tokens.encode(t)?;
+        for ids in encoded {
             tokens += ids.len();
             let (reply, rx) = oneshot::channel();
             items.push(Item {

@@ -56,7 +56,11 @@ async fn handle(
             }
             Err((status, value)) => json(status, &value),
         },
-        (http::Method::GET, "/health") => match embedder.embed(&["health".to_owned()]).await {
+        (http::Method::GET, "/health") => match embedder
+            .is_running()
+            .then_some(())
+            .ok_or(crate::Error::Stopped)
+        {
             Ok(_) => json(
                 200,
                 &serde_json::json!({"status": "ok", "dependencies": {"model": {"status": "ok", "name": embedder.model()}}}),

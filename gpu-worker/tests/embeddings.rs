@@ -249,3 +249,22 @@ fn a_missing_model_says_how_to_get_one() {
     let err = Tokens::load(dir.path(), 256).unwrap_err().to_string();
     assert!(err.contains("tokenizer.json"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_work_waits_for_admission_instead_of_failing() {
+    let (e, _) = embedder(16_384, 2);
+    let texts: Vec<String> = (0..5).map(|i| format!("queued text number {i}")).collect();
+    // More texts than the admission limit: refused for HTTP callers…
+    assert!(matches!(
+        e.embed(&texts).await,
+        Err(troupe_gpu_worker::Error::Invalid(_))
+    ));
+    // …split into rounds and waited for by queue work, vectors still in order.
+    let out = e.embed_waiting(&texts).await.unwrap();
+    assert_eq!(out.vectors.len(), 5);
+    for (t, v) in texts.iter().zip(&out.vectors) {
+        let alone = e.embed(std::slice::from_ref(t)).await.unwrap();
+        assert!(cosine(v, &alone.vectors[0]) > 0.9999, "{t}");
+    }
+    assert!(e.is_running());
+}

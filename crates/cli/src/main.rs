@@ -67,7 +67,9 @@ impl EmbeddingArgs {
         }
         let device = backend::best_device();
         let model = CandleBackend::load(&self.model_dir, &device, self.max_batch_tokens)?;
-        let tokens = Tokens::load(&self.model_dir, troupe_gpu_worker::tokenize::MAX_TOKENS)?;
+        // Never more tokens than the model has positions (any --model-dir).
+        let max_tokens = troupe_gpu_worker::tokenize::MAX_TOKENS.min(model.max_positions());
+        let tokens = Tokens::load(&self.model_dir, max_tokens)?;
         let metrics = Arc::new(metrics::Metrics::default());
         let options = embedder::Options {
             max_queued_texts: self.max_queued_texts,
@@ -177,11 +179,11 @@ async fn worker(listen: SocketAddr, data_dir: PathBuf, embedding: EmbeddingArgs)
     let (embedder, metrics) = embedding.start()?;
     let local = Local::open(&data_dir)
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let jobs = tokio::spawn(consumer(&local, embedder.clone()).await?.run(stop_rx));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}: is another worker running? pass --listen"))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let jobs = tokio::spawn(consumer(&local, embedder.clone()).await?.run(stop_rx));
     let addr = listener.local_addr()?;
     println!("troupe worker listening on http://{addr}");
     troupe_gpu_worker::server::serve(listener, embedder, metrics, async move {
@@ -242,11 +244,13 @@ async fn up(args: UpArgs) -> Result<()> {
             "model".into(),
             Arc::new(move || {
                 let e = probe.clone();
+                // Liveness of the inference thread: a busy queue is not an outage.
                 Box::pin(async move {
-                    e.embed(&["health".to_owned()])
-                        .await
-                        .map(|_| ())
-                        .map_err(|err| err.to_string())
+                    if e.is_running() {
+                        Ok(())
+                    } else {
+                        Err("the inference thread has stopped".to_owned())
+                    }
                 })
             }),
         ));
@@ -280,15 +284,19 @@ async fn up(args: UpArgs) -> Result<()> {
     };
     tracing::info!(%addr, data_dir = %data_dir.display(), "troupe is up");
     println!("troupe listening on http://{addr}");
-    host.run(listener, async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    })
-    .await?;
+    let stop = stop_tx.clone();
+    let served = host
+        .run(listener, async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        })
+        .await;
+    // On every exit path: stop the consumer and let it finish what it leased.
+    let _ = stop_tx.send(true);
     if let Some(c) = consumer {
         c.await.context("embedding consumer task")?;
     }
-    Ok(())
+    served
 }
 
 /// The embedding-job consumer on the embedded backends, its subscription declared.
@@ -302,7 +310,8 @@ async fn consumer(
         topic: JOB_TOPIC.into(),
         subject_prefix: None,
         policy: troupe_core::DeliveryPolicy {
-            visibility_timeout: std::time::Duration::from_secs(120),
+            // Jobs wait for admission behind other work: leave them a long lease.
+            visibility_timeout: std::time::Duration::from_secs(600),
             ..Default::default()
         },
     };
@@ -317,7 +326,7 @@ async fn consumer(
         vectors: Arc::new(local.vectors.clone()),
         embedder,
         subscription: WORKER_SUBSCRIPTION.into(),
-        batch_size: 16,
+        batch_size: 8,
     })
 }
 
