@@ -59,6 +59,16 @@ source = "{dist}/hog.wasm"
 memory_limit_mb = 32
 "#;
 
+/// Waits (up to 15 s) until `queue` has dead letters; returns them.
+async fn dead_lettered(host: &InProcess, queue: &str, what: &str) -> Vec<troupe_core::DeadLetter> {
+    eventually(Duration::from_secs(15), async || {
+        let d = host.local.queue.dead_letters(queue, 10).await.unwrap();
+        (!d.is_empty()).then_some(d)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{what}"))
+}
+
 async fn hello_is_served_meanwhile(base: &str, for_at_least: Duration) {
     let start = Instant::now();
     let mut served = 0;
@@ -90,12 +100,7 @@ async fn endless_loop_is_stopped_at_its_timeout_then_dead_lettered() {
         .await
         .unwrap();
     hello_is_served_meanwhile(&base, Duration::from_millis(600)).await;
-    let dead = eventually(Duration::from_secs(15), async || {
-        let d = host.local.queue.dead_letters("spin", 10).await.unwrap();
-        (!d.is_empty()).then_some(d)
-    })
-    .await
-    .expect("the looping event is dead-lettered");
+    let dead = dead_lettered(&host, "spin", "the looping event is dead-lettered").await;
     assert_eq!(dead[0].id, e.id);
     assert_eq!(dead[0].reason, "max_deliveries");
     assert_eq!(dead[0].deliveries, 2, "retried once, then dead-lettered");
@@ -122,12 +127,7 @@ async fn unbounded_allocation_is_stopped_at_the_memory_cap() {
         .await
         .unwrap();
     hello_is_served_meanwhile(&base, Duration::from_millis(300)).await;
-    let dead = eventually(Duration::from_secs(15), async || {
-        let d = host.local.queue.dead_letters("hog", 10).await.unwrap();
-        (!d.is_empty()).then_some(d)
-    })
-    .await
-    .expect("the hog's event is dead-lettered");
+    let dead = dead_lettered(&host, "hog", "the hog's event is dead-lettered").await;
     assert!(
         dead[0]
             .last_error
@@ -188,12 +188,12 @@ async fn a_guest_blocked_on_the_host_is_stopped_at_its_timeout() {
         .publish("sleepy.v1", &[Message::from_event(&e)])
         .await
         .unwrap();
-    let dead = eventually(Duration::from_secs(15), async || {
-        let d = host.local.queue.dead_letters("sleepy", 10).await.unwrap();
-        (!d.is_empty()).then_some(d)
-    })
-    .await
-    .expect("the sleeping handler's event is dead-lettered");
+    let dead = dead_lettered(
+        &host,
+        "sleepy",
+        "the sleeping handler's event is dead-lettered",
+    )
+    .await;
     assert_eq!(dead[0].deliveries, 2);
     assert!(
         t.elapsed() < Duration::from_secs(4),
