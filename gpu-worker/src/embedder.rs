@@ -214,3 +214,37 @@ impl Embedder {
         Ok(Embedded { vectors, tokens })
     }
 }
+
+impl From<Error> for troupe_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid(why) => troupe_core::Error::invalid("texts", why),
+            other => troupe_core::Error::backend("embeddings", other),
+        }
+    }
+}
+
+/// The functions' view of the model: query vectors (admission applies: a full queue
+/// is an `unavailable` error they can retry) and token boundaries for chunking.
+#[async_trait::async_trait]
+impl troupe_core::Embeddings for Embedder {
+    fn info(&self) -> troupe_core::ModelInfo {
+        troupe_core::ModelInfo {
+            name: self.options.model.clone(),
+            dims: self.dims,
+            max_tokens: self.tokens.max_tokens(),
+        }
+    }
+
+    async fn embed(&self, texts: Vec<String>) -> troupe_core::Result<Vec<Vec<f32>>> {
+        Ok(Embedder::embed(self, &texts).await?.vectors)
+    }
+
+    async fn token_spans(&self, text: String) -> troupe_core::Result<Vec<(u32, u32)>> {
+        let tokens = self.tokens.clone();
+        tokio::task::spawn_blocking(move || tokens.spans(&text))
+            .await
+            .map_err(|e| troupe_core::Error::backend("embeddings", e))?
+            .map_err(Into::into)
+    }
+}

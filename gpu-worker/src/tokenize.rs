@@ -17,6 +17,10 @@ pub const MAX_TOKENS: usize = 256;
 #[derive(Clone)]
 pub struct Tokens {
     inner: Tokenizer,
+    /// The same tokenizer without truncation, for token boundaries of whole documents.
+    whole: Tokenizer,
+    /// Where inputs are cut.
+    max_tokens: usize,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -36,6 +40,14 @@ impl Tokens {
             path: path.clone(),
             why: e.to_string(),
         })?;
+        let mut whole = inner.clone();
+        whole
+            .with_truncation(None)
+            .map_err(|e| Error::ModelInvalid {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+        whole.with_padding(None);
         inner
             .with_truncation(Some(TruncationParams {
                 max_length: max_tokens,
@@ -48,7 +60,38 @@ impl Tokens {
                 why: e.to_string(),
             })?;
         inner.with_padding(None);
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            whole,
+            max_tokens,
+        })
+    }
+
+    /// Tokens per input, special tokens included; the rest is cut.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// Byte offsets (start, end) of each token of `text`, without special tokens and
+    /// without truncation: where a chunker may cut.
+    pub fn spans(&self, text: &str) -> Result<Vec<(u32, u32)>> {
+        let enc = self
+            .whole
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let word_ids = enc.get_special_tokens_mask();
+        Ok(enc
+            .get_offsets()
+            .iter()
+            .zip(word_ids)
+            .filter(|(_, special)| **special == 0)
+            .map(|(&(s, e), _)| {
+                (
+                    u32::try_from(s).unwrap_or(u32::MAX),
+                    u32::try_from(e).unwrap_or(u32::MAX),
+                )
+            })
+            .collect())
     }
 
     /// Token ids of `text`, with `[CLS]` and `[SEP]`, truncated.

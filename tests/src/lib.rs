@@ -66,6 +66,8 @@ pub fn backends(local: &Local) -> Backends {
         dead_letters: Arc::new(local.queue.clone()),
         blobs: Arc::new(local.blobs.clone()),
         state: Arc::new(local.state.clone()),
+        vectors: Arc::new(local.vectors.clone()),
+        embeddings: None,
     }
 }
 

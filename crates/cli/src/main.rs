@@ -145,12 +145,17 @@ enum DlqAction {
     },
 }
 
-fn backends(local: &Local) -> Backends {
+fn backends(
+    local: &Local,
+    embeddings: Option<Arc<dyn troupe_core::Embeddings>>,
+) -> Backends {
     Backends {
         queue: Arc::new(local.queue.clone()),
         dead_letters: Arc::new(local.queue.clone()),
         blobs: Arc::new(local.blobs.clone()),
         state: Arc::new(local.state.clone()),
+        vectors: Arc::new(local.vectors.clone()),
+        embeddings,
     }
 }
 
@@ -272,7 +277,10 @@ async fn up(args: UpArgs) -> Result<()> {
             "published object-created notifications left pending by a crash"
         );
     }
-    let host = Host::new(app, backends(&local), host_options).await?;
+    let model = embedder
+        .clone()
+        .map(|e| Arc::new(e) as Arc<dyn troupe_core::Embeddings>);
+    let host = Host::new(app, backends(&local, model), host_options).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}: is another troupe running? pass --listen"))?;

@@ -14,11 +14,13 @@
 //! - [`state`]: versioned key-value state with compare-and-set and a per-subject event
 //!   log ([`State`]).
 //! - [`vectors`]: embedding vectors keyed by document, chunk and model ([`Vectors`]).
+//! - [`embeddings`]: the embedding model as functions see it ([`Embeddings`]).
 //! - [`clock`]: the clock backends read, so tests can move time by hand.
 //! - [`error`]: the [`Error`] every backend returns.
 
 pub mod blobs;
 pub mod clock;
+pub mod embeddings;
 pub mod error;
 pub mod event;
 pub mod queue;
@@ -27,6 +29,7 @@ pub mod vectors;
 
 pub use blobs::{Blobs, ObjectCreated};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use embeddings::{Embeddings, ModelInfo};
 pub use error::{Error, Result};
 pub use event::Event;
 pub use queue::{

@@ -35,6 +35,8 @@ fn main() {
         dead_letters: Arc::new(local.queue.clone()),
         blobs: Arc::new(local.blobs.clone()),
         state: Arc::new(local.state.clone()),
+        vectors: Arc::new(local.vectors.clone()),
+        embeddings: None,
     };
     let runtime = Runtime::new(&app, &backends, Some(&dir.path().join("cache"))).expect("runtime");
     let rt = tokio::runtime::Builder::new_multi_thread()

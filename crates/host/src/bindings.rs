@@ -13,7 +13,9 @@ pub use generated::EventFunctionPre;
 pub use generated::troupe::pipeline::types::{
     Error as GuestError, Event as GuestEvent, Outcome, Rejection,
 };
-pub use generated::troupe::pipeline::{blobs, config, logging, publisher, state, types};
+pub use generated::troupe::pipeline::{
+    blobs, config, embeddings, logging, publisher, state, types, vectors,
+};
 
 use wasmtime::component::{HasSelf, Linker};
 

@@ -5,7 +5,9 @@
 
 use troupe_core::{Error as CoreError, Message};
 
-use crate::bindings::{GuestError, GuestEvent, blobs, config, logging, publisher, state, types};
+use crate::bindings::{
+    GuestError, GuestEvent, blobs, config, embeddings, logging, publisher, state, types, vectors,
+};
 use crate::store::Ctx;
 
 type Guest<T> = wasmtime::Result<Result<T, GuestError>>;
@@ -145,5 +147,82 @@ impl logging::Host for Ctx {
             }
         }
         Ok(())
+    }
+}
+
+fn no_model() -> GuestError {
+    GuestError::Unavailable(
+        "this host runs without an embedding model (started with --no-embeddings?)".into(),
+    )
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl embeddings::Host for Ctx {
+    async fn info(&mut self) -> Guest<embeddings::ModelInfo> {
+        Ok(match &self.env.backends.embeddings {
+            Some(m) => {
+                let info = m.info();
+                Ok(embeddings::ModelInfo {
+                    name: info.name,
+                    dims: count(info.dims),
+                    max_tokens: count(info.max_tokens),
+                })
+            }
+            None => Err(no_model()),
+        })
+    }
+
+    async fn embed(&mut self, texts: Vec<String>) -> Guest<Vec<Vec<f32>>> {
+        match self.env.backends.embeddings.clone() {
+            Some(m) => reply(m.embed(texts).await),
+            None => Ok(Err(no_model())),
+        }
+    }
+
+    async fn token_spans(&mut self, text: String) -> Guest<Vec<(u32, u32)>> {
+        match self.env.backends.embeddings.clone() {
+            Some(m) => reply(m.token_spans(text).await),
+            None => Ok(Err(no_model())),
+        }
+    }
+}
+
+impl vectors::Host for Ctx {
+    async fn search(
+        &mut self,
+        tenant: String,
+        model: String,
+        query: Vec<f32>,
+        k: u32,
+    ) -> Guest<Vec<vectors::Hit>> {
+        let hits = self
+            .env
+            .backends
+            .vectors
+            .search(&tenant, &model, &query, k as usize)
+            .await;
+        reply(hits.map(|hits| {
+            hits.into_iter()
+                .map(|h| vectors::Hit {
+                    document: h.document,
+                    chunk: h.chunk,
+                    score: h.score,
+                    text: h.text,
+                })
+                .collect()
+        }))
+    }
+
+    async fn delete_document(&mut self, tenant: String, document: String) -> Guest<u32> {
+        let vectors = &self.env.backends.vectors;
+        reply(vectors.delete_document(&tenant, &document).await.map(count))
+    }
+
+    async fn count(&mut self, tenant: String, document: String) -> Guest<u32> {
+        let vectors = &self.env.backends.vectors;
+        reply(vectors.count(&tenant, &document).await.map(count))
     }
 }

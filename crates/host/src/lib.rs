@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use tokio::net::TcpListener;
-use troupe_core::{Blobs, DeadLetters, Queue, State};
+use troupe_core::{Blobs, DeadLetters, Embeddings, Queue, State, Vectors};
 
 pub use http;
 pub use manifest::App;
@@ -46,6 +46,11 @@ pub struct Backends {
     pub blobs: Arc<dyn Blobs>,
     /// State and event log.
     pub state: Arc<dyn State>,
+    /// Chunk vectors.
+    pub vectors: Arc<dyn Vectors>,
+    /// The embedding model; `None` in a host that runs without one (its imports then
+    /// answer `unavailable`).
+    pub embeddings: Option<Arc<dyn Embeddings>>,
 }
 
 impl std::fmt::Debug for Backends {

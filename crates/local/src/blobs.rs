@@ -18,10 +18,10 @@ use crate::SqliteQueue;
 /// Filesystem-backed [`Blobs`].
 #[derive(Clone)]
 pub struct FsBlobs {
-    root: PathBuf,
+    pub(crate) root: PathBuf,
     /// Where object-created notifications go (and their outbox lives); `None`
     /// disables them.
-    notify: Option<SqliteQueue>,
+    pub(crate) notify: Option<SqliteQueue>,
 }
 
 impl std::fmt::Debug for FsBlobs {
@@ -76,7 +76,7 @@ impl FsBlobs {
 
     /// Records a pending notification before the object becomes visible, so a crash
     /// between the write and the publish cannot lose it (see [`Self::recover`]).
-    async fn remember(&self, queue: &SqliteQueue, obj: &Pending) -> Result<i64> {
+    pub(crate) async fn remember(&self, queue: &SqliteQueue, obj: &Pending) -> Result<i64> {
         let o = obj.clone();
         queue
             .db()
@@ -93,7 +93,7 @@ impl FsBlobs {
     }
 
     /// Publishes the object-created notification and clears its outbox row, atomically.
-    async fn announce(&self, queue: &SqliteQueue, obj: &Pending, outbox: i64) -> Result<()> {
+    pub(crate) async fn announce(&self, queue: &SqliteQueue, obj: &Pending, outbox: i64) -> Result<()> {
         let record = ObjectCreated {
             event_version: "2.1".into(),
             event_source: "troupe:local".into(),
@@ -176,15 +176,15 @@ impl FsBlobs {
 
 /// An object write whose notification is not yet published.
 #[derive(Debug, Clone)]
-struct Pending {
-    bucket: String,
-    key: String,
-    size: u64,
-    etag: String,
-    time: String,
+pub(crate) struct Pending {
+    pub(crate) bucket: String,
+    pub(crate) key: String,
+    pub(crate) size: u64,
+    pub(crate) etag: String,
+    pub(crate) time: String,
 }
 
-fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+pub(crate) fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e)

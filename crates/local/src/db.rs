@@ -47,6 +47,13 @@ CREATE TABLE IF NOT EXISTS dedupe (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (queue, id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_seen (
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    modified_ns INTEGER NOT NULL,
+    PRIMARY KEY (bucket, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blob_outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     bucket TEXT NOT NULL,
@@ -55,15 +62,21 @@ CREATE TABLE IF NOT EXISTS blob_outbox (
     etag TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS vectors (
+CREATE TABLE IF NOT EXISTS chunk_vectors (
+    id INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL,
     document TEXT NOT NULL,
     chunk TEXT NOT NULL,
     model TEXT NOT NULL,
     vector BLOB NOT NULL,
     text TEXT NOT NULL,
-    PRIMARY KEY (tenant, document, chunk, model)
-) WITHOUT ROWID;
+    UNIQUE (tenant, document, chunk, model)
+);
+CREATE TABLE IF NOT EXISTS vector_deletes (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO vector_deletes (id, generation) VALUES (1, 0);
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL,

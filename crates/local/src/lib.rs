@@ -10,8 +10,10 @@
 //! - [`queue`]: [`SqliteQueue`], the durable queue with leases, backoff, dead letters,
 //!   dedupe and topic fan-out.
 //! - [`state`]: [`SqliteState`], versioned key-value state and the event log.
-//! - [`vectors`]: [`SqliteVectors`], embedding vectors with exact search.
+//! - [`vectors`]: [`SqliteVectors`], embedding vectors with exact search over an
+//!   in-memory copy kept in step with the table.
 //! - [`blobs`]: [`FsBlobs`], atomic file writes and object-created notifications.
+//! - [`drop_ins`]: files written straight into a bucket's folder, announced like puts.
 //!
 //! # Example
 //!
@@ -24,6 +26,7 @@
 
 pub mod blobs;
 pub mod db;
+pub mod drop_ins;
 pub mod queue;
 pub mod state;
 pub mod vectors;
