@@ -5,6 +5,8 @@ export CARGO_TARGET_DIR
 TROUPE := $(CARGO_TARGET_DIR)/release/troupe
 DATA_DIR ?= .troupe
 LISTEN ?= 127.0.0.1:8080
+# The functions workspace builds for wasm32-wasip2; its pure libraries test natively.
+HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
 .PHONY: setup functions model build run worker test bench fmt lint clean
 
@@ -33,6 +35,8 @@ worker: build
 ## test: every test (builds what it needs first)
 test: build
 	cargo test --release --locked --workspace --no-fail-fast
+	cd functions && CARGO_TARGET_DIR=$${FUNCTIONS_TARGET_DIR:-$(CURDIR)/functions/target} \
+	  cargo test --release --locked -p troupe-text --target $(HOST_TRIPLE)
 
 bench: build
 	cargo bench --locked --workspace --bench queue
@@ -42,9 +46,11 @@ bench: build
 
 fmt:
 	cargo fmt --all
+	cd functions && cargo fmt --all
 
 lint:
 	cargo fmt --all --check
+	cd functions && cargo fmt --all --check
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 
 clean:

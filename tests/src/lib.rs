@@ -177,7 +177,7 @@ impl Child {
     /// Runs `troupe up` on `data_dir` with `manifest` (without the embedding model),
     /// waiting until it listens.
     pub fn up(data_dir: &Path, manifest: &Path) -> Self {
-        Self::spawn(data_dir, manifest, &["--no-embeddings".into()])
+        Self::spawn(data_dir, manifest, &["--no-embeddings".into()], &[])
     }
 
     /// Like [`Child::up`], with the embedding model (fetched first if needed).
@@ -187,10 +187,22 @@ impl Child {
             data_dir,
             manifest,
             &["--model-dir".into(), model.display().to_string()],
+            &[],
         )
     }
 
-    fn spawn(data_dir: &Path, manifest: &Path, extra: &[String]) -> Self {
+    /// `troupe up` with the repository's pipeline (`spin.toml`), the embedding model
+    /// unless `extra` says `--no-embeddings`, more flags and environment variables.
+    pub fn pipeline(data_dir: &Path, extra: &[&str], env: &[(&str, String)]) -> Self {
+        let mut args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        if !extra.contains(&"--no-embeddings") {
+            args.extend(["--model-dir".into(), model_dir().display().to_string()]);
+        }
+        components();
+        Self::spawn(data_dir, &repo_root().join("spin.toml"), &args, env)
+    }
+
+    fn spawn(data_dir: &Path, manifest: &Path, extra: &[String], env: &[(&str, String)]) -> Self {
         let mut child = Command::new(troupe_bin())
             .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -198,6 +210,7 @@ impl Child {
             .arg(manifest)
             .args(extra)
             .env("TROUPE_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawning troupe");
@@ -241,6 +254,29 @@ pub fn get(url: &str) -> (u16, String) {
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// Sends `method url` with `body` and `content_type`; (status, JSON body or string).
+pub fn call(method: &str, url: &str, content_type: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let sent = match method {
+        "GET" => agent.get(url).call(),
+        "DELETE" => agent.delete(url).call(),
+        _ => agent
+            .post(url)
+            .header("content-type", content_type)
+            .send(body),
+    };
+    let mut resp = sent.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.

@@ -1,4 +1,7 @@
-//! `troupe`: run the pipeline on the embedded backends, and look after dead letters.
+//! `troupe`: run the pipeline on the embedded backends, talk to a running one
+//! (ingest, search, status), and look after dead letters.
+
+mod client;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -126,6 +129,42 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Upload files or folders (recursively) to a running Troupe, with a progress bar,
+    /// and wait until every document is indexed or failed.
+    Ingest {
+        #[command(flatten)]
+        api: client::Api,
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Return once uploaded, without waiting for indexing.
+        #[arg(long, env = "TROUPE_NO_WAIT")]
+        no_wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, env = "TROUPE_INGEST_TIMEOUT", default_value_t = 1800)]
+        timeout_s: u64,
+    },
+    /// Search the indexed documents of a running Troupe.
+    Search {
+        #[command(flatten)]
+        api: client::Api,
+        /// The query (several words are joined with spaces).
+        #[arg(required = true)]
+        query: Vec<String>,
+        /// Hits to return.
+        #[arg(short, long, env = "TROUPE_SEARCH_K", default_value_t = 5)]
+        k: u32,
+        /// Print the API's JSON instead of a list.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a document's status.
+    Status {
+        #[command(flatten)]
+        api: client::Api,
+        /// The document id `troupe ingest` printed.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,10 +184,7 @@ enum DlqAction {
     },
 }
 
-fn backends(
-    local: &Local,
-    embeddings: Option<Arc<dyn troupe_core::Embeddings>>,
-) -> Backends {
+fn backends(local: &Local, embeddings: Option<Arc<dyn troupe_core::Embeddings>>) -> Backends {
     Backends {
         queue: Arc::new(local.queue.clone()),
         dead_letters: Arc::new(local.queue.clone()),
@@ -228,6 +264,17 @@ async fn up(args: UpArgs) -> Result<()> {
         embedding,
     } = args;
     let app = App::load(&manifest)?;
+    let watched: Vec<(String, String)> = app
+        .subscriptions
+        .iter()
+        .filter_map(|t| match &t.source {
+            troupe_host::manifest::Source::Blob { bucket } => Some((
+                bucket.clone(),
+                t.subscription.subject_prefix.clone().unwrap_or_default(),
+            )),
+            troupe_host::manifest::Source::Topic => None,
+        })
+        .collect();
     let mut host_options = Options {
         cache_dir: Some(data_dir.join("cache")),
         ..Default::default()
@@ -287,9 +334,16 @@ async fn up(args: UpArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let consumer = match embedder {
-        Some(e) => Some(tokio::spawn(consumer(&local, e).await?.run(stop_rx))),
+        Some(e) => Some(tokio::spawn(
+            consumer(&local, e).await?.run(stop_rx.clone()),
+        )),
         None => None,
     };
+    let drop_ins = tokio::spawn(watch_drop_ins(
+        local.blobs.clone(),
+        watched,
+        stop_rx.clone(),
+    ));
     tracing::info!(%addr, data_dir = %data_dir.display(), "troupe is up");
     println!("troupe listening on http://{addr}");
     let stop = stop_tx.clone();
@@ -304,8 +358,44 @@ async fn up(args: UpArgs) -> Result<()> {
     if let Some(c) = consumer {
         c.await.context("embedding consumer task")?;
     }
+    drop_ins.await.context("drop-in watcher task")?;
     served
 }
+
+/// Files copied straight into a watched bucket folder are announced like uploads:
+/// once at start-up, then every [`DROP_IN_SCAN`].
+async fn watch_drop_ins(
+    blobs: troupe_local::FsBlobs,
+    watched: Vec<(String, String)>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if watched.is_empty() {
+        return;
+    }
+    loop {
+        for (bucket, prefix) in &watched {
+            match blobs.scan(bucket, prefix).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    bucket,
+                    prefix,
+                    files = n,
+                    "announced files dropped into the blob folder"
+                ),
+                Err(e) => {
+                    tracing::warn!(bucket, prefix, error = %e, "scanning for dropped-in files failed; retrying")
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(DROP_IN_SCAN) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// How often watched bucket folders are scanned for dropped-in files.
+const DROP_IN_SCAN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The embedding-job consumer on the embedded backends, its subscription declared.
 async fn consumer(
@@ -409,6 +499,37 @@ async fn main() -> std::process::ExitCode {
             embedding,
         } => worker(listen, data.data_dir, embedding).await,
         Command::Dlq { data, action } => dlq(data.data_dir, action).await,
+        Command::Ingest {
+            api,
+            paths,
+            no_wait,
+            timeout_s,
+        } => tokio::task::spawn_blocking(move || {
+            client::ingest(
+                &api,
+                &paths,
+                no_wait,
+                std::time::Duration::from_secs(timeout_s),
+            )
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.into())),
+        Command::Search {
+            api,
+            query,
+            k,
+            json,
+        } => {
+            let query = query.join(" ");
+            tokio::task::spawn_blocking(move || client::search(&api, &query, k, json))
+                .await
+                .unwrap_or_else(|e| Err(e.into()))
+        }
+        Command::Status { api, id } => {
+            tokio::task::spawn_blocking(move || client::status(&api, &id))
+                .await
+                .unwrap_or_else(|e| Err(e.into()))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

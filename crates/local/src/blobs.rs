@@ -93,7 +93,12 @@ impl FsBlobs {
     }
 
     /// Publishes the object-created notification and clears its outbox row, atomically.
-    pub(crate) async fn announce(&self, queue: &SqliteQueue, obj: &Pending, outbox: i64) -> Result<()> {
+    pub(crate) async fn announce(
+        &self,
+        queue: &SqliteQueue,
+        obj: &Pending,
+        outbox: i64,
+    ) -> Result<()> {
         let record = ObjectCreated {
             event_version: "2.1".into(),
             event_source: "troupe:local".into(),

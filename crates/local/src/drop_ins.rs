@@ -52,7 +52,9 @@ impl FsBlobs {
                 let Ok(meta) = std::fs::metadata(base.join(&key)) else {
                     continue; // removed meanwhile
                 };
-                let Ok(modified) = meta.modified() else { continue };
+                let Ok(modified) = meta.modified() else {
+                    continue;
+                };
                 if now.duration_since(modified).unwrap_or_default() < SETTLE {
                     continue; // still being written, perhaps
                 }
@@ -75,7 +77,9 @@ impl FsBlobs {
             .db()
             .read(move |c| {
                 let mut stmt = c
-                    .prepare_cached("SELECT key, size, modified_ns FROM blob_seen WHERE bucket = ?1")
+                    .prepare_cached(
+                        "SELECT key, size, modified_ns FROM blob_seen WHERE bucket = ?1",
+                    )
                     .map_err(sql)?;
                 let rows = stmt
                     .query_map([b], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))

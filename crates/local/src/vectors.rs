@@ -94,8 +94,12 @@ fn load_new(c: &Connection, tenant: &str, model: &str, shard: &mut Shard) -> Res
 }
 
 fn generation(c: &Connection) -> Result<i64> {
-    c.query_row("SELECT generation FROM vector_deletes WHERE id = 1", [], |r| r.get(0))
-        .map_err(sql)
+    c.query_row(
+        "SELECT generation FROM vector_deletes WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(sql)
 }
 
 /// Dot product, in eight lanes the compiler vectorises.
@@ -247,7 +251,13 @@ impl Vectors for SqliteVectors {
             .await?;
         let best = tokio::task::spawn_blocking(move || {
             let guard = index.read().map_err(|_| poisoned())?;
-            Ok::<_, Error>(guard.shards.get(&key).map(|s| top_k(s, &q, k)).unwrap_or_default())
+            Ok::<_, Error>(
+                guard
+                    .shards
+                    .get(&key)
+                    .map(|s| top_k(s, &q, k))
+                    .unwrap_or_default(),
+            )
         })
         .await
         .map_err(|e| Error::backend("vectors", e))??;
@@ -316,15 +326,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let local = crate::Local::open(dir.path()).unwrap();
         let v = local.vectors.clone();
-        v.upsert(&[record("a", "1", vec![1.0, 0.0]), record("b", "1", vec![0.0, 1.0])])
-            .await
-            .unwrap();
+        v.upsert(&[
+            record("a", "1", vec![1.0, 0.0]),
+            record("b", "1", vec![0.0, 1.0]),
+        ])
+        .await
+        .unwrap();
         let hits = v.search("t", "m", &[1.0, 0.0], 1).await.unwrap();
         assert_eq!(hits[0].document, "a");
         // A new, closer vector is seen by the next search.
         v.upsert(&[record("c", "1", vec![0.6, 0.8])]).await.unwrap();
         let hits = v.search("t", "m", &[0.6, 0.8], 2).await.unwrap();
-        assert_eq!(hits.iter().map(|h| h.document.as_str()).collect::<Vec<_>>(), ["c", "b"]);
+        assert_eq!(
+            hits.iter().map(|h| h.document.as_str()).collect::<Vec<_>>(),
+            ["c", "b"]
+        );
         // A second handle (another process's view) sees a delete made through this one.
         let other = SqliteVectors::new(local.queue.db().clone());
         other.search("t", "m", &[1.0, 0.0], 3).await.unwrap();
@@ -344,7 +360,13 @@ mod tests {
             matrix: vec![0.1, 0.0, 0.9, 0.0, 0.5, 0.0, 0.7, 0.0],
             loaded_upto: 4,
         };
-        assert_eq!(top_k(&shard, &[1.0, 0.0], 2).iter().map(|h| h.1).collect::<Vec<_>>(), [2, 4]);
+        assert_eq!(
+            top_k(&shard, &[1.0, 0.0], 2)
+                .iter()
+                .map(|h| h.1)
+                .collect::<Vec<_>>(),
+            [2, 4]
+        );
         assert!(top_k(&shard, &[1.0, 0.0, 0.0], 2).is_empty());
         assert_eq!(top_k(&shard, &[1.0, 0.0], 10).len(), 4);
     }

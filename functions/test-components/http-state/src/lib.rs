@@ -15,7 +15,8 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     Ok(match req.method() {
         Method::Put => {
             let body = req.body().to_vec();
-            let version = state::put(&format!("kv/{key}"), &body, None).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let version = state::put(&format!("kv/{key}"), &body, None)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let event = types::Event {
                 id: String::new(),
                 source: String::new(),
@@ -29,12 +30,20 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 traceparent: None,
             };
             publisher::publish("kv.v1", &event).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            Response::builder().status(201).body(format!("version {version}")).build()
+            Response::builder()
+                .status(201)
+                .body(format!("version {version}"))
+                .build()
         }
-        Method::Get => match state::get(&format!("kv/{key}")).map_err(|e| anyhow::anyhow!("{e:?}"))? {
-            Some(entry) => Response::builder().status(200).body(entry.value).build(),
-            None => Response::builder().status(404).body("absent").build(),
-        },
-        _ => Response::builder().status(405).body("use GET or PUT").build(),
+        Method::Get => {
+            match state::get(&format!("kv/{key}")).map_err(|e| anyhow::anyhow!("{e:?}"))? {
+                Some(entry) => Response::builder().status(200).body(entry.value).build(),
+                None => Response::builder().status(404).body("absent").build(),
+            }
+        }
+        _ => Response::builder()
+            .status(405)
+            .body("use GET or PUT")
+            .build(),
     })
 }

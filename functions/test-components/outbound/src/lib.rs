@@ -16,8 +16,15 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     Ok(match spin_sdk::http::send::<_, Response>(outgoing).await {
         Ok(resp) => Response::builder()
             .status(200)
-            .body(format!("upstream {}: {}", resp.status(), String::from_utf8_lossy(resp.body())))
+            .body(format!(
+                "upstream {}: {}",
+                resp.status(),
+                String::from_utf8_lossy(resp.body())
+            ))
             .build(),
-        Err(e) => Response::builder().status(502).body(format!("outbound refused: {e}")).build(),
+        Err(e) => Response::builder()
+            .status(502)
+            .body(format!("outbound refused: {e}"))
+            .build(),
     })
 }

@@ -17,7 +17,12 @@ struct Recorder;
 fn bump(key: &str) -> Result<(), String> {
     for _ in 0..10 {
         let (count, version) = match state::get(key).map_err(|e| format!("{e:?}"))? {
-            Some(entry) => (String::from_utf8_lossy(&entry.value).parse::<u64>().unwrap_or(0), entry.version),
+            Some(entry) => (
+                String::from_utf8_lossy(&entry.value)
+                    .parse::<u64>()
+                    .unwrap_or(0),
+                entry.version,
+            ),
             None => (0, 0),
         };
         match state::put(key, (count + 1).to_string().as_bytes(), Some(version)) {
@@ -38,7 +43,8 @@ impl Guest for Recorder {
         events
             .into_iter()
             .map(|event| {
-                let data: serde_json::Value = serde_json::from_slice(&event.data).unwrap_or_default();
+                let data: serde_json::Value =
+                    serde_json::from_slice(&event.data).unwrap_or_default();
                 if let Err(e) = state::append_event("seen", &event) {
                     eprintln!("append failed: {e:?}");
                     return Outcome::Retry(None);
@@ -55,7 +61,11 @@ impl Guest for Recorder {
                     }
                 }
                 match data.get("outcome").and_then(|o| o.as_str()) {
-                    Some("retry") => Outcome::Retry(data.get("delay_ms").and_then(|d| d.as_u64()).map(|d| d as u32)),
+                    Some("retry") => Outcome::Retry(
+                        data.get("delay_ms")
+                            .and_then(|d| d.as_u64())
+                            .map(|d| d as u32),
+                    ),
                     Some("reject") => Outcome::Reject(Rejection {
                         reason: "asked_to_reject".into(),
                         detail: format!("event {} asked to be rejected", event.id),

@@ -1,0 +1,266 @@
+//! `api`: the public document API (DESIGN §6).
+//!
+//! - `POST /v1/documents[?name=]`: the body is the file, `Content-Type` its type.
+//!   Stores it, records the document and publishes `document.uploaded` → 202.
+//!   Over the size limit (variable `max_upload_bytes`, default 50 MB) → 413; a type
+//!   the pipeline cannot read → 415.
+//! - `GET /v1/documents/{id}`: the record → 200, or 404.
+//! - `GET /v1/documents/{id}/events`: the audit trail as a JSON array of CloudEvents;
+//!   with `Accept: text/event-stream`, a live stream until the document settles.
+//! - `DELETE /v1/documents/{id}` → 202; `document.deleted` cascades.
+
+mod sse;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures::StreamExt as _;
+use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
+use spin_sdk::http_component;
+use troupe_guest::documents::{self, Document};
+use troupe_guest::events::{self, BlobRef, Deleted, Uploaded};
+use troupe_guest::http::{error, json};
+use troupe_guest::{DEFAULT_TENANT, Event, blobs, bucket, config_u64, describe, new_id, state};
+use troupe_text::Kind;
+
+/// Default upload limit: 50 MB.
+const MAX_UPLOAD: u64 = 50 * 1024 * 1024;
+
+#[http_component]
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    let path = req.path_with_query().unwrap_or_default();
+    let (path, query) = path.split_once('?').unwrap_or((path.as_str(), ""));
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let tenant = DEFAULT_TENANT;
+    match (req.method(), segments.as_slice()) {
+        (Method::Post, ["v1", "documents"]) => {
+            let name = query_param(query, "name");
+            upload(req, out, tenant, name).await
+        }
+        (Method::Get, ["v1", "documents", id]) => match find(tenant, id) {
+            Ok(Some(doc)) => json(out, 200, &doc.view()).await,
+            Ok(None) => not_found(out, id).await,
+            Err(why) => error(out, 503, "unavailable", &why).await,
+        },
+        (Method::Get, ["v1", "documents", id, "events"]) => {
+            let id = (*id).to_owned();
+            match find(tenant, &id) {
+                Ok(Some(_)) => {}
+                Ok(None) => return not_found(out, &id).await,
+                Err(why) => return error(out, 503, "unavailable", &why).await,
+            }
+            if accepts_sse(&req) {
+                sse::stream(out, tenant, &id).await
+            } else {
+                match state::read_events(&documents::log_subject(tenant, &id)) {
+                    Ok(log) => json(out, 200, &serde_json::Value::Array(log.iter().map(cloud_event).collect())).await,
+                    Err(e) => error(out, 503, "unavailable", &describe(&e)).await,
+                }
+            }
+        }
+        (Method::Delete, ["v1", "documents", id]) => delete(out, tenant, id).await,
+        (_, ["v1", "documents"] | ["v1", "documents", ..]) => {
+            error(out, 405, "method_not_allowed", "use POST /v1/documents, GET or DELETE /v1/documents/{id}, GET /v1/documents/{id}/events").await
+        }
+        _ => error(out, 404, "not_found", &format!("no route {path}")).await,
+    }
+}
+
+async fn not_found(out: ResponseOutparam, id: &str) {
+    error(out, 404, "not_found", &format!("no document `{id}`")).await
+}
+
+fn find(tenant: &str, id: &str) -> Result<Option<Document>, String> {
+    if !documents::valid_id(id) {
+        return Ok(None);
+    }
+    Ok(documents::load(tenant, id)?.map(|(d, _)| d))
+}
+
+fn header(req: &IncomingRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get(&name.to_owned())
+        .first()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn accepts_sse(req: &IncomingRequest) -> bool {
+    header(req, "accept").is_some_and(|a| a.to_ascii_lowercase().contains("text/event-stream"))
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| {
+            let v = v.replace('+', " ");
+            percent_encoding::percent_decode_str(&v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// The file name kept: its last path segment, without control characters.
+fn clean_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    base.chars()
+        .filter(|c| !c.is_control())
+        .take(255)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+async fn upload(req: IncomingRequest, out: ResponseOutparam, tenant: &str, name: Option<String>) {
+    let limit = config_u64("max_upload_bytes", MAX_UPLOAD);
+    let declared = header(&req, "content-type").unwrap_or_default();
+    let name = name.map(|n| clean_name(&n)).filter(|n| !n.is_empty());
+    let kind = Kind::from_media_type(&declared).or_else(|| {
+        let generic = declared.is_empty() || declared.starts_with("application/octet-stream");
+        generic
+            .then(|| name.as_deref().and_then(Kind::from_name))
+            .flatten()
+    });
+    let Some(kind) = kind else {
+        let what = if declared.is_empty() {
+            "no Content-Type".to_owned()
+        } else {
+            format!("Content-Type `{declared}`")
+        };
+        return error(
+            out,
+            415,
+            "unsupported_type",
+            &format!("{what} is not a type Troupe reads; send text/plain, text/markdown, text/html or application/pdf (or application/octet-stream with ?name=file.ext)"),
+        )
+        .await;
+    };
+    let too_big = || {
+        format!(
+            "the upload is larger than the limit of {limit} bytes (variable `max_upload_bytes`)"
+        )
+    };
+    if header(&req, "content-length")
+        .and_then(|l| l.trim().parse::<u64>().ok())
+        .is_some_and(|l| l > limit)
+    {
+        return error(out, 413, "too_large", &too_big()).await;
+    }
+    let mut body = Vec::new();
+    let mut stream = req.into_body_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                if (body.len() + bytes.len()) as u64 > limit {
+                    return error(out, 413, "too_large", &too_big()).await;
+                }
+                body.extend_from_slice(&bytes);
+            }
+            Err(e) => {
+                return error(
+                    out,
+                    400,
+                    "bad_body",
+                    &format!("reading the request body: {e:?}"),
+                )
+                .await;
+            }
+        }
+    }
+    let id = new_id();
+    let name = name.unwrap_or_else(|| format!("{id}.{}", extension(kind)));
+    let blob = BlobRef {
+        bucket: bucket(),
+        key: format!("docs/{tenant}/{id}"),
+    };
+    if let Err(e) = blobs::put(&blob.bucket, &blob.key, &body) {
+        return error(
+            out,
+            503,
+            "unavailable",
+            &format!("storing the file: {}", describe(&e)),
+        )
+        .await;
+    }
+    let up = Uploaded {
+        document: id.clone(),
+        name,
+        content_type: kind.media_type().to_owned(),
+        size: body.len() as u64,
+        blob,
+    };
+    let registered = documents::register(tenant, &up).and_then(|_| {
+        let event = events::new(events::UPLOADED, format!("{id}-uploaded"), tenant, &id, &up);
+        events::publish(events::UPLOADED, event, None)
+    });
+    match registered {
+        Ok(()) => {
+            let body = serde_json::json!({"id": id, "status": "uploaded", "status_url": format!("/v1/documents/{id}")});
+            json(out, 202, &body).await
+        }
+        Err(why) => error(out, 503, "unavailable", &why).await,
+    }
+}
+
+fn extension(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Text => "txt",
+        Kind::Markdown => "md",
+        Kind::Html => "html",
+        Kind::Pdf => "pdf",
+    }
+}
+
+async fn delete(out: ResponseOutparam, tenant: &str, id: &str) {
+    match find(tenant, id) {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(out, id).await,
+        Err(why) => return error(out, 503, "unavailable", &why).await,
+    }
+    let event = events::new(
+        events::DELETED,
+        format!("{id}-deleted"),
+        tenant,
+        id,
+        &Deleted {
+            document: id.to_owned(),
+        },
+    );
+    match events::publish(events::DELETED, event, None) {
+        Ok(()) => {
+            json(
+                out,
+                202,
+                &serde_json::json!({"id": id, "status": "deleted"}),
+            )
+            .await
+        }
+        Err(why) => error(out, 503, "unavailable", &why).await,
+    }
+}
+
+/// An event as CloudEvents 1.0 structured JSON (`data` inline when it is JSON).
+pub(crate) fn cloud_event(e: &Event) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "specversion": "1.0",
+        "id": e.id,
+        "source": e.source,
+        "type": e.type_,
+        "time": e.time,
+    });
+    let obj = v.as_object_mut().expect("a JSON object literal");
+    let mut opt = |k: &str, val: &Option<String>| {
+        if let Some(s) = val {
+            obj.insert(k.into(), s.clone().into());
+        }
+    };
+    opt("subject", &e.subject);
+    opt("datacontenttype", &e.datacontenttype);
+    opt("tenant", &e.tenant);
+    opt("session", &e.session);
+    opt("traceparent", &e.traceparent);
+    match serde_json::from_slice::<serde_json::Value>(&e.data) {
+        Ok(data) => obj.insert("data".into(), data),
+        Err(_) => obj.insert("data_base64".into(), BASE64.encode(&e.data).into()),
+    };
+    v
+}

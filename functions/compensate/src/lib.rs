@@ -1,0 +1,61 @@
+//! `compensate` (on `document.failed` and `document.deleted`): the saga's undo. It
+//! removes the document's vectors and its temporary chunk blobs, and on delete the
+//! file itself, then records `document.compensated`. Every step is idempotent, so a
+//! repeated event repeats nothing harmful.
+
+use troupe_guest::events::{self, Compensated};
+use troupe_guest::{Event, Outcome, blobs, bucket, describe, documents, each, reject, vectors};
+
+troupe_guest::event_function!(handle);
+
+fn handle(events: Vec<Event>) -> Vec<Outcome> {
+    each(events, compensate)
+}
+
+fn compensate(event: &Event) -> Result<Outcome, String> {
+    let tenant = events::tenant(event);
+    let Some(id) = event.subject.clone().filter(|s| documents::valid_id(s)) else {
+        return Ok(reject(
+            "bad_subject",
+            format!("event {} names no valid document id", event.id),
+        ));
+    };
+    let vectors_removed = vectors::delete_document(&tenant, &id)
+        .map_err(|e| format!("removing vectors: {}", describe(&e)))?;
+    let bucket = bucket();
+    let mut keys = blobs::list_objects(&bucket, &format!("chunks/{tenant}/{id}/"))
+        .map_err(|e| format!("listing chunk blobs: {}", describe(&e)))?;
+    let deleted = event.type_ == events::type_of(events::DELETED);
+    let mut source = None;
+    if deleted && let Some((doc, _)) = documents::load(&tenant, &id)? {
+        source = Some(doc.blob);
+    }
+    let mut blobs_removed = 0;
+    for key in keys.drain(..) {
+        if blobs::delete(&bucket, &key).map_err(|e| format!("removing {key}: {}", describe(&e)))? {
+            blobs_removed += 1;
+        }
+    }
+    if let Some(blob) = source
+        && blobs::delete(&blob.bucket, &blob.key)
+            .map_err(|e| format!("removing the file: {}", describe(&e)))?
+    {
+        blobs_removed += 1;
+    }
+    let cause = if deleted { "deleted" } else { "failed" };
+    let done = Compensated {
+        document: id.clone(),
+        cause: event.type_.clone(),
+        vectors_removed,
+        blobs_removed,
+    };
+    let ev = events::new(
+        events::COMPENSATED,
+        format!("{id}-compensated-{cause}"),
+        &tenant,
+        &id,
+        &done,
+    );
+    events::publish(events::COMPENSATED, ev, Some(event))?;
+    Ok(Outcome::Ok)
+}

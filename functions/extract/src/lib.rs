@@ -1,0 +1,163 @@
+//! `extract` (on `document.uploaded`): reads the file, extracts its text (txt, md,
+//! html without scripts or styles, pdf), cuts it into chunks of at most the model's
+//! token limit on paragraph and sentence boundaries, with overlap, and queues the
+//! embedding jobs in batches (`batch_chunks` chunks each). A job too big for a queue
+//! message (`claim_check_bytes`) carries its chunks by blob key instead.
+//!
+//! A document it cannot read ends `document.failed` with the reason code
+//! (`unsupported_type`, `corrupt`, `empty`, `bad_encoding`, `missing_blob`). Ids of
+//! everything it publishes derive from the document, so running twice publishes
+//! nothing new.
+
+use troupe_guest::events::{self, BlobRef, Extracted, Failed, Job, JobChunk, Uploaded};
+use troupe_guest::{
+    Event, Outcome, blobs, bucket, config_u64, describe, documents, each, embeddings, reject,
+};
+use troupe_text::Kind;
+
+troupe_guest::event_function!(handle);
+
+fn handle(events: Vec<Event>) -> Vec<Outcome> {
+    each(events, extract)
+}
+
+fn extract(event: &Event) -> Result<Outcome, String> {
+    let up: Uploaded = match events::data(event) {
+        Ok(u) => u,
+        Err(why) => return Ok(reject("malformed_event", why)),
+    };
+    let tenant = events::tenant(event);
+    let id = up.document.as_str();
+    match documents::load(&tenant, id)? {
+        None => return Ok(Outcome::Retry(Some(1000))),
+        Some((doc, _)) if doc.status.settled() => return Ok(Outcome::Ok),
+        Some(_) => {}
+    }
+    let fail = |code: &str, message: String| -> Result<Outcome, String> {
+        let failed = Failed {
+            document: id.to_owned(),
+            code: code.to_owned(),
+            message,
+            stage: "extract".into(),
+        };
+        events::publish(
+            events::FAILED,
+            events::new(events::FAILED, format!("{id}-failed"), &tenant, id, &failed),
+            Some(event),
+        )?;
+        Ok(Outcome::Ok)
+    };
+    let bytes = match blobs::get(&up.blob.bucket, &up.blob.key)
+        .map_err(|e| format!("reading the file: {}", describe(&e)))?
+    {
+        Some(b) => b,
+        None => {
+            return fail(
+                "missing_blob",
+                format!("the file {}/{} is gone", up.blob.bucket, up.blob.key),
+            );
+        }
+    };
+    let kind = Kind::from_media_type(&up.content_type)
+        .or_else(|| Kind::from_name(&up.name))
+        .or_else(|| Kind::sniff(&bytes));
+    let Some(kind) = kind else {
+        return fail(
+            "unsupported_type",
+            format!(
+                "`{}` ({}) is none of text, markdown, html or pdf",
+                up.name,
+                if up.content_type.is_empty() {
+                    "no type"
+                } else {
+                    &up.content_type
+                }
+            ),
+        );
+    };
+    let text = match troupe_text::extract(kind, &bytes) {
+        Ok(x) => x.text,
+        Err(e) => return fail(e.code(), format!("{}: {e}", up.name)),
+    };
+    // The model is served by the worker; while it is away, wait for it.
+    let model = match embeddings::info() {
+        Ok(m) => m,
+        Err(e) => return Err(format!("the embedding model: {}", describe(&e))),
+    };
+    let spans =
+        embeddings::token_spans(&text).map_err(|e| format!("tokenizing: {}", describe(&e)))?;
+    let max = usize::try_from(model.max_tokens)
+        .unwrap_or(256)
+        .saturating_sub(2)
+        .max(16);
+    let overlap = usize::try_from(config_u64("overlap_tokens", 32))
+        .unwrap_or(32)
+        .min(max / 2);
+    let chunks = troupe_text::chunk(&text, &spans, max, overlap);
+    if chunks.is_empty() {
+        return fail("empty", format!("{}: no text to index", up.name));
+    }
+    let per_job = usize::try_from(config_u64("batch_chunks", 32))
+        .unwrap_or(32)
+        .max(1);
+    let of =
+        u32::try_from(chunks.len().div_ceil(per_job)).map_err(|_| "too many batches".to_owned())?;
+    let extracted = Extracted {
+        document: id.to_owned(),
+        chunks: chunks.len() as u64,
+        batches: of,
+        tokens: spans.len() as u64,
+    };
+    events::publish(
+        events::EXTRACTED,
+        events::new(
+            events::EXTRACTED,
+            format!("{id}-extracted"),
+            &tenant,
+            id,
+            &extracted,
+        ),
+        Some(event),
+    )?;
+    let claim_check =
+        usize::try_from(config_u64("claim_check_bytes", 192 * 1024)).unwrap_or(usize::MAX);
+    for (i, group) in chunks.chunks(per_job).enumerate() {
+        let batch = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let items: Vec<JobChunk> = group
+            .iter()
+            .enumerate()
+            .map(|(j, c)| JobChunk {
+                id: format!("{:06}", i * per_job + j),
+                text: c.text.clone(),
+            })
+            .collect();
+        let mut job = Job {
+            document: id.to_owned(),
+            batch,
+            of,
+            chunks: items,
+            chunks_blob: None,
+        };
+        let inline = serde_json::to_vec(&job).map_err(|e| e.to_string())?;
+        if inline.len() > claim_check {
+            let blob = BlobRef {
+                bucket: bucket(),
+                key: format!("chunks/{tenant}/{id}/{batch:05}.json"),
+            };
+            let body = serde_json::to_vec(&job.chunks).map_err(|e| e.to_string())?;
+            blobs::put(&blob.bucket, &blob.key, &body)
+                .map_err(|e| format!("storing chunks: {}", describe(&e)))?;
+            job.chunks.clear();
+            job.chunks_blob = Some(blob);
+        }
+        let ev = events::new(
+            events::EMBEDDING_REQUESTED,
+            format!("{id}-job-{batch}"),
+            &tenant,
+            id,
+            &job,
+        );
+        events::publish(events::EMBEDDING_REQUESTED, ev, Some(event))?;
+    }
+    Ok(Outcome::Ok)
+}

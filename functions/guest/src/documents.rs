@@ -1,0 +1,260 @@
+//! The document record: the status projection `status` maintains (and `api` creates),
+//! read by every other function. Keys in state:
+//!
+//! - `doc/<tenant>/<id>`: the [`Document`] (JSON);
+//! - `active/<tenant>/<id>`: present while the document is not settled (the sweeper's
+//!   work list);
+//! - the event log of subject `<tenant>/<id>` (the audit trail).
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::events::BlobRef;
+use crate::{HostError, describe, state};
+
+/// Where a document is in the pipeline. Transitions only move forward
+/// ([`Status::rank`]); late or repeated events never move a document back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Stored; extraction not done.
+    Uploaded,
+    /// Chunks are being embedded.
+    Processing,
+    /// Searchable.
+    Indexed,
+    /// Gave up; compensation removes what was made.
+    Failed,
+    /// Deleted by a client.
+    Deleted,
+}
+
+impl Status {
+    /// Order of the state machine: a transition must raise the rank.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Uploaded => 0,
+            Self::Processing => 1,
+            Self::Indexed | Self::Failed => 2,
+            Self::Deleted => 3,
+        }
+    }
+
+    /// Whether the document has come to rest.
+    pub fn settled(self) -> bool {
+        self.rank() >= 2
+    }
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Uploaded => "uploaded",
+            Self::Processing => "processing",
+            Self::Indexed => "indexed",
+            Self::Failed => "failed",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+/// Batches embedded out of batches queued.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Batches embedded.
+    pub done: u32,
+    /// Batches queued; 0 until extraction is known.
+    pub total: u32,
+}
+
+/// Why a document failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Reason code.
+    pub code: String,
+    /// Detail.
+    pub message: String,
+}
+
+/// A document's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Document {
+    /// Id (UUIDv7 for uploads; derived from the object for drop-ins).
+    pub id: String,
+    /// Owner.
+    pub tenant: String,
+    /// File name.
+    pub name: String,
+    /// Declared media type.
+    pub content_type: String,
+    /// Bytes.
+    pub size: u64,
+    /// The file.
+    pub blob: BlobRef,
+    /// Where it is.
+    pub status: Status,
+    /// Batches embedded of batches queued.
+    pub progress: Progress,
+    /// Which batches are done: a set, so a repeated completion counts once.
+    #[serde(default)]
+    pub batches_done: Vec<u32>,
+    /// Chunks made by extraction.
+    pub chunks: Option<u64>,
+    /// Why it failed.
+    pub error: Option<Failure>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; the last change of any kind.
+    pub updated_at: String,
+    /// When the status last changed or progress was made, ms since the epoch: the
+    /// sweeper measures stuck time from it.
+    pub progressed_ms: u64,
+    /// Facts from `inspect`.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Title from `inspect`.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Pages from `inspect`.
+    #[serde(default)]
+    pub pages: Option<u32>,
+    /// Media type sniffed by `inspect`.
+    #[serde(default)]
+    pub sniffed_type: Option<String>,
+}
+
+impl Document {
+    /// The public view (`GET /v1/documents/{id}`).
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "progress": self.progress,
+            "chunks": self.chunks,
+            "error": self.error,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "content_type": self.content_type,
+            "size": self.size,
+            "sha256": self.sha256,
+            "title": self.title,
+            "pages": self.pages,
+        })
+    }
+}
+
+/// Key of a document's record.
+pub fn key(tenant: &str, id: &str) -> String {
+    format!("doc/{tenant}/{id}")
+}
+
+/// Key marking a document unsettled.
+pub fn active_key(tenant: &str, id: &str) -> String {
+    format!("active/{tenant}/{id}")
+}
+
+/// Prefix of every unsettled document's marker.
+pub const ACTIVE_PREFIX: &str = "active/";
+
+/// Subject of a document's event log.
+pub fn log_subject(tenant: &str, id: &str) -> String {
+    format!("{tenant}/{id}")
+}
+
+/// Whether `id` can be a document id (it becomes part of keys and paths).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Reads a JSON value and its version.
+pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<(T, u64)>, String> {
+    match state::get(key).map_err(|e| format!("reading {key}: {}", describe(&e)))? {
+        None => Ok(None),
+        Some(entry) => serde_json::from_slice(&entry.value)
+            .map(|v| Some((v, entry.version)))
+            .map_err(|e| format!("{key} holds unreadable JSON: {e}")),
+    }
+}
+
+/// A document's record.
+pub fn load(tenant: &str, id: &str) -> Result<Option<(Document, u64)>, String> {
+    get_json(&key(tenant, id))
+}
+
+/// What an update decided.
+pub enum Change<T> {
+    /// Store this value.
+    Put(T),
+    /// Leave the key as it is.
+    Keep,
+}
+
+/// Read-modify-write of a JSON value under compare-and-set, retried on conflicts.
+/// `f` gets the current value (`None` if absent) and decides. Returns whether it wrote.
+pub fn update<T: Serialize + DeserializeOwned>(
+    key: &str,
+    mut f: impl FnMut(Option<T>) -> Change<T>,
+) -> Result<bool, String> {
+    for _ in 0..32 {
+        let (current, version) = match get_json::<T>(key)? {
+            Some((v, ver)) => (Some(v), ver),
+            None => (None, 0),
+        };
+        let Change::Put(next) = f(current) else {
+            return Ok(false);
+        };
+        let bytes = serde_json::to_vec(&next).map_err(|e| format!("encoding {key}: {e}"))?;
+        match state::put(key, &bytes, Some(version)) {
+            Ok(_) => return Ok(true),
+            Err(HostError::Conflict) => continue,
+            Err(e) => return Err(format!("writing {key}: {}", describe(&e))),
+        }
+    }
+    Err(format!("{key}: too many concurrent writers; retry"))
+}
+
+/// Creates the record of an uploaded document (status `uploaded`) and marks it
+/// active; an existing record is left as it is. Returns the stored record.
+pub fn register(tenant: &str, up: &crate::events::Uploaded) -> Result<Document, String> {
+    let now = crate::now_rfc3339();
+    let mut stored = None;
+    update(
+        &key(tenant, &up.document),
+        |current: Option<Document>| match current {
+            Some(existing) => {
+                stored = Some(existing);
+                Change::Keep
+            }
+            None => {
+                let doc = Document {
+                    id: up.document.clone(),
+                    tenant: tenant.to_owned(),
+                    name: up.name.clone(),
+                    content_type: up.content_type.clone(),
+                    size: up.size,
+                    blob: up.blob.clone(),
+                    status: Status::Uploaded,
+                    progress: Progress::default(),
+                    batches_done: Vec::new(),
+                    chunks: None,
+                    error: None,
+                    created_at: now.clone(),
+                    updated_at: now.clone(),
+                    progressed_ms: crate::now_ms(),
+                    sha256: None,
+                    title: None,
+                    pages: None,
+                    sniffed_type: None,
+                };
+                stored = Some(doc.clone());
+                Change::Put(doc)
+            }
+        },
+    )?;
+    let doc =
+        stored.ok_or_else(|| format!("{}: record vanished while registering", up.document))?;
+    if !doc.status.settled() {
+        state::put(&active_key(tenant, &doc.id), b"1", None)
+            .map_err(|e| format!("marking {} active: {}", doc.id, describe(&e)))?;
+    }
+    Ok(doc)
+}

@@ -1,0 +1,27 @@
+//! JSON responses for the HTTP functions; every error body is
+//! `{"error": {"code", "message"}}`.
+
+use spin_sdk::http::{Fields, OutgoingResponse, ResponseOutparam};
+
+/// Sends `body` as JSON with `status`.
+pub async fn json(out: ResponseOutparam, status: u16, body: &serde_json::Value) {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    send(out, status, "application/json", bytes).await;
+}
+
+/// Sends an error body.
+pub async fn error(out: ResponseOutparam, status: u16, code: &str, message: &str) {
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    json(out, status, &body).await;
+}
+
+/// Sends `bytes` with `status` and `content_type`.
+pub async fn send(out: ResponseOutparam, status: u16, content_type: &str, bytes: Vec<u8>) {
+    let headers =
+        Fields::from_list(&[("content-type".to_owned(), content_type.as_bytes().to_vec())])
+            .unwrap_or_else(|_| Fields::new());
+    let response = OutgoingResponse::new(headers);
+    let _ = response.set_status_code(status);
+    // The client may be gone; nothing is lost by not finishing the body then.
+    let _ = out.set_with_body(response, bytes).await;
+}

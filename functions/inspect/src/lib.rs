@@ -1,0 +1,56 @@
+//! `inspect` (on `document.uploaded`, beside `extract`): what the file is, from its
+//! bytes: sha256, size, the sniffed media type, title and page count. The indexer
+//! waits for this as well as for the embeddings.
+
+use sha2::{Digest, Sha256};
+use troupe_guest::events::{self, Inspected, Uploaded};
+use troupe_guest::{Event, Outcome, blobs, describe, documents, each, reject};
+use troupe_text::Kind;
+
+troupe_guest::event_function!(handle);
+
+fn handle(events: Vec<Event>) -> Vec<Outcome> {
+    each(events, inspect)
+}
+
+fn inspect(event: &Event) -> Result<Outcome, String> {
+    let up: Uploaded = match events::data(event) {
+        Ok(u) => u,
+        Err(why) => return Ok(reject("malformed_event", why)),
+    };
+    let tenant = events::tenant(event);
+    let id = up.document.as_str();
+    match documents::load(&tenant, id)? {
+        None => return Ok(Outcome::Retry(Some(1000))),
+        Some((doc, _)) if doc.status.settled() => return Ok(Outcome::Ok),
+        Some(_) => {}
+    }
+    let Some(bytes) = blobs::get(&up.blob.bucket, &up.blob.key)
+        .map_err(|e| format!("reading the file: {}", describe(&e)))?
+    else {
+        // `extract` fails the document for this; nothing to inspect.
+        return Ok(Outcome::Ok);
+    };
+    let sniffed = Kind::sniff(&bytes);
+    let kind = Kind::from_media_type(&up.content_type)
+        .or_else(|| Kind::from_name(&up.name))
+        .or(sniffed);
+    let facts = kind.and_then(|k| troupe_text::extract(k, &bytes).ok());
+    let inspected = Inspected {
+        document: id.to_owned(),
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        size: bytes.len() as u64,
+        sniffed_type: sniffed.map(|k| k.media_type().to_owned()),
+        title: facts.as_ref().and_then(|f| f.title.clone()),
+        pages: facts.as_ref().and_then(|f| f.pages),
+    };
+    let ev = events::new(
+        events::INSPECTED,
+        format!("{id}-inspected"),
+        &tenant,
+        id,
+        &inspected,
+    );
+    events::publish(events::INSPECTED, ev, Some(event))?;
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,170 @@
+//! `notify` (on `document.indexed` and `document.failed`): a signed webhook per
+//! transition to each endpoint in `webhook_urls` (comma-separated).
+//!
+//! - Signature: `troupe-signature: v1=<hex HMAC-SHA256(webhook_secret, "<timestamp>.<body>")>`
+//!   with `troupe-timestamp` (Unix seconds) and `troupe-event-id` headers.
+//! - Once per transition and endpoint: a claim in state (`webhook/<endpoint>/<event id>`,
+//!   compare-and-set) lets one delivery send; it becomes `sent` on a 2xx.
+//! - Retries go through the queue (the subscription's backoff); after
+//!   `breaker_failures` failures in a row (default 5) an endpoint's circuit opens for
+//!   `breaker_open_ms` (default 30 s) and its events wait instead of calling it.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use spin_sdk::http::{Method, Request, Response};
+use troupe_guest::documents::{self, Change};
+use troupe_guest::events;
+use troupe_guest::{
+    Event, HostError, Outcome, config, config_u64, describe, each, log, logging, now_ms, state,
+};
+
+troupe_guest::event_function!(handle);
+
+/// An endpoint's failure count and when its open circuit closes again.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Breaker {
+    failures: u32,
+    open_until_ms: u64,
+}
+
+/// How long a claim holds before another delivery may take it over (a sender that
+/// died mid-call).
+const CLAIM_MS: u64 = 60_000;
+
+fn handle(events: Vec<Event>) -> Vec<Outcome> {
+    let urls: Vec<String> = config::get("webhook_urls")
+        .unwrap_or_default()
+        .split(',')
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    let secret = config::get("webhook_secret").unwrap_or_default();
+    each(events, |event| {
+        let mut outcome = Outcome::Ok;
+        for url in &urls {
+            match deliver(event, url, &secret)? {
+                Outcome::Ok => {}
+                other => outcome = other,
+            }
+        }
+        Ok(outcome)
+    })
+}
+
+fn deliver(event: &Event, url: &str, secret: &str) -> Result<Outcome, String> {
+    let endpoint = hex::encode(&Sha256::digest(url.as_bytes())[..8]);
+    let claim_key = format!("webhook/{endpoint}/{}", event.id);
+    let now = now_ms();
+    // Already sent, or being sent by another delivery?
+    let mut expected = 0;
+    if let Some(entry) = state::get(&claim_key).map_err(|e| describe(&e))? {
+        let value = String::from_utf8_lossy(&entry.value).into_owned();
+        if value == "sent" {
+            return Ok(Outcome::Ok);
+        }
+        let since = value
+            .strip_prefix("sending@")
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(0);
+        if now.saturating_sub(since) < CLAIM_MS {
+            return Ok(Outcome::Retry(Some(2_000)));
+        }
+        expected = entry.version;
+    }
+    let breaker_key = format!("breaker/{endpoint}");
+    let breaker: Breaker = documents::get_json(&breaker_key)?
+        .map(|(b, _)| b)
+        .unwrap_or_default();
+    if breaker.open_until_ms > now {
+        let wait = u32::try_from(breaker.open_until_ms - now).unwrap_or(u32::MAX);
+        return Ok(Outcome::Retry(Some(wait)));
+    }
+    match state::put(
+        &claim_key,
+        format!("sending@{now}").as_bytes(),
+        Some(expected),
+    ) {
+        Ok(_) => {}
+        Err(HostError::Conflict) => return Ok(Outcome::Retry(Some(2_000))),
+        Err(e) => return Err(describe(&e)),
+    }
+    let body = payload(event)?;
+    let sent = send(url, secret, &event.id, &body);
+    let threshold = u32::try_from(config_u64("breaker_failures", 5))
+        .unwrap_or(5)
+        .max(1);
+    let open_ms = config_u64("breaker_open_ms", 30_000);
+    match sent {
+        Ok(()) => {
+            state::put(&claim_key, b"sent", None).map_err(|e| describe(&e))?;
+            if breaker.failures > 0 {
+                documents::update(&breaker_key, |_: Option<Breaker>| {
+                    Change::Put(Breaker::default())
+                })?;
+            }
+            Ok(Outcome::Ok)
+        }
+        Err(why) => {
+            log(
+                logging::Level::Warn,
+                &format!("webhook {url} for event {}: {why}", event.id),
+            );
+            state::delete(&claim_key, None).map_err(|e| describe(&e))?;
+            documents::update(&breaker_key, |b: Option<Breaker>| {
+                let mut b = b.unwrap_or_default();
+                b.failures += 1;
+                if b.failures >= threshold {
+                    b.open_until_ms = now_ms() + open_ms;
+                    b.failures = 0;
+                }
+                Change::Put(b)
+            })?;
+            Ok(Outcome::Retry(None))
+        }
+    }
+}
+
+/// The webhook body: the transition and the document as `GET` shows it.
+fn payload(event: &Event) -> Result<Vec<u8>, String> {
+    let tenant = events::tenant(event);
+    let id = event.subject.clone().unwrap_or_default();
+    let document = documents::load(&tenant, &id)?.map(|(d, _)| d.view());
+    let data: serde_json::Value = serde_json::from_slice(&event.data).unwrap_or_default();
+    let body = serde_json::json!({
+        "id": event.id,
+        "type": event.type_,
+        "time": event.time,
+        "document_id": id,
+        "data": data,
+        "document": document,
+    });
+    serde_json::to_vec(&body).map_err(|e| e.to_string())
+}
+
+fn send(url: &str, secret: &str, event_id: &str, body: &[u8]) -> Result<(), String> {
+    let timestamp = (now_ms() / 1000).to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|e| e.to_string())?;
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let signature = hex::encode(mac.finalize().into_bytes());
+    let request = Request::builder()
+        .method(Method::Post)
+        .uri(url)
+        .header("content-type", "application/json")
+        .header("content-length", body.len().to_string())
+        .header("troupe-event-id", event_id)
+        .header("troupe-timestamp", timestamp)
+        .header("troupe-signature", format!("v1={signature}"))
+        .body(body.to_vec())
+        .build();
+    let response: Response =
+        spin_sdk::http::run(spin_sdk::http::send(request)).map_err(|e| e.to_string())?;
+    let status = *response.status();
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("answered HTTP {status}"))
+    }
+}

@@ -1,0 +1,126 @@
+//! `status`: subscribes to every document event. Each event is appended to the
+//! document's audit trail (stored once per event id) and folded into its record:
+//! progress is a set of batches, and the status only moves forward
+//! (`uploaded → processing → indexed | failed`, then `deleted`), so late and repeated
+//! events change nothing.
+
+use troupe_guest::documents::{self, Change, Document, Failure, Status};
+use troupe_guest::events::{self, Completed, Extracted, Failed, Inspected, Uploaded};
+use troupe_guest::{Event, Outcome, describe, each, now_ms, now_rfc3339, reject, state};
+
+troupe_guest::event_function!(handle);
+
+fn handle(events: Vec<Event>) -> Vec<Outcome> {
+    each(events, fold)
+}
+
+fn fold(event: &Event) -> Result<Outcome, String> {
+    let tenant = events::tenant(event);
+    let Some(id) = event.subject.clone().filter(|s| documents::valid_id(s)) else {
+        return Ok(reject(
+            "bad_subject",
+            format!("event {} names no valid document id in `subject`", event.id),
+        ));
+    };
+    state::append_event(&documents::log_subject(&tenant, &id), event)
+        .map_err(|e| format!("appending to the audit trail of {id}: {}", describe(&e)))?;
+    let topic = event.type_.strip_suffix(".v1").unwrap_or(&event.type_);
+    if topic == events::UPLOADED {
+        documents::register(&tenant, &events::data::<Uploaded>(event)?)?;
+        return Ok(Outcome::Ok);
+    }
+    let change: Box<dyn Fn(&mut Document) -> bool> = match topic {
+        events::EXTRACTED => {
+            let x: Extracted = events::data(event)?;
+            Box::new(move |d| {
+                let changed = d.chunks != Some(x.chunks) || d.progress.total != x.batches;
+                d.chunks = Some(x.chunks);
+                d.progress.total = x.batches;
+                advance(d, Status::Processing) || changed
+            })
+        }
+        events::EMBEDDING_COMPLETED => {
+            let c: Completed = events::data(event)?;
+            Box::new(move |d| {
+                if d.batches_done.contains(&c.batch) {
+                    return false;
+                }
+                d.batches_done.push(c.batch);
+                d.batches_done.sort_unstable();
+                d.progress.done = u32::try_from(d.batches_done.len()).unwrap_or(u32::MAX);
+                d.progress.total = d.progress.total.max(c.of);
+                d.progressed_ms = now_ms();
+                advance(d, Status::Processing);
+                true
+            })
+        }
+        events::INSPECTED => {
+            let i: Inspected = events::data(event)?;
+            Box::new(move |d| {
+                if d.sha256.as_deref() == Some(i.sha256.as_str()) {
+                    return false;
+                }
+                d.sha256 = Some(i.sha256.clone());
+                d.title = i.title.clone();
+                d.pages = i.pages;
+                d.sniffed_type = i.sniffed_type.clone();
+                true
+            })
+        }
+        events::INDEXED => Box::new(|d| advance(d, Status::Indexed)),
+        events::FAILED => {
+            let f: Failed = events::data(event)?;
+            Box::new(move |d| {
+                let moved = advance(d, Status::Failed);
+                if moved {
+                    d.error = Some(Failure {
+                        code: f.code.clone(),
+                        message: f.message.clone(),
+                    });
+                }
+                moved
+            })
+        }
+        events::DELETED => Box::new(|d| advance(d, Status::Deleted)),
+        // Compensation and anything newer: the audit trail is all.
+        _ => return Ok(Outcome::Ok),
+    };
+    let key = documents::key(&tenant, &id);
+    let mut missing = false;
+    let mut settled = false;
+    documents::update(&key, |current: Option<Document>| {
+        let Some(mut doc) = current else {
+            missing = true;
+            return Change::Keep;
+        };
+        let changed = change(&mut doc);
+        settled = doc.status.settled();
+        if changed {
+            doc.updated_at = now_rfc3339();
+            Change::Put(doc)
+        } else {
+            Change::Keep
+        }
+    })?;
+    if missing {
+        // The record is written before `uploaded` is published, so this event
+        // overtook nothing: the document is unknown. Retry; it dead-letters if it
+        // stays unknown.
+        return Ok(Outcome::Retry(Some(1000)));
+    }
+    if settled {
+        state::delete(&documents::active_key(&tenant, &id), None)
+            .map_err(|e| format!("clearing the active marker of {id}: {}", describe(&e)))?;
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Moves `doc` to `to` if that is forward; says whether it moved.
+fn advance(doc: &mut Document, to: Status) -> bool {
+    if to.rank() <= doc.status.rank() {
+        return false;
+    }
+    doc.status = to;
+    doc.progressed_ms = now_ms();
+    true
+}

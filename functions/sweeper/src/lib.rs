@@ -1,0 +1,96 @@
+//! `sweeper` (cron): stuck-work timeouts and the temporary-blob purge.
+//!
+//! Each tick it walks the active documents; one that made no progress for longer
+//! than its stage allows (`uploaded_timeout_ms`, default 5 min; `processing_timeout_ms`,
+//! default 30 min) becomes `document.failed` with reason `timeout`. Once per
+//! `purge_interval_ms` (default a day) it deletes the chunk blobs of settled documents.
+
+use troupe_guest::documents::{self, Status};
+use troupe_guest::events::{self, Failed};
+use troupe_guest::{Event, Outcome, blobs, bucket, config_u64, describe, each, now_ms, state};
+
+troupe_guest::event_function!(handle);
+
+fn handle(events: Vec<Event>) -> Vec<Outcome> {
+    each(events, |tick| {
+        sweep(tick)?;
+        purge()?;
+        Ok(Outcome::Ok)
+    })
+}
+
+fn sweep(tick: &Event) -> Result<(), String> {
+    let now = now_ms();
+    let keys = state::list_keys(documents::ACTIVE_PREFIX)
+        .map_err(|e| format!("listing active documents: {}", describe(&e)))?;
+    for key in keys {
+        let Some((tenant, id)) = key
+            .strip_prefix(documents::ACTIVE_PREFIX)
+            .and_then(|r| r.split_once('/'))
+        else {
+            continue;
+        };
+        let doc = match documents::load(tenant, id)? {
+            Some((doc, _)) if !doc.status.settled() => doc,
+            // Settled or gone: the marker is stale.
+            _ => {
+                state::delete(&key, None)
+                    .map_err(|e| format!("clearing {key}: {}", describe(&e)))?;
+                continue;
+            }
+        };
+        let limit = match doc.status {
+            Status::Uploaded => config_u64("uploaded_timeout_ms", 5 * 60_000),
+            _ => config_u64("processing_timeout_ms", 30 * 60_000),
+        };
+        let idle = now.saturating_sub(doc.progressed_ms);
+        if idle <= limit {
+            continue;
+        }
+        let failed = Failed {
+            document: id.to_owned(),
+            code: "timeout".into(),
+            message: format!(
+                "no progress for {} s while {} (limit {} s; {} of {} batches embedded)",
+                idle / 1000,
+                doc.status.as_str(),
+                limit / 1000,
+                doc.progress.done,
+                doc.progress.total
+            ),
+            stage: "sweeper".into(),
+        };
+        let ev = events::new(events::FAILED, format!("{id}-failed"), tenant, id, &failed);
+        events::publish(events::FAILED, ev, Some(tick))?;
+    }
+    Ok(())
+}
+
+const LAST_PURGE: &str = "sweeper/last-purge";
+
+fn purge() -> Result<(), String> {
+    let now = now_ms();
+    let last = state::get(LAST_PURGE)
+        .map_err(|e| describe(&e))?
+        .and_then(|e| String::from_utf8_lossy(&e.value).parse::<u64>().ok())
+        .unwrap_or(0);
+    if now.saturating_sub(last) < config_u64("purge_interval_ms", 24 * 3_600_000) {
+        return Ok(());
+    }
+    let bucket = bucket();
+    for key in blobs::list_objects(&bucket, "chunks/")
+        .map_err(|e| format!("listing chunk blobs: {}", describe(&e)))?
+    {
+        let mut parts = key.split('/').skip(1);
+        let (Some(tenant), Some(id)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let settled = documents::load(tenant, id)?.is_none_or(|(d, _)| d.status.settled());
+        if settled {
+            blobs::delete(&bucket, &key)
+                .map_err(|e| format!("removing {key}: {}", describe(&e)))?;
+        }
+    }
+    state::put(LAST_PURGE, now.to_string().as_bytes(), None).map_err(|e| describe(&e))?;
+    Ok(())
+}

@@ -1,0 +1,402 @@
+//! The document pipeline end to end: the `troupe` binary running the repository's
+//! `spin.toml` (every function, real model, embedded backends), driven through the
+//! public HTTP API, with every message delivered twice.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use troupe_core::Vectors as _;
+use troupe_tests::{Child, call, repo_root};
+
+const SECRET: &str = "test-secret";
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(repo_root().join("tests/fixtures/pipeline").join(name)).expect("fixture")
+}
+
+/// One webhook request: lowercase headers and the body.
+type Request = (Vec<(String, String)>, Vec<u8>);
+
+/// A webhook receiver: records each request's headers and body, answers 200.
+#[derive(Default, Clone)]
+struct Hooks(Arc<Mutex<Vec<Request>>>);
+
+impl Hooks {
+    fn start() -> (Self, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
+        let hooks = Self::default();
+        let seen = hooks.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut headers = Vec::new();
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line); // request line
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.trim().split_once(':') {
+                        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                    }
+                }
+                let len = headers
+                    .iter()
+                    .find(|h| h.0 == "content-length")
+                    .and_then(|h| h.1.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                seen.0.lock().expect("lock").push((headers, body));
+                let _ = reader.get_mut().write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        (hooks, url)
+    }
+
+    fn received(&self) -> Vec<Request> {
+        self.0.lock().expect("lock").clone()
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|h| h.0 == name)
+        .map(|h| h.1.as_str())
+        .unwrap_or_default()
+}
+
+fn upload(base: &str, name: &str, content_type: &str, body: &[u8]) -> String {
+    let (status, reply) = call(
+        "POST",
+        &format!("{base}/v1/documents?name={name}"),
+        content_type,
+        body,
+    );
+    assert_eq!(status, 202, "uploading {name}: {reply}");
+    assert_eq!(reply["status"], "uploaded");
+    reply["id"].as_str().expect("id").to_owned()
+}
+
+fn document(base: &str, id: &str) -> Value {
+    call("GET", &format!("{base}/v1/documents/{id}"), "", b"").1
+}
+
+/// Waits until the document's status is settled; returns its record.
+fn settle(base: &str, id: &str, within: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let doc = document(base, id);
+        if matches!(
+            doc["status"].as_str(),
+            Some("indexed" | "failed" | "deleted")
+        ) {
+            return doc;
+        }
+        assert!(
+            start.elapsed() < within,
+            "document {id} did not settle: {doc}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn search(base: &str, query: &str, k: u32) -> Vec<Value> {
+    let body = serde_json::json!({"query": query, "k": k}).to_string();
+    let (status, reply) = call(
+        "POST",
+        &format!("{base}/v1/search"),
+        "application/json",
+        body.as_bytes(),
+    );
+    assert_eq!(status, 200, "search {query}: {reply}");
+    reply["hits"].as_array().cloned().unwrap_or_default()
+}
+
+fn event_types(base: &str, id: &str) -> Vec<String> {
+    let (status, log) = call("GET", &format!("{base}/v1/documents/{id}/events"), "", b"");
+    assert_eq!(status, 200);
+    let events = log.as_array().expect("an array of events");
+    let ids: std::collections::HashSet<&str> =
+        events.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        events.len(),
+        "the audit trail repeats an event: {log}"
+    );
+    events
+        .iter()
+        .filter_map(|e| e["type"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn vector_count(data: &Path, id: &str) -> usize {
+    let local = troupe_local::Local::open(data).expect("open data dir");
+    tokio::runtime::Runtime::new()
+        .expect("rt")
+        .block_on(local.vectors.count("default", id))
+        .expect("count")
+}
+
+#[test]
+fn documents_flow_from_upload_to_search_with_every_event_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (hooks, url) = Hooks::start();
+    let up = Child::pipeline(
+        &data,
+        &["--duplicate-deliveries"],
+        &[
+            ("TROUPE_VARIABLE_WEBHOOK_URLS", url),
+            ("TROUPE_VARIABLE_WEBHOOK_SECRET", SECRET.into()),
+            ("TROUPE_VARIABLE_MAX_UPLOAD_BYTES", "1000000".into()),
+        ],
+    );
+    let base = format!("http://{}", up.addr);
+
+    // Refused at the door, with the error shape of the public API.
+    let (status, reply) = call(
+        "POST",
+        &format!("{base}/v1/documents?name=a.png"),
+        "image/png",
+        b"\x89PNG",
+    );
+    assert_eq!(status, 415, "{reply}");
+    assert_eq!(reply["error"]["code"], "unsupported_type");
+    // Refused on its Content-Length, before the body is read.
+    let mut raw = std::net::TcpStream::connect(up.addr).expect("connect");
+    raw.write_all(b"POST /v1/documents HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 1500000\r\nconnection: close\r\n\r\n")
+        .expect("send headers");
+    let mut answer = String::new();
+    let _ = raw.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""code":"too_large""#), "{answer}");
+    let (status, reply) = call("GET", &format!("{base}/v1/documents/nope"), "", b"");
+    assert_eq!(status, 404, "{reply}");
+    assert!(reply["error"]["message"].is_string());
+
+    let ids = [
+        ("lighthouse.txt", "text/plain; charset=utf-8"),
+        ("sourdough.md", "text/markdown"),
+        ("volcano.html", "text/html"),
+        ("glacier.pdf", "application/pdf"),
+        ("corrupt.pdf", "application/pdf"),
+    ]
+    .map(|(name, ct)| (name, upload(&base, name, ct, &fixture(name))));
+    // A file copied straight into the uploads folder is ingested too.
+    let drop_in = data.join("blobs/documents/uploads/aurora.txt");
+    std::fs::create_dir_all(drop_in.parent().expect("parent")).expect("mkdir");
+    std::fs::write(
+        &drop_in,
+        "The aurora borealis. Charged particles from the solar wind strike oxygen and nitrogen high in the atmosphere, painting the polar night sky green and violet.",
+    )
+    .expect("drop in");
+
+    for (name, id) in &ids {
+        let doc = settle(&base, id, Duration::from_secs(180));
+        if *name == "corrupt.pdf" {
+            assert_eq!(doc["status"], "failed", "{doc}");
+            assert_eq!(doc["error"]["code"], "corrupt", "{doc}");
+        } else {
+            assert_eq!(doc["status"], "indexed", "{name}: {doc}");
+            assert_eq!(doc["name"], *name);
+            let chunks = doc["chunks"].as_u64().expect("chunks") as usize;
+            assert!(chunks >= 1);
+            assert_eq!(doc["progress"]["done"], doc["progress"]["total"], "{doc}");
+            // Delivered twice, stored once.
+            assert_eq!(vector_count(&data, id), chunks, "{name}");
+            let types = event_types(&base, id);
+            for t in ["uploaded", "extracted", "inspected", "indexed"] {
+                assert!(
+                    types.contains(&format!("troupe.document.{t}.v1")),
+                    "{name}: no {t} in {types:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(document(&base, &ids[3].1)["pages"], 2);
+
+    for (query, name) in [
+        ("Fresnel lens in a lighthouse tower", "lighthouse.txt"),
+        ("how to feed a sourdough starter", "sourdough.md"),
+        ("magma chamber pressure and eruptions", "volcano.html"),
+        ("moraine left by a retreating glacier", "glacier.pdf"),
+    ] {
+        let hits = search(&base, query, 3);
+        assert_eq!(
+            hits.first().map(|h| h["name"].clone()),
+            Some(name.into()),
+            "{query}: {hits:?}"
+        );
+        assert!(
+            hits.iter()
+                .all(|h| !h["text"].as_str().unwrap_or_default().contains("zebra")),
+            "script text was indexed"
+        );
+        assert!(hits[0]["score"].as_f64().expect("score") > 0.3);
+    }
+
+    // The corrupt document was compensated and left nothing behind.
+    let corrupt = &ids[4].1;
+    let start = Instant::now();
+    while !event_types(&base, corrupt).contains(&"troupe.document.compensated.v1".to_owned()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no compensation for the corrupt pdf"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(vector_count(&data, corrupt), 0);
+
+    // The dropped-in file became a searchable document.
+    let start = Instant::now();
+    loop {
+        let hits = search(&base, "aurora borealis solar wind", 1);
+        if hits.first().is_some_and(|h| h["name"] == "aurora.txt") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the dropped-in file was not indexed: {hits:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // The live stream of a settled document replays its trail and ends.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .get(format!("{base}/v1/documents/{}/events", ids[0].1))
+        .header("accept", "text/event-stream")
+        .call()
+        .expect("sse");
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("text/event-stream")
+    );
+    let stream = resp
+        .body_mut()
+        .read_to_string()
+        .expect("stream ends once settled");
+    assert!(
+        stream.contains("event: troupe.document.indexed.v1"),
+        "{stream}"
+    );
+
+    // One signed webhook per transition (5 uploads + the drop-in; one failed).
+    let start = Instant::now();
+    while hooks.received().len() < 6 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "webhooks: {}",
+            hooks.received().len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let received = hooks.received();
+    let mut transitions = std::collections::HashSet::new();
+    for (headers, body) in &received {
+        let timestamp = header(headers, "troupe-timestamp");
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+        mac.update(format!("{timestamp}.").as_bytes());
+        mac.update(body);
+        let expected = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(
+            header(headers, "troupe-signature"),
+            expected,
+            "bad signature"
+        );
+        let json: Value = serde_json::from_slice(body).expect("json body");
+        assert!(
+            transitions.insert((json["document_id"].to_string(), json["type"].to_string())),
+            "webhook sent twice: {json}"
+        );
+    }
+    assert_eq!(received.len(), 6);
+    assert_eq!(
+        transitions
+            .iter()
+            .filter(|t| t.1.contains("failed"))
+            .count(),
+        1
+    );
+
+    // Deleting cascades: gone from search, vectors removed.
+    let lighthouse = &ids[0].1;
+    let (status, _) = call(
+        "DELETE",
+        &format!("{base}/v1/documents/{lighthouse}"),
+        "",
+        b"",
+    );
+    assert_eq!(status, 202);
+    let start = Instant::now();
+    while document(&base, lighthouse)["status"] != "deleted" {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not deleted: {}",
+            document(&base, lighthouse)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        search(&base, "Fresnel lens in a lighthouse tower", 5)
+            .iter()
+            .all(|h| h["document_id"] != lighthouse.as_str())
+    );
+    let start = Instant::now();
+    while vector_count(&data, lighthouse) != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "vectors of the deleted document remain"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(up);
+}
+
+#[test]
+fn a_stuck_document_is_failed_by_the_sweeper() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // Without the model, extraction cannot tokenize and keeps retrying: stuck.
+    let up = Child::pipeline(
+        &data,
+        &["--no-embeddings"],
+        &[("TROUPE_VARIABLE_UPLOADED_TIMEOUT_MS", "1000".into())],
+    );
+    let base = format!("http://{}", up.addr);
+    let id = upload(
+        &base,
+        "stuck.txt",
+        "text/plain",
+        b"This document will never be embedded.",
+    );
+    let doc = settle(&base, &id, Duration::from_secs(30));
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert_eq!(doc["error"]["code"], "timeout", "{doc}");
+    let start = Instant::now();
+    while !event_types(&base, &id).contains(&"troupe.document.compensated.v1".to_owned()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no compensation after the timeout"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
