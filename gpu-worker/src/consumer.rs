@@ -26,6 +26,10 @@ pub const JOB_TYPE: &str = "troupe.embedding.requested.v1";
 pub const COMPLETED_TOPIC: &str = "troupe.embedding.completed";
 /// CloudEvents type of a completion.
 pub const COMPLETED_TYPE: &str = "troupe.embedding.completed.v1";
+/// Topic of a document's failure.
+pub const FAILED_TOPIC: &str = "troupe.document.failed";
+/// CloudEvents type of a document's failure.
+pub const FAILED_TYPE: &str = "troupe.document.failed.v1";
 /// Tenant of events that carry none.
 pub const DEFAULT_TENANT: &str = "default";
 
@@ -163,12 +167,56 @@ impl Consumer {
         healthy.into_iter().all(|h| h)
     }
 
+    /// Publishes `troupe.document.failed` for the job's document (id `<document>-failed`,
+    /// as every stage uses, so the first failure wins the dedupe window).
+    async fn fail_document(
+        &self,
+        event: &Event,
+        reason: &str,
+        why: &str,
+    ) -> troupe_core::Result<()> {
+        let document = serde_json::from_slice::<serde_json::Value>(&event.data)
+            .ok()
+            .and_then(|v| v["document"].as_str().map(str::to_owned))
+            .or_else(|| event.subject.clone());
+        let Some(document) = document else {
+            return Ok(());
+        };
+        let data = serde_json::json!({
+            "document": document,
+            "code": reason,
+            "message": format!("the embedding job could not be processed: {why}"),
+            "stage": "embed",
+        });
+        let mut out = Event::new("/gpu-worker", FAILED_TYPE, &data).with_subject(&document);
+        out.id = format!("{document}-failed");
+        out.tenant = event.tenant.clone();
+        out.session = Some(document.clone());
+        out.traceparent = event.traceparent.clone();
+        self.queue
+            .publish(FAILED_TOPIC, &[Message::from_event(&out)])
+            .await
+            .map(|_| ())
+    }
+
     async fn settle(&self, d: Delivery) -> bool {
         let name = &self.subscription;
-        let result = match Event::from_json(&d.body) {
-            Ok(event) => self.handle(&event).await,
+        let event = Event::from_json(&d.body);
+        let mut result = match &event {
+            Ok(event) => self.handle(event).await,
             Err(e) => Err(Failure::Reject("malformed_event", e.to_string())),
         };
+        // A job that can never be embedded fails its document at once (rather than
+        // leaving it for the sweeper's timeout); if that cannot be published, the job
+        // is retried, so the failure is not lost.
+        if let (Err(Failure::Reject(reason, why)), Ok(event)) = (&result, &event)
+            && let Err(e) = self.fail_document(event, reason, why).await
+        {
+            result = Err(Failure::Retry(
+                format!("publishing the document's failure: {e}"),
+                None,
+            ));
+        }
         let settled = match result {
             Ok(()) => match self.queue.ack(name, std::slice::from_ref(&d.receipt)).await {
                 Ok(0) => {

@@ -215,8 +215,18 @@ async fn a_job_delivered_twice_leaves_one_set_of_vectors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_jobs_are_dead_lettered_with_a_reason() {
+async fn bad_jobs_are_dead_lettered_with_a_reason_and_fail_their_document() {
     let (_dir, local, consumer) = setup(false).await;
+    local
+        .queue
+        .subscribe(&troupe_core::Subscription {
+            name: "status-failed".into(),
+            topic: troupe_gpu_worker::consumer::FAILED_TOPIC.into(),
+            subject_prefix: None,
+            policy: Default::default(),
+        })
+        .await
+        .unwrap();
     let mut wrong = Event::new("/x", JOB_TYPE, &serde_json::json!({"document": "d"}));
     wrong.tenant = None;
     let range = job_event(&Job {
@@ -256,4 +266,16 @@ async fn bad_jobs_are_dead_lettered_with_a_reason() {
         ["chunks_missing", "malformed_job"].into_iter().collect()
     );
     assert_eq!(dead.len(), 3);
+    // The document fails at once, once (the failure's id is the document's).
+    let failed = local
+        .queue
+        .receive("status-failed", 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let event = Event::from_json(&failed[0].body).unwrap();
+    assert_eq!(
+        (event.id.as_str(), event.ty.as_str()),
+        ("d-failed", "troupe.document.failed.v1")
+    );
 }

@@ -28,7 +28,8 @@ type Request = (Vec<(String, String)>, Vec<u8>);
 struct Hooks(Arc<Mutex<Vec<Request>>>);
 
 impl Hooks {
-    fn start() -> (Self, String) {
+    /// A receiver answering every request with `status`.
+    fn start(status: u16) -> (Self, String) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
         let hooks = Self::default();
@@ -57,7 +58,10 @@ impl Hooks {
                 let _ = reader.read_exact(&mut body);
                 seen.0.lock().expect("lock").push((headers, body));
                 let _ = reader.get_mut().write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
                 );
             }
         });
@@ -153,7 +157,7 @@ fn vector_count(data: &Path, id: &str) -> usize {
 fn documents_flow_from_upload_to_search_with_every_event_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let (hooks, url) = Hooks::start();
+    let (hooks, url) = Hooks::start(200);
     let up = Child::pipeline(
         &data,
         &["--duplicate-deliveries"],
@@ -161,6 +165,8 @@ fn documents_flow_from_upload_to_search_with_every_event_twice() {
             ("TROUPE_VARIABLE_WEBHOOK_URLS", url),
             ("TROUPE_VARIABLE_WEBHOOK_SECRET", SECRET.into()),
             ("TROUPE_VARIABLE_MAX_UPLOAD_BYTES", "1000000".into()),
+            // Jobs with more than 1 KiB of chunk text travel by blob key (claim-check).
+            ("TROUPE_VARIABLE_CLAIM_CHECK_BYTES", "1024".into()),
         ],
     );
     let base = format!("http://{}", up.addr);
@@ -194,6 +200,7 @@ fn documents_flow_from_upload_to_search_with_every_event_twice() {
         ("corrupt.pdf", "application/pdf"),
     ]
     .map(|(name, ct)| (name, upload(&base, name, ct, &fixture(name))));
+    let empty = upload(&base, "empty.txt", "text/plain", b"  \n\n  ");
     // A file copied straight into the uploads folder is ingested too.
     let drop_in = data.join("blobs/documents/uploads/aurora.txt");
     std::fs::create_dir_all(drop_in.parent().expect("parent")).expect("mkdir");
@@ -226,6 +233,19 @@ fn documents_flow_from_upload_to_search_with_every_event_twice() {
         }
     }
     assert_eq!(document(&base, &ids[3].1)["pages"], 2);
+    let doc = settle(&base, &empty, Duration::from_secs(30));
+    assert_eq!(
+        (doc["status"].as_str(), doc["error"]["code"].as_str()),
+        (Some("failed"), Some("empty")),
+        "{doc}"
+    );
+    // The lighthouse's chunks went to the worker by blob key.
+    let chunk_blobs = data.join("blobs/documents/chunks/default").join(&ids[0].1);
+    assert!(
+        std::fs::read_dir(&chunk_blobs).is_ok_and(|mut d| d.next().is_some()),
+        "no claim-checked chunks in {}",
+        chunk_blobs.display()
+    );
 
     for (query, name) in [
         ("Fresnel lens in a lighthouse tower", "lighthouse.txt"),
@@ -298,9 +318,9 @@ fn documents_flow_from_upload_to_search_with_every_event_twice() {
         "{stream}"
     );
 
-    // One signed webhook per transition (5 uploads + the drop-in; one failed).
+    // One signed webhook per transition (6 uploads + the drop-in; two failed).
     let start = Instant::now();
-    while hooks.received().len() < 6 {
+    while hooks.received().len() < 7 {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "webhooks: {}",
@@ -328,13 +348,13 @@ fn documents_flow_from_upload_to_search_with_every_event_twice() {
             "webhook sent twice: {json}"
         );
     }
-    assert_eq!(received.len(), 6);
+    assert_eq!(received.len(), 7);
     assert_eq!(
         transitions
             .iter()
             .filter(|t| t.1.contains("failed"))
             .count(),
-        1
+        2
     );
 
     // Deleting cascades: gone from search, vectors removed.
@@ -361,25 +381,84 @@ fn documents_flow_from_upload_to_search_with_every_event_twice() {
             .all(|h| h["document_id"] != lighthouse.as_str())
     );
     let start = Instant::now();
-    while vector_count(&data, lighthouse) != 0 {
+    while vector_count(&data, lighthouse) != 0
+        || chunk_blobs.read_dir().is_ok_and(|mut d| d.next().is_some())
+    {
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "vectors of the deleted document remain"
+            "vectors or chunk blobs of the deleted document remain"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // The command line against the same server.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(troupe_tests::troupe_bin())
+            .args(args)
+            .arg("--url")
+            .arg(&base)
+            .output()
+            .expect("running troupe");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let folder = dir.path().join("folder");
+    std::fs::create_dir_all(folder.join("sub")).expect("mkdir");
+    std::fs::write(
+        folder.join("sub/tides.md"),
+        "# Tides\n\nThe moon's gravity pulls the oceans into two bulges, so coasts see two high tides a day.",
+    )
+    .expect("write");
+    std::fs::write(folder.join("broken.pdf"), b"%PDF-1.4 nothing else").expect("write");
+    let (ok, stdout, stderr) = cli(&["ingest", folder.to_str().expect("utf-8 path")]);
+    assert!(
+        !ok,
+        "ingest must fail when a document fails: {stdout} {stderr}"
+    );
+    assert!(
+        stderr.contains("broken.pdf") && stderr.contains("corrupt"),
+        "{stderr}"
+    );
+    let tides = stdout
+        .lines()
+        .find(|l| l.ends_with("tides.md"))
+        .and_then(|l| l.split('\t').next())
+        .expect("an id for tides.md")
+        .to_owned();
+    let (ok, stdout, stderr) = cli(&["status", &tides]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).expect("json")["status"],
+        "indexed"
+    );
+    let (ok, stdout, stderr) = cli(&[
+        "search", "why", "are", "there", "two", "high", "tides", "-k", "1",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("tides.md"), "{stdout}");
+    let (ok, _, stderr) = cli(&["status", "no-such-document"]);
+    assert!(!ok && stderr.contains("not_found"), "{stderr}");
     drop(up);
 }
 
 #[test]
-fn a_stuck_document_is_failed_by_the_sweeper() {
+fn a_stuck_document_is_failed_by_the_sweeper_and_a_failing_webhook_opens_its_circuit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    let (hooks, url) = Hooks::start(500);
     // Without the model, extraction cannot tokenize and keeps retrying: stuck.
     let up = Child::pipeline(
         &data,
         &["--no-embeddings"],
-        &[("TROUPE_VARIABLE_UPLOADED_TIMEOUT_MS", "1000".into())],
+        &[
+            ("TROUPE_VARIABLE_UPLOADED_TIMEOUT_MS", "1000".into()),
+            ("TROUPE_VARIABLE_WEBHOOK_URLS", url),
+            ("TROUPE_VARIABLE_BREAKER_FAILURES", "2".into()),
+            ("TROUPE_VARIABLE_BREAKER_OPEN_MS", "60000".into()),
+        ],
     );
     let base = format!("http://{}", up.addr);
     let id = upload(
@@ -399,4 +478,20 @@ fn a_stuck_document_is_failed_by_the_sweeper() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The endpoint answers 500: two tries (retried through the queue, backoff from 1 s),
+    // then the circuit opens for a minute and the event waits instead of calling.
+    let start = Instant::now();
+    while hooks.received().len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the webhook was not retried"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(
+        hooks.received().len(),
+        2,
+        "calls went on while the circuit was open"
+    );
 }

@@ -154,22 +154,34 @@ pub fn ingest(api: &Api, paths: &[PathBuf], no_wait: bool, timeout: Duration) ->
     let mut problems = Vec::new();
     for path in &files {
         uploading.set_message(path.display().to_string());
-        let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        uploading.inc(1);
+        // One file's trouble is reported with the others; it stops nothing.
+        let body = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                problems.push(format!("{}: reading it: {e}", path.display()));
+                continue;
+            }
+        };
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let query = format!("/v1/documents?name={}", encode(&name));
-        let (status, reply) = api.call("POST", &query, content_type(path), Some(&body))?;
-        match (status, reply["id"].as_str()) {
-            (202, Some(id)) => accepted.push((path.clone(), id.to_owned())),
-            _ => problems.push(format!(
+        match api.call("POST", &query, content_type(path), Some(&body)) {
+            Ok((202, reply)) if reply["id"].is_string() => {
+                accepted.push((
+                    path.clone(),
+                    reply["id"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+            Ok((status, reply)) => problems.push(format!(
                 "{}: {}",
                 path.display(),
                 error_text(status, &reply)
             )),
+            Err(e) => problems.push(format!("{}: {e:#}", path.display())),
         }
-        uploading.inc(1);
     }
     uploading.finish_with_message(format!("{} accepted", accepted.len()));
     if !no_wait && !accepted.is_empty() {
@@ -188,7 +200,14 @@ pub fn ingest(api: &Api, paths: &[PathBuf], no_wait: bool, timeout: Duration) ->
             }
             let mut still = Vec::new();
             for (path, id) in pending {
-                let (_, doc) = api.call("GET", &format!("/v1/documents/{id}"), "", None)?;
+                let doc = match api.call("GET", &format!("/v1/documents/{id}"), "", None) {
+                    Ok((_, doc)) => doc,
+                    // Transient: ask again on the next round.
+                    Err(_) => {
+                        still.push((path, id));
+                        continue;
+                    }
+                };
                 match doc["status"].as_str() {
                     Some("indexed") => waiting.inc(1),
                     Some("failed" | "deleted") => {
@@ -229,16 +248,16 @@ pub fn ingest(api: &Api, paths: &[PathBuf], no_wait: bool, timeout: Duration) ->
     }
 }
 
-/// Percent-encodes a query value.
+/// Characters kept as they are in a path segment or query value (RFC 3986 unreserved).
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes a path segment or query value.
 fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 /// `troupe search QUERY`: prints the hits, best first (or the JSON with `json`).

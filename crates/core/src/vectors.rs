@@ -41,7 +41,8 @@ pub trait Vectors: Send + Sync {
     /// Stores records; a record whose key is already stored is left as it is
     /// (redelivered jobs write nothing twice). Returns how many were new.
     async fn upsert(&self, records: &[VectorRecord]) -> Result<usize>;
-    /// Removes a document's vectors; returns how many.
+    /// Removes a document's vectors for good: upserts for it that arrive later (a
+    /// redelivered job finishing after a delete) are ignored. Returns how many.
     async fn delete_document(&self, tenant: &str, document: &str) -> Result<usize>;
     /// Vectors stored for a document.
     async fn count(&self, tenant: &str, document: &str) -> Result<usize>;

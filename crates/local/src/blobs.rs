@@ -22,6 +22,9 @@ pub struct FsBlobs {
     /// Where object-created notifications go (and their outbox lives); `None`
     /// disables them.
     pub(crate) notify: Option<SqliteQueue>,
+    /// Dropped-in files seen once, by (bucket, key), with their (size, modified):
+    /// announced when a later scan sees them unchanged.
+    pub(crate) candidates: crate::drop_ins::Candidates,
 }
 
 impl std::fmt::Debug for FsBlobs {
@@ -64,7 +67,11 @@ impl FsBlobs {
     pub fn new(root: impl Into<PathBuf>, notify: Option<SqliteQueue>) -> Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(root.join(".tmp")).map_err(|e| io(&root, e))?;
-        Ok(Self { root, notify })
+        Ok(Self {
+            root,
+            notify,
+            candidates: Default::default(),
+        })
     }
 
     /// Where `bucket/key` lives on disk.

@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS blob_outbox (
     created_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS chunk_vectors (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant TEXT NOT NULL,
     document TEXT NOT NULL,
     chunk TEXT NOT NULL,
@@ -72,6 +72,11 @@ CREATE TABLE IF NOT EXISTS chunk_vectors (
     text TEXT NOT NULL,
     UNIQUE (tenant, document, chunk, model)
 );
+CREATE TABLE IF NOT EXISTS vector_tombstones (
+    tenant TEXT NOT NULL,
+    document TEXT NOT NULL,
+    PRIMARY KEY (tenant, document)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS vector_deletes (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     generation INTEGER NOT NULL

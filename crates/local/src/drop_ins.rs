@@ -5,8 +5,10 @@
 //! [`FsBlobs::scan`] walks a bucket's prefix and announces each file whose size or
 //! modification time differs from what it saw last; `troupe up` runs it at start-up
 //! and then every second. Files still being written are left for a later scan: a
-//! file is announced once it has not changed for [`SETTLE`], and names starting with
-//! `.` (editors' and copiers' partial files) are skipped.
+//! file is announced once two scans in a row saw the same size and modification time
+//! and it is at least [`SETTLE`] old; names starting with `.` (editors' and copiers'
+//! partial files) are skipped. A file that cannot be read is logged and skipped, so
+//! it never holds up the others.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +20,10 @@ use crate::db::sql;
 
 /// How long a file must stay unchanged before it is announced.
 pub const SETTLE: Duration = Duration::from_millis(500);
+
+/// Files seen once and not yet announced: (bucket, key) → (size, modified ns).
+pub(crate) type Candidates =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), (u64, i64)>>>;
 
 /// A file found by a scan.
 struct Found {
@@ -89,11 +95,27 @@ impl FsBlobs {
             .await?;
         let mut announced = 0;
         for f in files {
-            if seen.get(&f.key) == Some(&(f.size, f.modified_ns)) {
+            let now = (f.size, f.modified_ns);
+            if seen.get(&f.key) == Some(&now) {
                 continue;
             }
-            let Some(data) = troupe_core::Blobs::get(self, bucket, &f.key).await? else {
+            // Announce only what the previous scan saw exactly so.
+            let steady = {
+                let mut c = self.candidates.lock().map_err(|_| {
+                    Error::backend("filesystem", "drop-in candidates lock poisoned")
+                })?;
+                c.insert((bucket.to_owned(), f.key.clone()), now) == Some(now)
+            };
+            if !steady {
                 continue;
+            }
+            let data = match troupe_core::Blobs::get(self, bucket, &f.key).await {
+                Ok(Some(d)) => d,
+                Ok(None) => continue, // removed meanwhile
+                Err(e) => {
+                    tracing::warn!(bucket, key = %f.key, error = %e, "cannot read a dropped-in file; skipping it");
+                    continue;
+                }
             };
             let pending = Pending {
                 bucket: bucket.to_owned(),
@@ -104,7 +126,7 @@ impl FsBlobs {
             };
             let outbox = self.remember(&queue, &pending).await?;
             self.announce(&queue, &pending, outbox).await?;
-            let (b, k) = (bucket.to_owned(), f.key);
+            let (b, k) = (bucket.to_owned(), f.key.clone());
             queue
                 .db()
                 .write(move |c| {
@@ -117,6 +139,9 @@ impl FsBlobs {
                     .map_err(sql)
                 })
                 .await?;
+            if let Ok(mut c) = self.candidates.lock() {
+                c.remove(&(bucket.to_owned(), f.key.clone()));
+            }
             announced += 1;
         }
         Ok(announced)

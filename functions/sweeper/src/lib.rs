@@ -70,10 +70,14 @@ const LAST_PURGE: &str = "sweeper/last-purge";
 
 fn purge() -> Result<(), String> {
     let now = now_ms();
-    let last = state::get(LAST_PURGE)
+    let Some(last) = state::get(LAST_PURGE)
         .map_err(|e| describe(&e))?
         .and_then(|e| String::from_utf8_lossy(&e.value).parse::<u64>().ok())
-        .unwrap_or(0);
+    else {
+        // The first run starts the clock: the first purge is one interval later.
+        state::put(LAST_PURGE, now.to_string().as_bytes(), None).map_err(|e| describe(&e))?;
+        return Ok(());
+    };
     if now.saturating_sub(last) < config_u64("purge_interval_ms", 24 * 3_600_000) {
         return Ok(());
     }

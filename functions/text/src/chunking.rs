@@ -5,13 +5,14 @@
 /// A chunk of a document's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
-    /// The text, trimmed.
+    /// What gets embedded: `text[start..end]`, trimmed of surrounding whitespace.
     pub text: String,
-    /// Byte offset of the chunk's range in the document text.
+    /// Byte offset of the chunk in the document text, so a hit can point into it.
     pub start: usize,
     /// End byte offset (exclusive).
     pub end: usize,
-    /// Model tokens that start inside the range.
+    /// Model tokens the chunk holds (at most `max_tokens`): those starting in its
+    /// range, or in the whitespace trimmed off just before it.
     pub tokens: usize,
 }
 
@@ -26,22 +27,25 @@ struct Piece {
 }
 
 /// Cuts `text` into chunks of at most `max_tokens` tokens that overlap by up to
-/// `overlap` tokens. `tokens` are the (start, end) byte offsets of the text's tokens
-/// as the model's tokenizer sees them; offsets out of range or inside a character
-/// are ignored, and with none at all whitespace-separated words count as tokens.
+/// `overlap` tokens (at most half a chunk). Segments end at blank lines, newlines and
+/// sentence ends; consecutive segments pack greedily; a segment longer than a chunk is
+/// cut at token boundaries into windows that share `overlap` tokens.
+///
+/// `tokens` are the (start, end) byte offsets of the text's tokens as the model's
+/// tokenizer sees them, without special tokens. Offsets out of range or inside a
+/// character are ignored; words no token covers (offsets that stop short, or none at
+/// all) count as one token each. Deterministic; never panics.
 pub fn chunk(text: &str, tokens: &[(u32, u32)], max_tokens: usize, overlap: usize) -> Vec<Chunk> {
     let max = max_tokens.max(1);
     let overlap = overlap.min(max / 2);
     let mut starts: Vec<usize> = tokens
         .iter()
-        .map(|t| t.0 as usize)
+        .filter_map(|t| usize::try_from(t.0).ok())
         .filter(|&s| s < text.len() && text.is_char_boundary(s))
         .collect();
-    if starts.is_empty() {
-        starts = word_starts(text);
-    }
     starts.sort_unstable();
     starts.dedup();
+    fill_untokenized_words(text, &mut starts);
     let count = |a: usize, b: usize| {
         starts.partition_point(|&s| s < b) - starts.partition_point(|&s| s < a)
     };
@@ -62,9 +66,10 @@ pub fn chunk(text: &str, tokens: &[(u32, u32)], max_tokens: usize, overlap: usiz
         let stride = (max - overlap).max(1);
         let mut t = 0;
         loop {
-            let from = if t == 0 { a } else { starts[first + t] };
+            let at = |k: usize| starts.get(first + k).copied().unwrap_or(b);
+            let from = if t == 0 { a } else { at(t) };
             let last = t + max >= n;
-            let to = if last { b } else { starts[first + t + max] };
+            let to = if last { b } else { at(t + max) };
             pieces.push(Piece {
                 start: from,
                 end: to,
@@ -141,6 +146,28 @@ fn segments(text: &str) -> Vec<(usize, usize)> {
         out.push((start, text.len()));
     }
     out
+}
+
+/// Counts a word that no token starts in (nor in the whitespace before it) as one
+/// token: offsets that stop short of the text (a tokenizer that truncates) or none at
+/// all must not leave text that weighs nothing and so packs without limit.
+fn fill_untokenized_words(text: &str, starts: &mut Vec<usize>) {
+    let mut extra = Vec::new();
+    let mut gap_start = 0;
+    for word in word_starts(text) {
+        let end = text[word..]
+            .find(char::is_whitespace)
+            .map_or(text.len(), |n| word + n);
+        let first = starts.partition_point(|&s| s < gap_start);
+        if starts.get(first).is_none_or(|&s| s >= end) {
+            extra.push(word);
+        }
+        gap_start = end;
+    }
+    if !extra.is_empty() {
+        starts.extend(extra);
+        starts.sort_unstable();
+    }
 }
 
 /// Where each whitespace-separated word begins.
@@ -235,6 +262,82 @@ mod tests {
         assert_eq!(chunks.len(), 3);
         assert!(chunk("", &[], 10, 2).is_empty());
         assert!(chunk("   \n\n ", &[], 10, 2).is_empty());
+    }
+
+    /// Subword tokens: pieces of at most three characters, the way a WordPiece or
+    /// BPE tokenizer cuts long words (offsets in bytes, on char boundaries).
+    fn subwords(text: &str) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        for s in word_starts(text) {
+            let word = text[s..].split(char::is_whitespace).next().unwrap_or("");
+            let chars: Vec<(usize, char)> = word.char_indices().collect();
+            for piece in chars.chunks(3) {
+                let a = s + piece[0].0;
+                let last = piece[piece.len() - 1];
+                let b = s + last.0 + last.1.len_utf8();
+                out.push((a as u32, b as u32));
+            }
+        }
+        out
+    }
+
+    fn check(text: &str, tokens: &[(u32, u32)], max: usize, overlap: usize) -> Vec<Chunk> {
+        let chunks = chunk(text, tokens, max, overlap);
+        for c in &chunks {
+            assert!(c.tokens <= max, "{c:?}");
+            assert!(!c.text.is_empty() && c.text == c.text.trim(), "{c:?}");
+            assert_eq!(&text[c.start..c.end], c.text);
+        }
+        for &(s, _) in tokens {
+            let s = s as usize;
+            if s < text.len()
+                && text.is_char_boundary(s)
+                && !text[s..].starts_with(char::is_whitespace)
+            {
+                assert!(
+                    chunks.iter().any(|c| c.start <= s && s < c.end),
+                    "token at {s} in no chunk"
+                );
+            }
+        }
+        chunks
+    }
+
+    #[test]
+    fn subword_tokens_non_ascii_and_overlap() {
+        let text = "Les glaciers façonnent les vallées. Über die Gletscher lässt sich viel sagen! \
+                    氷河は谷を削る。Ледники отступают быстро? Ice cores record climate.\n\n\
+                    Second paragraph about moraines and erratic boulders carried far away.";
+        let tokens = subwords(text);
+        let chunks = check(text, &tokens, 12, 4);
+        assert!(chunks.len() >= 4, "{chunks:#?}");
+        let overlapping = chunks.windows(2).filter(|p| p[1].start < p[0].end).count();
+        assert!(overlapping > 0, "{chunks:#?}");
+        assert_eq!(chunk(text, &tokens, 12, 4), chunks);
+    }
+
+    #[test]
+    fn truncated_token_offsets_still_bound_chunks() {
+        let text = "word ".repeat(200);
+        let all = words(&text);
+        let chunks = check(&text, &all[..20], 10, 2);
+        assert!(chunks.len() >= 20, "{}", chunks.len());
+        covered(&text, &chunks);
+    }
+
+    #[test]
+    fn long_segment_windows_overlap_by_whole_tokens() {
+        let text = format!("Intro. {} End.", "abc".repeat(40));
+        let tokens = subwords(&text);
+        let chunks = check(&text, &tokens, 8, 3);
+        let windows: Vec<&Chunk> = chunks
+            .iter()
+            .filter(|c| c.text.starts_with("abc"))
+            .collect();
+        assert!(windows.len() >= 3, "{chunks:#?}");
+        for pair in windows.windows(2) {
+            assert_eq!(pair[0].end - pair[1].start, 9, "{pair:?}");
+        }
     }
 
     #[test]

@@ -1,117 +1,39 @@
 //! Text out of the documents Troupe reads, and the chunks it embeds. Pure Rust: it runs
 //! inside the wasm functions (`extract`, `inspect`, `intake`, `api`), where a panic
-//! aborts the invocation, so nothing here panics on input.
+//! aborts the invocation, so nothing here panics on input; damaged files are errors.
 //!
 //! # Layout
 //!
-//! - [`Kind`]: the document kinds, from a media type, a file name or the bytes.
-//! - [`extract`] (module `formats`): text, title and page count of txt, md, html, pdf.
-//! - [`chunk`] (module `chunking`): token-aware chunks on paragraph and sentence
-//!   boundaries, with overlap.
+//! - `kind`: [`Kind`], the document kinds, from a media type, a file name or the bytes.
+//! - `extract`: [`extract`] and its [`Extracted`] / [`ExtractError`]; helpers the
+//!   formats share (titles, whitespace).
+//! - `markdown`, `html`: the text of those formats (`pulldown-cmark`, `html5gum`).
+//! - `pdf`: page text, page count and title of PDFs (`hayro-syntax` parses; the
+//!   module runs content streams and decodes fonts: `content`, `font`, `encoding`).
+//! - `chunking`: [`chunk`], token-aware chunks on paragraph and sentence boundaries,
+//!   with overlap.
+//!
+//! # Example
+//!
+//! ```
+//! use troupe_text::{Kind, chunk, extract};
+//!
+//! let kind = Kind::from_name("notes.md").unwrap();
+//! let doc = extract(kind, b"# Notes\n\nFirst point. Second point.").unwrap();
+//! assert_eq!(doc.title.as_deref(), Some("Notes"));
+//! // Without the model's token offsets, words count as tokens.
+//! let chunks = chunk(&doc.text, &[], 3, 0);
+//! assert_eq!(chunks[0].text, "Notes\n\nFirst point.");
+//! assert_eq!(chunks[1].text, "Second point.");
+//! ```
 
 mod chunking;
-mod formats;
+mod extract;
+mod html;
+mod kind;
+mod markdown;
+mod pdf;
 
 pub use chunking::{Chunk, chunk};
-pub use formats::{ExtractError, Extracted, extract};
-
-/// Document kinds the pipeline can read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Plain UTF-8 text.
-    Text,
-    /// CommonMark.
-    Markdown,
-    /// HTML: visible text only.
-    Html,
-    /// PDF: the text of every page.
-    Pdf,
-}
-
-impl Kind {
-    /// From a `Content-Type` value; parameters and case are ignored.
-    pub fn from_media_type(content_type: &str) -> Option<Kind> {
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        match essence.as_str() {
-            "text/plain" => Some(Kind::Text),
-            "text/markdown" | "text/x-markdown" => Some(Kind::Markdown),
-            "text/html" | "application/xhtml+xml" => Some(Kind::Html),
-            "application/pdf" => Some(Kind::Pdf),
-            _ => None,
-        }
-    }
-
-    /// From a file name's extension.
-    pub fn from_name(name: &str) -> Option<Kind> {
-        let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
-        match ext.as_str() {
-            "txt" | "text" | "log" => Some(Kind::Text),
-            "md" | "markdown" => Some(Kind::Markdown),
-            "html" | "htm" => Some(Kind::Html),
-            "pdf" => Some(Kind::Pdf),
-            _ => None,
-        }
-    }
-
-    /// From the bytes: a PDF header, an HTML start, else UTF-8 text without NULs.
-    pub fn sniff(bytes: &[u8]) -> Option<Kind> {
-        if bytes.starts_with(b"%PDF-") {
-            return Some(Kind::Pdf);
-        }
-        let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        let start = body
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(body.len());
-        let head: Vec<u8> = body[start..]
-            .iter()
-            .take(16)
-            .map(u8::to_ascii_lowercase)
-            .collect();
-        if [&b"<!doctype html"[..], b"<html", b"<head", b"<body"]
-            .iter()
-            .any(|p| head.starts_with(p))
-        {
-            return Some(Kind::Html);
-        }
-        let text = std::str::from_utf8(body).ok()?;
-        (!text.contains('\0')).then_some(Kind::Text)
-    }
-
-    /// The canonical media type.
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Kind::Text => "text/plain",
-            Kind::Markdown => "text/markdown",
-            Kind::Html => "text/html",
-            Kind::Pdf => "application/pdf",
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kinds_from_types_names_and_bytes() {
-        assert_eq!(
-            Kind::from_media_type("Text/Plain; charset=utf-8"),
-            Some(Kind::Text)
-        );
-        assert_eq!(Kind::from_media_type("application/pdf"), Some(Kind::Pdf));
-        assert_eq!(Kind::from_media_type("image/png"), None);
-        assert_eq!(Kind::from_name("Notes.MD"), Some(Kind::Markdown));
-        assert_eq!(Kind::from_name("a.htm"), Some(Kind::Html));
-        assert_eq!(Kind::from_name("noext"), None);
-        assert_eq!(Kind::sniff(b"%PDF-1.7\n..."), Some(Kind::Pdf));
-        assert_eq!(Kind::sniff(b"\n  <!DOCTYPE html><p>x"), Some(Kind::Html));
-        assert_eq!(Kind::sniff("héllo".as_bytes()), Some(Kind::Text));
-        assert_eq!(Kind::sniff(&[0x89, b'P', b'N', b'G', 0, 1]), None);
-    }
-}
+pub use extract::{ExtractError, Extracted, Result, extract};
+pub use kind::Kind;
