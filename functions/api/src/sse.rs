@@ -24,6 +24,7 @@ pub async fn stream(out: ResponseOutparam, tenant: &str, id: &str) {
     let deadline = now_ms() + config_u64("stream_max_ms", 55_000);
     let subject = documents::log_subject(tenant, id);
     let mut sent = 0;
+    let mut finished = false;
     loop {
         let log = match state::read_events(&subject) {
             Ok(log) => log,
@@ -45,9 +46,14 @@ pub async fn stream(out: ResponseOutparam, tenant: &str, id: &str) {
             }
         }
         sent = sent.max(log.len());
-        let settled = matches!(documents::load(tenant, id), Ok(Some((d, _))) if d.status.settled());
-        if settled || now_ms() >= deadline {
+        if finished || now_ms() >= deadline {
             return;
+        }
+        // Settled: one more pass sends what was logged meanwhile (the settling event
+        // is appended before the record changes), then the stream ends.
+        finished = matches!(documents::load(tenant, id), Ok(Some((d, _))) if d.status.settled());
+        if finished {
+            continue;
         }
         std::thread::sleep(std::time::Duration::from_millis(POLL_MS));
     }

@@ -1,8 +1,10 @@
 //! `compensate` (on `document.failed` and `document.deleted`): the saga's undo. It
 //! removes the document's vectors and its temporary chunk blobs, and on delete the
 //! file itself, then records `document.compensated`. Every step is idempotent, so a
-//! repeated event repeats nothing harmful.
+//! repeated event repeats nothing harmful. A failure the record does not confirm (the
+//! document was indexed first) is ignored: the status projection is the arbiter.
 
+use troupe_guest::documents::{Status, Verdict};
 use troupe_guest::events::{self, Compensated};
 use troupe_guest::{Event, Outcome, blobs, bucket, describe, documents, each, reject, vectors};
 
@@ -20,12 +22,20 @@ fn compensate(event: &Event) -> Result<Outcome, String> {
             format!("event {} names no valid document id", event.id),
         ));
     };
+    let deleted = event.type_ == events::type_of(events::DELETED);
+    if !deleted {
+        match documents::verdict(&tenant, &id, Status::Failed)? {
+            Verdict::Agrees => {}
+            // It was indexed first: this failure lost the race and undoes nothing.
+            Verdict::Disagrees => return Ok(Outcome::Ok),
+            Verdict::Pending => return Ok(Outcome::Retry(Some(500))),
+        }
+    }
     let vectors_removed = vectors::delete_document(&tenant, &id)
         .map_err(|e| format!("removing vectors: {}", describe(&e)))?;
     let bucket = bucket();
     let mut keys = blobs::list_objects(&bucket, &format!("chunks/{tenant}/{id}/"))
         .map_err(|e| format!("listing chunk blobs: {}", describe(&e)))?;
-    let deleted = event.type_ == events::type_of(events::DELETED);
     let mut source = None;
     if deleted && let Some((doc, _)) = documents::load(&tenant, &id)? {
         source = Some(doc.blob);

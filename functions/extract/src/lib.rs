@@ -33,6 +33,7 @@ fn extract(event: &Event) -> Result<Outcome, String> {
         Some((doc, _)) if doc.status.settled() => return Ok(Outcome::Ok),
         Some(_) => {}
     }
+    documents::beat(&tenant, id)?;
     let fail = |code: &str, message: String| -> Result<Outcome, String> {
         let failed = Failed {
             document: id.to_owned(),

@@ -215,6 +215,9 @@ pub fn update<T: Serialize + DeserializeOwned>(
 /// Creates the record of an uploaded document (status `uploaded`) and marks it
 /// active; an existing record is left as it is. Returns the stored record.
 pub fn register(tenant: &str, up: &crate::events::Uploaded) -> Result<Document, String> {
+    // The marker first: a record is never left where the sweeper cannot see it.
+    state::put(&active_key(tenant, &up.document), b"1", None)
+        .map_err(|e| format!("marking {} active: {}", up.document, describe(&e)))?;
     let now = crate::now_rfc3339();
     let mut stored = None;
     update(
@@ -250,11 +253,59 @@ pub fn register(tenant: &str, up: &crate::events::Uploaded) -> Result<Document, 
             }
         },
     )?;
-    let doc =
-        stored.ok_or_else(|| format!("{}: record vanished while registering", up.document))?;
-    if !doc.status.settled() {
-        state::put(&active_key(tenant, &doc.id), b"1", None)
-            .map_err(|e| format!("marking {} active: {}", doc.id, describe(&e)))?;
-    }
-    Ok(doc)
+    stored.ok_or_else(|| format!("{}: record vanished while registering", up.document))
+}
+
+/// Key of a document's heartbeat: when a stage last started work on it.
+fn heartbeat_key(tenant: &str, id: &str) -> String {
+    format!("heartbeat/{tenant}/{id}")
+}
+
+/// Records that a stage is working on the document now (the sweeper counts it as
+/// progress).
+pub fn beat(tenant: &str, id: &str) -> Result<(), String> {
+    state::put(
+        &heartbeat_key(tenant, id),
+        crate::now_ms().to_string().as_bytes(),
+        None,
+    )
+    .map(|_| ())
+    .map_err(|e| format!("heartbeat of {id}: {}", describe(&e)))
+}
+
+/// When a stage last started work on the document (0 if never).
+pub fn heartbeat(tenant: &str, id: &str) -> Result<u64, String> {
+    Ok(state::get(&heartbeat_key(tenant, id))
+        .map_err(|e| format!("heartbeat of {id}: {}", describe(&e)))?
+        .and_then(|e| String::from_utf8_lossy(&e.value).parse().ok())
+        .unwrap_or(0))
+}
+
+/// Whether the record confirms a settling event (`indexed` or `failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The record settled the way the event says.
+    Agrees,
+    /// The record settled the other way: another stage's event arrived first (the
+    /// sweeper's timeout against the indexer's completion, say). Act on nothing.
+    Disagrees,
+    /// `status` has not recorded a final state yet: ask again shortly.
+    Pending,
+}
+
+/// The projection is the one arbiter of how a document settled: `indexed` and
+/// `failed` may both be published for one document, and `status` keeps the first.
+/// Compensation and webhooks follow the record, not the event.
+pub fn verdict(tenant: &str, id: &str, settled_as: Status) -> Result<Verdict, String> {
+    let Some((doc, _)) = load(tenant, id)? else {
+        return Ok(Verdict::Pending);
+    };
+    Ok(match (doc.status, settled_as) {
+        (Status::Uploaded | Status::Processing, _) => Verdict::Pending,
+        (s, want) if s == want => Verdict::Agrees,
+        // Deleted after settling: the error tells which way it settled.
+        (Status::Deleted, Status::Failed) if doc.error.is_some() => Verdict::Agrees,
+        (Status::Deleted, Status::Indexed) if doc.error.is_none() => Verdict::Agrees,
+        _ => Verdict::Disagrees,
+    })
 }

@@ -1,19 +1,24 @@
 //! `intake`: a file written straight into the blob store's uploads prefix (not
 //! through the API) becomes a document just as an upload does: recorded, then
-//! `document.uploaded`. The document id derives from bucket, key and ETag, so a
-//! repeated notification of the same object registers it once.
+//! `document.uploaded`. The document id derives from bucket, key, ETag and the
+//! announcement's time, so a repeated delivery registers it once while a file written
+//! again is a new document. The document gets its own copy under `docs/`; a file
+//! over `max_upload_bytes` fails with `too_large`.
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use troupe_guest::events::{self, BlobRef, Uploaded};
-use troupe_guest::{Event, Outcome, documents, each, reject};
+use troupe_guest::events::{self, BlobRef, Failed, Uploaded};
+use troupe_guest::{Event, Outcome, blobs, config_u64, describe, documents, each, reject};
 use troupe_text::Kind;
 
 troupe_guest::event_function!(handle);
 
 /// The parts of the S3-shaped object-created record used here.
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Record {
+    #[serde(default)]
+    event_time: String,
     s3: S3,
 }
 
@@ -47,16 +52,24 @@ fn intake(event: &Event) -> Result<Outcome, String> {
         Ok(r) => r,
         Err(why) => return Ok(reject("malformed_notification", why)),
     };
-    let (bucket, object) = (record.s3.bucket.name, record.s3.object);
+    let (bucket, object) = (record.s3.bucket.name.clone(), record.s3.object);
     let name = object.key.rsplit('/').next().unwrap_or_default().to_owned();
     if name.is_empty() || name.starts_with('.') {
         // A folder marker or a hidden (partial) file: not a document.
         return Ok(Outcome::Ok);
     }
-    let digest = Sha256::digest(format!("{bucket}\n{}\n{}", object.key, object.e_tag).as_bytes());
+    // One announcement is one document, however often it is delivered; the same key
+    // written again (a new announcement) is a new document.
+    let digest = Sha256::digest(
+        format!(
+            "{bucket}\n{}\n{}\n{}",
+            object.key, object.e_tag, record.event_time
+        )
+        .as_bytes(),
+    );
     let id = hex::encode(&digest[..16]);
     let tenant = events::tenant(event);
-    let up = Uploaded {
+    let mut up = Uploaded {
         document: id.clone(),
         content_type: Kind::from_name(&name)
             .map(|k| k.media_type().to_owned())
@@ -68,6 +81,43 @@ fn intake(event: &Event) -> Result<Outcome, String> {
             key: object.key,
         },
     };
+    let limit = config_u64("max_upload_bytes", 50 * 1024 * 1024);
+    if up.size > limit {
+        documents::register(&tenant, &up)?;
+        let failed = Failed {
+            document: id.clone(),
+            code: "too_large".into(),
+            message: format!(
+                "{} is {} bytes; the limit is {limit} (variable `max_upload_bytes`)",
+                up.name, up.size
+            ),
+            stage: "intake".into(),
+        };
+        let ev = events::new(
+            events::FAILED,
+            format!("{id}-failed"),
+            &tenant,
+            &id,
+            &failed,
+        );
+        events::publish(events::FAILED, ev, Some(event))?;
+        return Ok(Outcome::Ok);
+    }
+    // The document keeps its own copy: the dropped-in key may be overwritten or
+    // removed, and deleting the document must not touch another one's file.
+    let Some(bytes) = blobs::get(&up.blob.bucket, &up.blob.key)
+        .map_err(|e| format!("reading {}: {}", up.blob.key, describe(&e)))?
+    else {
+        return Ok(Outcome::Ok); // removed before it could be read: nothing to ingest
+    };
+    let copy = BlobRef {
+        bucket: up.blob.bucket.clone(),
+        key: format!("docs/{tenant}/{id}"),
+    };
+    blobs::put(&copy.bucket, &copy.key, &bytes)
+        .map_err(|e| format!("copying to {}: {}", copy.key, describe(&e)))?;
+    up.size = bytes.len() as u64;
+    up.blob = copy;
     documents::register(&tenant, &up)?;
     let uploaded = events::new(
         events::UPLOADED,

@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use spin_sdk::http::{Method, Request, Response};
-use troupe_guest::documents::{self, Change};
+use troupe_guest::documents::{self, Change, Status, Verdict};
 use troupe_guest::events;
 use troupe_guest::{
     Event, HostError, Outcome, config, config_u64, describe, each, log, logging, now_ms, state,
@@ -30,7 +30,9 @@ struct Breaker {
 
 /// How long a claim holds before another delivery may take it over (a sender that
 /// died mid-call).
-const CLAIM_MS: u64 = 60_000;
+/// Longer than the component's timeout (`timeout_ms = 30000` in spin.toml), so a
+/// claim outlives its sender but not by much.
+const CLAIM_MS: u64 = 35_000;
 
 fn handle(events: Vec<Event>) -> Vec<Outcome> {
     let urls: Vec<String> = config::get("webhook_urls")
@@ -41,6 +43,19 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
         .collect();
     let secret = config::get("webhook_secret").unwrap_or_default();
     each(events, |event| {
+        // Only transitions the record confirms are announced.
+        let tenant = events::tenant(event);
+        let id = event.subject.clone().unwrap_or_default();
+        let settled_as = if event.type_ == events::type_of(events::INDEXED) {
+            Status::Indexed
+        } else {
+            Status::Failed
+        };
+        match documents::verdict(&tenant, &id, settled_as)? {
+            Verdict::Agrees => {}
+            Verdict::Disagrees => return Ok(Outcome::Ok),
+            Verdict::Pending => return Ok(Outcome::Retry(Some(500))),
+        }
         let mut outcome = Outcome::Ok;
         for url in &urls {
             match deliver(event, url, &secret)? {
@@ -67,8 +82,11 @@ fn deliver(event: &Event, url: &str, secret: &str) -> Result<Outcome, String> {
             .strip_prefix("sending@")
             .and_then(|t| t.parse::<u64>().ok())
             .unwrap_or(0);
-        if now.saturating_sub(since) < CLAIM_MS {
-            return Ok(Outcome::Retry(Some(2_000)));
+        let held = now.saturating_sub(since);
+        if held < CLAIM_MS {
+            // Look again when the claim lapses, not before: every retry is a delivery.
+            let wait = u32::try_from(CLAIM_MS - held).unwrap_or(u32::MAX);
+            return Ok(Outcome::Retry(Some(wait)));
         }
         expected = entry.version;
     }
@@ -86,7 +104,7 @@ fn deliver(event: &Event, url: &str, secret: &str) -> Result<Outcome, String> {
         Some(expected),
     ) {
         Ok(_) => {}
-        Err(HostError::Conflict) => return Ok(Outcome::Retry(Some(2_000))),
+        Err(HostError::Conflict) => return Ok(Outcome::Retry(Some(CLAIM_MS as u32))),
         Err(e) => return Err(describe(&e)),
     }
     let body = payload(event)?;

@@ -6,12 +6,16 @@
 
 use std::collections::HashMap;
 
+use futures::StreamExt as _;
 use serde::Deserialize;
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
 use troupe_guest::documents::{self, Status};
 use troupe_guest::http::{error, json};
 use troupe_guest::{DEFAULT_TENANT, HostError, describe, embeddings, vectors};
+
+/// The largest request body.
+const MAX_BODY: usize = 64 * 1024;
 
 /// The largest `k`.
 const MAX_K: u32 = 100;
@@ -38,18 +42,22 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         )
         .await;
     }
-    let body = match req.into_body().await {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                out,
-                400,
-                "bad_body",
-                &format!("reading the request body: {e:?}"),
-            )
-            .await;
+    let mut body = Vec::new();
+    let mut stream = req.into_body_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) if body.len() + bytes.len() <= MAX_BODY => body.extend_from_slice(&bytes),
+            Ok(_) => {
+                let msg =
+                    format!("the request body is over {MAX_BODY} bytes; send a shorter query");
+                return error(out, 413, "too_large", &msg).await;
+            }
+            Err(e) => {
+                let msg = format!("reading the request body: {e:?}");
+                return error(out, 400, "bad_body", &msg).await;
+            }
         }
-    };
+    }
     let q: Query = match serde_json::from_slice(&body) {
         Ok(q) => q,
         Err(e) => {

@@ -11,7 +11,10 @@ use troupe_guest::{Event, Outcome, describe, each, now_ms, now_rfc3339, reject, 
 troupe_guest::event_function!(handle);
 
 fn handle(events: Vec<Event>) -> Vec<Outcome> {
-    each(events, fold)
+    each(events, |event| match fold(event) {
+        Err(why) if why.starts_with(MALFORMED) => Ok(reject("malformed_event", why)),
+        other => other,
+    })
 }
 
 fn fold(event: &Event) -> Result<Outcome, String> {
@@ -26,12 +29,12 @@ fn fold(event: &Event) -> Result<Outcome, String> {
         .map_err(|e| format!("appending to the audit trail of {id}: {}", describe(&e)))?;
     let topic = event.type_.strip_suffix(".v1").unwrap_or(&event.type_);
     if topic == events::UPLOADED {
-        documents::register(&tenant, &events::data::<Uploaded>(event)?)?;
+        documents::register(&tenant, &decode::<Uploaded>(event)?)?;
         return Ok(Outcome::Ok);
     }
     let change: Box<dyn Fn(&mut Document) -> bool> = match topic {
         events::EXTRACTED => {
-            let x: Extracted = events::data(event)?;
+            let x: Extracted = decode(event)?;
             Box::new(move |d| {
                 let changed = d.chunks != Some(x.chunks) || d.progress.total != x.batches;
                 d.chunks = Some(x.chunks);
@@ -40,7 +43,7 @@ fn fold(event: &Event) -> Result<Outcome, String> {
             })
         }
         events::EMBEDDING_COMPLETED => {
-            let c: Completed = events::data(event)?;
+            let c: Completed = decode(event)?;
             Box::new(move |d| {
                 if d.batches_done.contains(&c.batch) {
                     return false;
@@ -55,7 +58,7 @@ fn fold(event: &Event) -> Result<Outcome, String> {
             })
         }
         events::INSPECTED => {
-            let i: Inspected = events::data(event)?;
+            let i: Inspected = decode(event)?;
             Box::new(move |d| {
                 if d.sha256.as_deref() == Some(i.sha256.as_str()) {
                     return false;
@@ -69,7 +72,7 @@ fn fold(event: &Event) -> Result<Outcome, String> {
         }
         events::INDEXED => Box::new(|d| advance(d, Status::Indexed)),
         events::FAILED => {
-            let f: Failed = events::data(event)?;
+            let f: Failed = decode(event)?;
             Box::new(move |d| {
                 let moved = advance(d, Status::Failed);
                 if moved {
@@ -114,6 +117,15 @@ fn fold(event: &Event) -> Result<Outcome, String> {
     }
     Ok(Outcome::Ok)
 }
+
+/// Decodes the payload; one that cannot be read is rejected (dead-lettered with
+/// `malformed_event`) rather than retried.
+fn decode<T: serde::de::DeserializeOwned>(event: &Event) -> Result<T, String> {
+    events::data(event).map_err(|why| format!("{MALFORMED}{why}"))
+}
+
+/// Prefix of decode errors, which `fold` turns into rejections.
+const MALFORMED: &str = "malformed: ";
 
 /// Moves `doc` to `to` if that is forward; says whether it moved.
 fn advance(doc: &mut Document, to: Status) -> bool {

@@ -1,13 +1,15 @@
 //! `sweeper` (cron): stuck-work timeouts and the temporary-blob purge.
 //!
 //! Each tick it walks the active documents; one that made no progress for longer
-//! than its stage allows (`uploaded_timeout_ms`, default 5 min; `processing_timeout_ms`,
+//! than its stage allows (`uploaded_timeout_ms`, default 15 min; `processing_timeout_ms`,
 //! default 30 min) becomes `document.failed` with reason `timeout`. Once per
 //! `purge_interval_ms` (default a day) it deletes the chunk blobs of settled documents.
 
 use troupe_guest::documents::{self, Status};
 use troupe_guest::events::{self, Failed};
-use troupe_guest::{Event, Outcome, blobs, bucket, config_u64, describe, each, now_ms, state};
+use troupe_guest::{
+    Event, Outcome, blobs, bucket, config_u64, describe, each, log, logging, now_ms, state,
+};
 
 troupe_guest::event_function!(handle);
 
@@ -24,28 +26,41 @@ fn sweep(tick: &Event) -> Result<(), String> {
     let keys = state::list_keys(documents::ACTIVE_PREFIX)
         .map_err(|e| format!("listing active documents: {}", describe(&e)))?;
     for key in keys {
+        // One bad record must not stop the sweep of the others.
+        if let Err(why) = sweep_one(tick, &key, now) {
+            log(logging::Level::Warn, &format!("sweeping {key}: {why}"));
+        }
+    }
+    Ok(())
+}
+
+fn sweep_one(tick: &Event, key: &str, now: u64) -> Result<(), String> {
+    {
         let Some((tenant, id)) = key
             .strip_prefix(documents::ACTIVE_PREFIX)
             .and_then(|r| r.split_once('/'))
         else {
-            continue;
+            return Ok(());
         };
         let doc = match documents::load(tenant, id)? {
             Some((doc, _)) if !doc.status.settled() => doc,
             // Settled or gone: the marker is stale.
             _ => {
-                state::delete(&key, None)
+                state::delete(key, None)
                     .map_err(|e| format!("clearing {key}: {}", describe(&e)))?;
-                continue;
+                return Ok(());
             }
         };
         let limit = match doc.status {
-            Status::Uploaded => config_u64("uploaded_timeout_ms", 5 * 60_000),
+            Status::Uploaded => config_u64("uploaded_timeout_ms", 15 * 60_000),
             _ => config_u64("processing_timeout_ms", 30 * 60_000),
         };
-        let idle = now.saturating_sub(doc.progressed_ms);
+        // Progress is what the record shows, or a stage's heartbeat (extract writes one
+        // when it starts: a long extraction is not a stuck document).
+        let heartbeat = documents::heartbeat(tenant, id)?;
+        let idle = now.saturating_sub(doc.progressed_ms.max(heartbeat));
         if idle <= limit {
-            continue;
+            return Ok(());
         }
         let failed = Failed {
             document: id.to_owned(),
