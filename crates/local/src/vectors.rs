@@ -12,8 +12,8 @@
 //!
 //! A deleted document is tombstoned: vectors a late job writes for it are dropped.
 //!
-//! Exact search costs one pass over the tenant's vectors: about 38 M multiply-adds
-//! for 100k chunks of 384 dimensions (BENCHMARKS.md).
+//! Search is exact: [`scan`] reads int8 codes of every vector with an error bound and
+//! rescores in f32 only the rows that can reach the top k (BENCHMARKS.md).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -23,6 +23,8 @@ use rusqlite::{Connection, params};
 use troupe_core::{Error, Hit, Result, VectorRecord, Vectors};
 
 use crate::db::{Db, sql};
+
+mod scan;
 
 /// SQLite-backed [`Vectors`].
 #[derive(Debug, Clone)]
@@ -42,10 +44,7 @@ struct Index {
 /// One tenant's vectors of one model.
 #[derive(Debug, Default)]
 struct Shard {
-    dims: usize,
-    ids: Vec<i64>,
-    /// `ids.len()` rows of `dims` floats.
-    matrix: Vec<f32>,
+    rows: scan::Rows,
     /// The highest row id loaded.
     loaded_upto: i64,
 }
@@ -68,7 +67,9 @@ fn to_blob(v: &[f32]) -> Vec<u8> {
 fn load_new(c: &Connection, tenant: &str, model: &str, shard: &mut Shard) -> Result<()> {
     let mut stmt = c
         .prepare_cached(
-            "SELECT id, vector FROM chunk_vectors WHERE id > ?1 AND tenant = ?2 AND model = ?3 ORDER BY id",
+            // `+` keeps SQLite on the row-id range (new rows only) instead of the
+            // (tenant, …) index, which would visit every row of the tenant.
+            "SELECT id, vector FROM chunk_vectors WHERE id > ?1 AND +tenant = ?2 AND +model = ?3 ORDER BY id",
         )
         .map_err(sql)?;
     let mut rows = stmt
@@ -82,17 +83,15 @@ fn load_new(c: &Connection, tenant: &str, model: &str, shard: &mut Shard) -> Res
             .as_blob()
             .map_err(|e| Error::backend("sqlite", e))?;
         shard.loaded_upto = id;
-        if shard.dims == 0 {
-            shard.dims = blob.len() / 4;
-        }
-        if blob.len() != shard.dims * 4 {
+        if blob.len() % 4 != 0 {
             continue;
         }
-        shard.ids.push(id);
-        shard.matrix.extend(
-            blob.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
+        let v: Vec<f32> = blob
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        // A row of another width than the shard's first is not searchable.
+        shard.rows.push(id, &v);
     }
     Ok(())
 }
@@ -104,65 +103,6 @@ fn generation(c: &Connection) -> Result<i64> {
         |r| r.get(0),
     )
     .map_err(sql)
-}
-
-/// Dot product, in eight lanes the compiler vectorises.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// The `k` best (score, row id) of `shard`, best first.
-fn top_k(shard: &Shard, query: &[f32], k: usize) -> Vec<(f32, i64)> {
-    let k = k.min(shard.ids.len());
-    if k == 0 || shard.dims != query.len() {
-        return Vec::new();
-    }
-    // A min-heap of the best k seen so far.
-    let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(Score, i64)>> =
-        std::collections::BinaryHeap::with_capacity(k + 1);
-    for (row, id) in shard.matrix.chunks_exact(shard.dims).zip(&shard.ids) {
-        let s = dot(row, query);
-        if heap.len() < k {
-            heap.push(std::cmp::Reverse((Score(s), *id)));
-        } else if heap.peek().is_some_and(|w| s > w.0.0.0) {
-            heap.pop();
-            heap.push(std::cmp::Reverse((Score(s), *id)));
-        }
-    }
-    let mut out: Vec<(f32, i64)> = heap.into_iter().map(|r| (r.0.0.0, r.0.1)).collect();
-    out.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    out
-}
-
-/// An f32 with a total order.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Score(f32);
-
-impl Eq for Score {}
-
-impl PartialOrd for Score {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Score {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
 }
 
 #[async_trait]
@@ -269,7 +209,7 @@ impl Vectors for SqliteVectors {
                 guard
                     .shards
                     .get(&key)
-                    .map(|s| top_k(s, &q, k))
+                    .map(|s| s.rows.top_k(&q, k))
                     .unwrap_or_default(),
             )
         })
@@ -370,24 +310,5 @@ mod tests {
         // Other tenants and models see nothing.
         assert!(v.search("u", "m", &[1.0, 0.0], 3).await.unwrap().is_empty());
         assert!(v.search("t", "n", &[1.0, 0.0], 3).await.unwrap().is_empty());
-    }
-
-    #[test]
-    fn top_k_orders_and_bounds() {
-        let shard = Shard {
-            dims: 2,
-            ids: vec![1, 2, 3, 4],
-            matrix: vec![0.1, 0.0, 0.9, 0.0, 0.5, 0.0, 0.7, 0.0],
-            loaded_upto: 4,
-        };
-        assert_eq!(
-            top_k(&shard, &[1.0, 0.0], 2)
-                .iter()
-                .map(|h| h.1)
-                .collect::<Vec<_>>(),
-            [2, 4]
-        );
-        assert!(top_k(&shard, &[1.0, 0.0, 0.0], 2).is_empty());
-        assert_eq!(top_k(&shard, &[1.0, 0.0], 10).len(), 4);
     }
 }
