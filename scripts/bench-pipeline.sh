@@ -9,10 +9,12 @@ work="$(mktemp -d)"
 "$root/scripts/fetch-model.sh" >/dev/null
 "$root/scripts/build-functions.sh"
 (cd "$root" && cargo build --release --locked --workspace --all-targets -q)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-TROUPE_LOG=warn "$bin" up --data-dir "$work/data" --listen "127.0.0.1:$port" --manifest "$root/spin.toml" \
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+hooks=$(free_port)
+TROUPE_VARIABLE_WEBHOOK_URLS="http://127.0.0.1:$hooks/hooks" TROUPE_LOG=warn "$bin" up --data-dir "$work/data" --listen "127.0.0.1:$port" --manifest "$root/spin.toml" \
   --model-dir "$root/models/all-MiniLM-L6-v2" > "$work/up.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 600); do grep -q "listening" "$work/up.log" && break; sleep 0.1; done
-python3 "$root/scripts/bench_pipeline.py" "http://127.0.0.1:$port" "$work/data"
+python3 "$root/scripts/bench_pipeline.py" "http://127.0.0.1:$port" "$work/data" "$hooks"

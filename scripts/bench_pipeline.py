@@ -1,6 +1,6 @@
 """Pipeline benchmark against a running `troupe up` (stdlib only).
 
-1. Latency, one-page documents one at a time: upload → `indexed` (polled every 10 ms).
+1. Latency, one-page documents one at a time: upload → `indexed` webhook.
 2. A folder of 100 one-page documents uploaded together: per-document upload → indexed
    latency, and the wall time from the first upload to the last `indexed`.
 3. The worker's raw throughput on the same chunks: their texts (read from the data
@@ -9,18 +9,23 @@
 Pipeline efficiency = end-to-end ingest tokens/s (the chunks' tokens over the folder's
 wall time) ÷ the worker's raw tokens/s on those chunks.
 
-usage: bench_pipeline.py BASE_URL DATA_DIR
+Completion is observed through the pipeline's own webhooks (`notify`, on a receiver
+here), not by polling, so the measurement takes no CPU from the pipeline.
+
+usage: bench_pipeline.py BASE_URL DATA_DIR WEBHOOK_PORT
 """
 
 import concurrent.futures
+import http.server
 import json
 import random
 import sqlite3
 import sys
+import threading
 import time
 import urllib.request
 
-BASE, DATA = sys.argv[1], sys.argv[2]
+BASE, DATA, HOOK_PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
 WORDS = (
     "river mountain engine harvest orbit signal lantern copper meadow glacier canyon violin "
     "harbor thunder pepper marble falcon compass garden silver bridge desert rocket pencil "
@@ -49,20 +54,42 @@ def upload(name, body):
     return call("POST", f"/v1/documents?name={name}", body, "text/plain")["id"]
 
 
+class Hooks(http.server.BaseHTTPRequestHandler):
+    """Receives the pipeline's webhooks: a document is done when its webhook arrives,
+    so nothing polls the server while it works."""
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        with SETTLED_LOCK:
+            SETTLED[body["document_id"]] = (time.perf_counter(), body["type"])
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+SETTLED, SETTLED_LOCK = {}, threading.Lock()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", HOOK_PORT), Hooks)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+
+
 def wait(ids, started):
-    """Polls until each id is settled; returns {id: seconds from its upload}."""
-    done = {}
-    while len(done) < len(ids):
-        for i in ids:
-            if i in done:
-                continue
-            doc = call("GET", f"/v1/documents/{i}")
-            if doc["status"] == "indexed":
-                done[i] = time.perf_counter() - started[i]
-            elif doc["status"] in ("failed", "deleted"):
-                raise SystemExit(f"document {i} ended {doc['status']}: {doc['error']}")
-        time.sleep(0.01)
-    return done
+    """Waits for each id's webhook; returns {id: seconds from its upload to indexed}."""
+    deadline = time.perf_counter() + 900
+    while time.perf_counter() < deadline:
+        with SETTLED_LOCK:
+            if all(i in SETTLED for i in ids):
+                break
+        time.sleep(0.005)
+    out = {}
+    for i in ids:
+        at, kind = SETTLED.get(i, (None, None))
+        if kind != "troupe.document.indexed.v1":
+            raise SystemExit(f"document {i} did not end indexed: {kind}")
+        out[i] = at - started[i]
+    return out
 
 
 def pct(xs, p):

@@ -46,17 +46,28 @@ pub struct BatchStats {
 /// Called after every batch.
 pub type Observer = Box<dyn FnMut(&BatchStats) + Send>;
 
+/// Padding a batch may carry, as a share of its real tokens: past it, a longer input
+/// starts a new batch (padding is computed like real tokens, so mixing a 100-token
+/// chunk into a batch of 250-token ones would waste most of its row).
+pub const MAX_PADDING: f64 = 0.15;
+
 /// Splits `lens` (sorted ascending) into consecutive batches whose longest × count
-/// stays within `budget`; an input longer than the budget goes alone.
+/// stays within `budget` and whose padding stays within [`MAX_PADDING`] of the real
+/// tokens; an input longer than the budget goes alone.
 pub fn plan(lens: &[usize], budget: usize) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
+    let mut real = 0usize;
     for (i, &len) in lens.iter().enumerate() {
         // Sorted: the newest item is the longest so far.
-        if i > start && len.max(1) * (i - start + 1) > budget {
+        let padded = len.max(1) * (i - start + 1);
+        let wasteful = padded as f64 > (real + len) as f64 * (1.0 + MAX_PADDING);
+        if i > start && (padded > budget || wasteful) {
             out.push(start..i);
             start = i;
+            real = 0;
         }
+        real += len;
     }
     if start < lens.len() {
         out.push(start..lens.len());
@@ -143,7 +154,7 @@ pub fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::plan;
+    use super::{MAX_PADDING, plan};
 
     #[test]
     fn plans_respect_the_budget_and_keep_order() {
@@ -161,10 +172,25 @@ mod tests {
             }
         }
         assert_eq!(
-            plan(&lens, 1000).len(),
-            2,
-            "250 × 10 exceeds 1000, so the last input splits off"
+            plan(&[100, 100, 100, 250], 100_000),
+            vec![0..3, 3..4],
+            "a 250-token input would pad three 100-token ones by 150 each"
         );
         assert!(plan(&[], 10).is_empty());
+    }
+
+    #[test]
+    fn plans_bound_padding() {
+        let lens: Vec<usize> = (0..200).map(|i| 20 + (i * 37) % 237).collect::<Vec<_>>();
+        let mut lens = lens;
+        lens.sort_unstable();
+        for r in plan(&lens, 16_384) {
+            let real: usize = lens[r.clone()].iter().sum();
+            let padded = lens[r.end - 1] * r.len();
+            assert!(
+                padded as f64 <= real as f64 * (1.0 + MAX_PADDING) || r.len() == 1,
+                "{r:?}: {padded} for {real}"
+            );
+        }
     }
 }

@@ -30,6 +30,8 @@ pub const COMPLETED_TYPE: &str = "troupe.embedding.completed.v1";
 pub const FAILED_TOPIC: &str = "troupe.document.failed";
 /// CloudEvents type of a document's failure.
 pub const FAILED_TYPE: &str = "troupe.document.failed.v1";
+/// Jobs in flight per job leased by one receive (`batch_size`).
+pub const IN_FLIGHT_PER_RECEIVE: usize = 8;
 /// Tenant of events that carry none.
 pub const DEFAULT_TENANT: &str = "default";
 
@@ -124,39 +126,56 @@ impl std::fmt::Debug for Consumer {
 
 impl Consumer {
     /// Receives and handles jobs until `stop` turns true; then finishes what it leased.
+    ///
+    /// Up to [`IN_FLIGHT_PER_RECEIVE`] × `batch_size` jobs run at once, and new ones are
+    /// leased as soon as others finish, so the batcher always has work from several
+    /// documents to pack (no round waits for its slowest job).
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        loop {
-            if *stop.borrow() {
-                return;
+        let max_in_flight = self.batch_size.max(1) * IN_FLIGHT_PER_RECEIVE;
+        let mut running = tokio::task::JoinSet::new();
+        let mut healthy = true;
+        while healthy && !*stop.borrow() {
+            // Reap what finished; wait for a slot when all are busy.
+            while let Some(done) = running.try_join_next() {
+                healthy &= done.unwrap_or(false);
             }
+            if running.len() >= max_in_flight {
+                if let Some(done) = running.join_next().await {
+                    healthy &= done.unwrap_or(false);
+                }
+                continue;
+            }
+            let free = (max_in_flight - running.len()).min(self.batch_size.max(1));
+            // Short waits while jobs run, so finished ones are reaped promptly.
+            let wait = if running.is_empty() { 500 } else { 20 };
             match self
                 .queue
-                .receive(
-                    &self.subscription,
-                    self.batch_size,
-                    Duration::from_millis(500),
-                )
+                .receive(&self.subscription, free, Duration::from_millis(wait))
                 .await
             {
-                Ok(d) if d.is_empty() => {}
-                Ok(d) => {
-                    if !self.process(d).await {
-                        tracing::error!(
-                            messaging.destination.name = %self.subscription,
-                            "the inference thread has stopped: no longer consuming embedding jobs (leased ones will be redelivered)"
-                        );
-                        return;
+                Ok(deliveries) => {
+                    for d in deliveries {
+                        let me = self.clone();
+                        running.spawn(async move { me.settle(d).await });
                     }
                 }
                 Err(e) => {
                     tracing::warn!(messaging.destination.name = %self.subscription, error = %e, "receive failed; retrying in 1s");
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stop.changed() => return,
+                        _ = stop.changed() => {}
                     }
                 }
             }
         }
+        if !healthy {
+            tracing::error!(
+                messaging.destination.name = %self.subscription,
+                "the inference thread has stopped: no longer consuming embedding jobs (leased ones will be redelivered)"
+            );
+        }
+        // Finish (or, with a dead inference thread, abandon to redelivery) what is leased.
+        while running.join_next().await.is_some() {}
     }
 
     /// Handles leased jobs concurrently and settles each; false when the worker can no
