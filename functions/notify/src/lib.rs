@@ -54,7 +54,7 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
         match documents::verdict(&tenant, &id, settled_as)? {
             Verdict::Agrees => {}
             Verdict::Disagrees => return Ok(Outcome::Ok),
-            Verdict::Pending => return Ok(Outcome::Retry(Some(500))),
+            Verdict::Pending => return Ok(Outcome::Retry(Some(200))),
         }
         let mut outcome = Outcome::Ok;
         for url in &urls {
