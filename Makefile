@@ -41,8 +41,10 @@ test: build
 bench: build
 	cargo bench --locked --workspace --bench queue
 	cargo bench --locked --workspace --bench dispatch
+	cargo bench --locked --workspace --bench vectors
 	./scripts/bench-http.sh
 	./scripts/bench-embeddings.sh
+	./scripts/bench-pipeline.sh
 
 fmt:
 	cargo fmt --all
