@@ -54,6 +54,7 @@ lint:
 	cargo fmt --all --check
 	cd functions && cargo fmt --all --check
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+	cd functions && cargo clippy --release --locked -- -D warnings
 
 clean:
 	rm -rf target functions/target functions/dist models

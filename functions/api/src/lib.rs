@@ -78,7 +78,7 @@ fn find(tenant: &str, id: &str) -> Result<Option<Document>, String> {
 
 fn header(req: &IncomingRequest, name: &str) -> Option<String> {
     req.headers()
-        .get(&name.to_owned())
+        .get(name)
         .first()
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }

@@ -6,7 +6,7 @@
 
 use troupe_guest::documents::{Status, Verdict};
 use troupe_guest::events::{self, Compensated};
-use troupe_guest::{Event, Outcome, blobs, bucket, describe, documents, each, reject, vectors};
+use troupe_guest::{Event, Outcome, blobs, bucket, describe, documents, each, vectors};
 
 troupe_guest::event_function!(handle);
 
@@ -16,11 +16,9 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
 
 fn compensate(event: &Event) -> Result<Outcome, String> {
     let tenant = events::tenant(event);
-    let Some(id) = event.subject.clone().filter(|s| documents::valid_id(s)) else {
-        return Ok(reject(
-            "bad_subject",
-            format!("event {} names no valid document id", event.id),
-        ));
+    let id = match events::subject(event) {
+        Ok(id) => id,
+        Err(rejected) => return Ok(rejected),
     };
     let deleted = event.type_ == events::type_of(events::DELETED);
     if !deleted {

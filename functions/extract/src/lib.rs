@@ -9,9 +9,9 @@
 //! everything it publishes derive from the document, so running twice publishes
 //! nothing new.
 
-use troupe_guest::events::{self, BlobRef, Extracted, Failed, Job, JobChunk, Uploaded};
+use troupe_guest::events::{self, BlobRef, Extracted, Failed, Job, JobChunk};
 use troupe_guest::{
-    Event, Outcome, blobs, bucket, config_u64, describe, documents, each, embeddings, reject,
+    Event, Outcome, blobs, bucket, config_u64, describe, documents, each, embeddings,
 };
 use troupe_text::Kind;
 
@@ -22,17 +22,11 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
 }
 
 fn extract(event: &Event) -> Result<Outcome, String> {
-    let up: Uploaded = match events::data(event) {
-        Ok(u) => u,
-        Err(why) => return Ok(reject("malformed_event", why)),
+    let (tenant, up) = match events::upload(event)? {
+        events::Upload::Work(tenant, up) => (tenant, up),
+        events::Upload::Skip(outcome) => return Ok(outcome),
     };
-    let tenant = events::tenant(event);
     let id = up.document.as_str();
-    match documents::load(&tenant, id)? {
-        None => return Ok(Outcome::Retry(Some(1000))),
-        Some((doc, _)) if doc.status.settled() => return Ok(Outcome::Ok),
-        Some(_) => {}
-    }
     documents::beat(&tenant, id)?;
     let fail = |code: &str, message: String| -> Result<Outcome, String> {
         let failed = Failed {

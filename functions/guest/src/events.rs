@@ -212,3 +212,41 @@ pub fn publish(topic: &str, mut event: Event, cause: Option<&Event>) -> Result<(
     publisher::publish(topic, &event)
         .map_err(|e: HostError| format!("publishing to {topic}: {}", describe(&e)))
 }
+
+/// The document an event is about: its `subject`, if it is a valid id; otherwise the
+/// rejection (`bad_subject`) to answer with.
+pub fn subject(event: &Event) -> Result<String, crate::Outcome> {
+    event
+        .subject
+        .clone()
+        .filter(|s| crate::documents::valid_id(s))
+        .ok_or_else(|| {
+            crate::reject(
+                "bad_subject",
+                format!("event {} names no valid document id in `subject`", event.id),
+            )
+        })
+}
+
+/// What a stage reacting to `document.uploaded` should do.
+pub enum Upload {
+    /// Work on this upload of this tenant.
+    Work(String, Uploaded),
+    /// Answer with this and do nothing else: the payload is unreadable (reject), the
+    /// record is not there yet (retry), or the document already settled (ok).
+    Skip(crate::Outcome),
+}
+
+/// Reads a `document.uploaded` event and checks its document still needs work.
+pub fn upload(event: &Event) -> Result<Upload, String> {
+    let up: Uploaded = match data(event) {
+        Ok(u) => u,
+        Err(why) => return Ok(Upload::Skip(crate::reject("malformed_event", why))),
+    };
+    let tenant = tenant(event);
+    Ok(match crate::documents::load(&tenant, &up.document)? {
+        None => Upload::Skip(crate::Outcome::Retry(Some(1000))),
+        Some((doc, _)) if doc.status.settled() => Upload::Skip(crate::Outcome::Ok),
+        Some(_) => Upload::Work(tenant, up),
+    })
+}

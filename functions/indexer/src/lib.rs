@@ -32,11 +32,9 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
 
 fn join(event: &Event) -> Result<Outcome, String> {
     let tenant = events::tenant(event);
-    let Some(id) = event.subject.clone().filter(|s| documents::valid_id(s)) else {
-        return Ok(reject(
-            "bad_subject",
-            format!("event {} names no valid document id", event.id),
-        ));
+    let id = match events::subject(event) {
+        Ok(id) => id,
+        Err(rejected) => return Ok(rejected),
     };
     let Some((doc, _)) = documents::load(&tenant, &id)? else {
         return Ok(Outcome::Retry(Some(1000)));

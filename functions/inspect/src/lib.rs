@@ -3,8 +3,8 @@
 //! waits for this as well as for the embeddings.
 
 use sha2::{Digest, Sha256};
-use troupe_guest::events::{self, Inspected, Uploaded};
-use troupe_guest::{Event, Outcome, blobs, describe, documents, each, reject};
+use troupe_guest::events::{self, Inspected};
+use troupe_guest::{Event, Outcome, blobs, describe, each};
 use troupe_text::Kind;
 
 troupe_guest::event_function!(handle);
@@ -14,17 +14,11 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
 }
 
 fn inspect(event: &Event) -> Result<Outcome, String> {
-    let up: Uploaded = match events::data(event) {
-        Ok(u) => u,
-        Err(why) => return Ok(reject("malformed_event", why)),
+    let (tenant, up) = match events::upload(event)? {
+        events::Upload::Work(tenant, up) => (tenant, up),
+        events::Upload::Skip(outcome) => return Ok(outcome),
     };
-    let tenant = events::tenant(event);
     let id = up.document.as_str();
-    match documents::load(&tenant, id)? {
-        None => return Ok(Outcome::Retry(Some(1000))),
-        Some((doc, _)) if doc.status.settled() => return Ok(Outcome::Ok),
-        Some(_) => {}
-    }
     let Some(bytes) = blobs::get(&up.blob.bucket, &up.blob.key)
         .map_err(|e| format!("reading the file: {}", describe(&e)))?
     else {

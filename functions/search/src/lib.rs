@@ -99,7 +99,7 @@ fn unavailable(what: &str, e: &HostError) -> Failure {
 
 fn search(tenant: &str, q: &Query) -> Result<Vec<serde_json::Value>, Failure> {
     let model = embeddings::info().map_err(|e| unavailable("the embedding model", &e))?;
-    let query = embeddings::embed(&[q.query.clone()])
+    let query = embeddings::embed(std::slice::from_ref(&q.query))
         .map_err(|e| unavailable("embedding the query", &e))?
         .pop()
         .ok_or((

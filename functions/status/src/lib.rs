@@ -19,11 +19,9 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
 
 fn fold(event: &Event) -> Result<Outcome, String> {
     let tenant = events::tenant(event);
-    let Some(id) = event.subject.clone().filter(|s| documents::valid_id(s)) else {
-        return Ok(reject(
-            "bad_subject",
-            format!("event {} names no valid document id in `subject`", event.id),
-        ));
+    let id = match events::subject(event) {
+        Ok(id) => id,
+        Err(rejected) => return Ok(rejected),
     };
     state::append_event(&documents::log_subject(&tenant, &id), event)
         .map_err(|e| format!("appending to the audit trail of {id}: {}", describe(&e)))?;
