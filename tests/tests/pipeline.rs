@@ -357,6 +357,33 @@ fn documents_flow_from_upload_to_search_with_every_event_twice() {
         2
     );
 
+    // A live stream follows a document from its upload until it settles.
+    let live = upload(&base, "live.md", "text/markdown", &fixture("sourdough.md"));
+    let mut resp = agent
+        .get(format!("{base}/v1/documents/{live}/events"))
+        .header("accept", "text/event-stream")
+        .call()
+        .expect("live sse");
+    let stream = resp
+        .body_mut()
+        .read_to_string()
+        .expect("the stream ends when the document settles");
+    let order: Vec<&str> = stream
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(
+        order.first(),
+        Some(&"troupe.document.uploaded.v1"),
+        "{stream}"
+    );
+    assert_eq!(
+        order.last(),
+        Some(&"troupe.document.indexed.v1"),
+        "{stream}"
+    );
+    assert!(order.contains(&"troupe.embedding.completed.v1"), "{stream}");
+
     // Deleting cascades: gone from search, vectors removed.
     let lighthouse = &ids[0].1;
     let (status, _) = call(
