@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use troupe_core::{Blobs, Delivery, Event, Message, Queue, VectorRecord, Vectors};
+use troupe_core::{Blobs, Delivery, Event, Leases, Message, Queue, VectorRecord, Vectors};
 
 use crate::{Embedder, Error};
 
@@ -114,6 +114,10 @@ pub struct Consumer {
     pub subscription: String,
     /// Jobs leased per receive.
     pub batch_size: usize,
+    /// Where leases are extended, and the visibility each extension grants: a job
+    /// still running at a third of it gets its lease renewed, so a long backlog on a
+    /// slow device never hands the same job to a second consumer.
+    pub leases: Option<(Arc<dyn Leases>, Duration)>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -218,11 +222,39 @@ impl Consumer {
             .map(|_| ())
     }
 
+    /// Extends `d`'s lease every third of its visibility, for as long as it is polled.
+    async fn keep_leased(&self, d: &Delivery) -> std::convert::Infallible {
+        let Some((leases, visibility)) = &self.leases else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(*visibility / 3).await;
+            match leases
+                .extend(&self.subscription, &d.receipt, *visibility)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(messaging.message.id = %d.id, "the job's lease was lost while it ran; it may be processed twice (idempotently)");
+                    return std::future::pending().await;
+                }
+                Err(e) => {
+                    tracing::warn!(messaging.message.id = %d.id, error = %e, "extending the job's lease failed; trying again")
+                }
+            }
+        }
+    }
+
     async fn settle(&self, d: Delivery) -> bool {
         let name = &self.subscription;
         let event = Event::from_json(&d.body);
         let mut result = match &event {
-            Ok(event) => self.handle(event).await,
+            Ok(event) => {
+                tokio::select! {
+                    r = self.handle(event) => r,
+                    never = self.keep_leased(&d) => match never {},
+                }
+            }
             Err(e) => Err(Failure::Reject("malformed_event", e.to_string())),
         };
         // A job that can never be embedded fails its document at once (rather than

@@ -42,6 +42,7 @@ async fn setup(duplicate: bool) -> (tempfile::TempDir, Local, Consumer) {
         embedder,
         subscription: "gpu-worker".into(),
         batch_size: 10,
+        leases: Some((Arc::new(local.queue.clone()), Duration::from_secs(30))),
     };
     (dir, local, consumer)
 }
@@ -278,4 +279,70 @@ async fn bad_jobs_are_dead_lettered_with_a_reason_and_fail_their_document() {
         (event.id.as_str(), event.ty.as_str()),
         ("d-failed", "troupe.document.failed.v1")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_outlasting_its_visibility_keeps_its_lease() {
+    let (_dir, local, mut consumer) = setup(false).await;
+    // A subscription whose lease (300 ms) is far shorter than the job takes to embed.
+    let lease = Duration::from_millis(300);
+    local
+        .queue
+        .subscribe(&Subscription {
+            name: "slow".into(),
+            topic: JOB_TOPIC.into(),
+            subject_prefix: None,
+            policy: DeliveryPolicy {
+                visibility_timeout: lease,
+                ..Default::default()
+            },
+        })
+        .await
+        .unwrap();
+    consumer.subscription = "slow".into();
+    consumer.leases = Some((Arc::new(local.queue.clone()), lease));
+    let text = "The lease of a long embedding job is renewed while it runs. ".repeat(12);
+    let job = job_event(&Job {
+        document: "long".into(),
+        batch: 1,
+        of: 1,
+        chunks: (0..24)
+            .map(|i| troupe_gpu_worker::consumer::Chunk {
+                id: format!("{i}"),
+                text: format!("{i} {text}"),
+            })
+            .collect(),
+        chunks_blob: None,
+    });
+    local
+        .queue
+        .publish(JOB_TOPIC, &[Message::from_event(&job)])
+        .await
+        .unwrap();
+    let embedder = consumer.embedder.clone();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let started = std::time::Instant::now();
+    let running = tokio::spawn(consumer.run(stop));
+    while local.vectors.count("acme", "long").await.unwrap() < 24 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the job never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    // Let a redelivery, if any, be picked up before stopping.
+    tokio::time::sleep(lease * 3).await;
+    stop_tx.send(true).unwrap();
+    running.await.unwrap();
+    assert!(
+        took > lease * 2,
+        "the job was too quick ({took:?}) to prove anything"
+    );
+    assert_eq!(
+        embedder.taken(),
+        24,
+        "the job was embedded more than once: its lease lapsed"
+    );
+    assert_eq!(local.queue.depth("slow").await.unwrap().ready, 0);
 }

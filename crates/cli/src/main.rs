@@ -408,8 +408,9 @@ async fn consumer(
         topic: JOB_TOPIC.into(),
         subject_prefix: None,
         policy: troupe_core::DeliveryPolicy {
-            // Jobs wait for admission behind other work: leave them a long lease.
-            visibility_timeout: std::time::Duration::from_secs(600),
+            // Jobs wait for admission behind other work: a long lease, which the
+            // consumer also extends while a job runs.
+            visibility_timeout: JOB_LEASE,
             ..Default::default()
         },
     };
@@ -425,8 +426,12 @@ async fn consumer(
         embedder,
         subscription: WORKER_SUBSCRIPTION.into(),
         batch_size: 8,
+        leases: Some((Arc::new(local.queue.clone()), JOB_LEASE)),
     })
 }
+
+/// The embedding jobs' visibility timeout.
+const JOB_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The worker's subscription to embedding jobs.
 const WORKER_SUBSCRIPTION: &str = "gpu-worker";

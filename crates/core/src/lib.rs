@@ -33,7 +33,7 @@ pub use embeddings::{Embeddings, ModelInfo};
 pub use error::{Error, Result};
 pub use event::Event;
 pub use queue::{
-    DeadLetter, DeadLetters, Delivery, DeliveryPolicy, Depth, Message, Queue, Receipt,
+    DeadLetter, DeadLetters, Delivery, DeliveryPolicy, Depth, Leases, Message, Queue, Receipt,
     RetryOutcome, Subscription,
 };
 pub use state::{Entry, State};

@@ -202,6 +202,17 @@ pub trait Queue: Send + Sync {
     async fn health(&self) -> Result<()>;
 }
 
+/// Keeping a lease while long work runs (SQS's ChangeMessageVisibility): a consumer
+/// that may outlast the visibility timeout extends it, so the message is not handed
+/// to another consumer meanwhile.
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Makes the message of `receipt` invisible for `visibility` from now. False when
+    /// the lease is no longer held (it expired and the message was leased again, or it
+    /// was settled).
+    async fn extend(&self, queue: &str, receipt: &Receipt, visibility: Duration) -> Result<bool>;
+}
+
 /// Inspecting and redriving dead letters.
 #[async_trait]
 pub trait DeadLetters: Send + Sync {

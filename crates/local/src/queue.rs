@@ -24,6 +24,7 @@ use crate::db::{Db, sql};
 
 mod dead_letters;
 mod enqueue;
+mod leases;
 
 use enqueue::{enqueue, fan_out, purge_if_due};
 
