@@ -39,14 +39,14 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         (Method::Get, ["v1", "documents", id]) => match find(tenant, id) {
             Ok(Some(doc)) => json(out, 200, &doc.view()).await,
             Ok(None) => not_found(out, id).await,
-            Err(why) => error(out, 503, "unavailable", &why).await,
+            Err(why) => error(out, 503, "unavailable", &why.to_string()).await,
         },
         (Method::Get, ["v1", "documents", id, "events"]) => {
             let id = (*id).to_owned();
             match find(tenant, &id) {
                 Ok(Some(_)) => {}
                 Ok(None) => return not_found(out, &id).await,
-                Err(why) => return error(out, 503, "unavailable", &why).await,
+                Err(why) => return error(out, 503, "unavailable", &why.to_string()).await,
             }
             if accepts_sse(&req) {
                 sse::stream(out, tenant, &id).await
@@ -69,7 +69,7 @@ async fn not_found(out: ResponseOutparam, id: &str) {
     error(out, 404, "not_found", &format!("no document `{id}`")).await
 }
 
-fn find(tenant: &str, id: &str) -> Result<Option<Document>, String> {
+fn find(tenant: &str, id: &str) -> troupe_guest::Result<Option<Document>> {
     if !documents::valid_id(id) {
         return Ok(None);
     }
@@ -197,7 +197,7 @@ async fn upload(req: IncomingRequest, out: ResponseOutparam, tenant: &str, name:
             let body = serde_json::json!({"id": id, "status": "uploaded", "status_url": format!("/v1/documents/{id}")});
             json(out, 202, &body).await
         }
-        Err(why) => error(out, 503, "unavailable", &why).await,
+        Err(why) => error(out, 503, "unavailable", &why.to_string()).await,
     }
 }
 
@@ -214,7 +214,7 @@ async fn delete(out: ResponseOutparam, tenant: &str, id: &str) {
     match find(tenant, id) {
         Ok(Some(_)) => {}
         Ok(None) => return not_found(out, id).await,
-        Err(why) => return error(out, 503, "unavailable", &why).await,
+        Err(why) => return error(out, 503, "unavailable", &why.to_string()).await,
     }
     let event = events::new(
         events::DELETED,
@@ -234,7 +234,7 @@ async fn delete(out: ResponseOutparam, tenant: &str, id: &str) {
             )
             .await
         }
-        Err(why) => error(out, 503, "unavailable", &why).await,
+        Err(why) => error(out, 503, "unavailable", &why.to_string()).await,
     }
 }
 

@@ -6,15 +6,16 @@
 
 use troupe_guest::documents::{Status, Verdict};
 use troupe_guest::events::{self, Compensated};
-use troupe_guest::{Event, Outcome, blobs, bucket, describe, documents, each, vectors};
+use troupe_guest::{Event, Outcome, blobs, bucket, documents, each, vectors};
 
+use troupe_guest::{Result, host};
 troupe_guest::event_function!(handle);
 
 fn handle(events: Vec<Event>) -> Vec<Outcome> {
     each(events, compensate)
 }
 
-fn compensate(event: &Event) -> Result<Outcome, String> {
+fn compensate(event: &Event) -> Result<Outcome> {
     let tenant = events::tenant(event);
     let id = match events::subject(event) {
         Ok(id) => id,
@@ -29,24 +30,23 @@ fn compensate(event: &Event) -> Result<Outcome, String> {
             Verdict::Pending => return Ok(Outcome::Retry(Some(500))),
         }
     }
-    let vectors_removed = vectors::delete_document(&tenant, &id)
-        .map_err(|e| format!("removing vectors: {}", describe(&e)))?;
+    let vectors_removed =
+        vectors::delete_document(&tenant, &id).map_err(host("removing vectors"))?;
     let bucket = bucket();
     let mut keys = blobs::list_objects(&bucket, &format!("chunks/{tenant}/{id}/"))
-        .map_err(|e| format!("listing chunk blobs: {}", describe(&e)))?;
+        .map_err(host("listing chunk blobs"))?;
     let mut source = None;
     if deleted && let Some((doc, _)) = documents::load(&tenant, &id)? {
         source = Some(doc.blob);
     }
     let mut blobs_removed = 0;
     for key in keys.drain(..) {
-        if blobs::delete(&bucket, &key).map_err(|e| format!("removing {key}: {}", describe(&e)))? {
+        if blobs::delete(&bucket, &key).map_err(host(format!("removing {key}")))? {
             blobs_removed += 1;
         }
     }
     if let Some(blob) = source
-        && blobs::delete(&blob.bucket, &blob.key)
-            .map_err(|e| format!("removing the file: {}", describe(&e)))?
+        && blobs::delete(&blob.bucket, &blob.key).map_err(host("removing the file"))?
     {
         blobs_removed += 1;
     }

@@ -10,25 +10,24 @@
 //! nothing new.
 
 use troupe_guest::events::{self, BlobRef, Extracted, Failed, Job, JobChunk};
-use troupe_guest::{
-    Event, Outcome, blobs, bucket, config_u64, describe, documents, each, embeddings,
-};
+use troupe_guest::{Event, Outcome, blobs, bucket, config_u64, documents, each, embeddings};
 use troupe_text::Kind;
 
+use troupe_guest::{HandlerError, Result, host};
 troupe_guest::event_function!(handle);
 
 fn handle(events: Vec<Event>) -> Vec<Outcome> {
     each(events, extract)
 }
 
-fn extract(event: &Event) -> Result<Outcome, String> {
+fn extract(event: &Event) -> Result<Outcome> {
     let (tenant, up) = match events::upload(event)? {
         events::Upload::Work(tenant, up) => (tenant, up),
         events::Upload::Skip(outcome) => return Ok(outcome),
     };
     let id = up.document.as_str();
     documents::beat(&tenant, id)?;
-    let fail = |code: &str, message: String| -> Result<Outcome, String> {
+    let fail = |code: &str, message: String| -> Result<Outcome> {
         let failed = Failed {
             document: id.to_owned(),
             code: code.to_owned(),
@@ -42,9 +41,7 @@ fn extract(event: &Event) -> Result<Outcome, String> {
         )?;
         Ok(Outcome::Ok)
     };
-    let bytes = match blobs::get(&up.blob.bucket, &up.blob.key)
-        .map_err(|e| format!("reading the file: {}", describe(&e)))?
-    {
+    let bytes = match blobs::get(&up.blob.bucket, &up.blob.key).map_err(host("reading the file"))? {
         Some(b) => b,
         None => {
             return fail(
@@ -77,10 +74,9 @@ fn extract(event: &Event) -> Result<Outcome, String> {
     // The model is served by the worker; while it is away, wait for it.
     let model = match embeddings::info() {
         Ok(m) => m,
-        Err(e) => return Err(format!("the embedding model: {}", describe(&e))),
+        Err(e) => return Err(host("the embedding model")(e)),
     };
-    let spans =
-        embeddings::token_spans(&text).map_err(|e| format!("tokenizing: {}", describe(&e)))?;
+    let spans = embeddings::token_spans(&text).map_err(host("tokenizing"))?;
     let max = usize::try_from(model.max_tokens)
         .unwrap_or(256)
         .saturating_sub(2)
@@ -95,8 +91,8 @@ fn extract(event: &Event) -> Result<Outcome, String> {
     let per_job = usize::try_from(config_u64("batch_chunks", 32))
         .unwrap_or(32)
         .max(1);
-    let of =
-        u32::try_from(chunks.len().div_ceil(per_job)).map_err(|_| "too many batches".to_owned())?;
+    let of = u32::try_from(chunks.len().div_ceil(per_job))
+        .map_err(|_| HandlerError::State("too many batches".into()))?;
     let extracted = Extracted {
         document: id.to_owned(),
         chunks: chunks.len() as u64,
@@ -133,15 +129,16 @@ fn extract(event: &Event) -> Result<Outcome, String> {
             chunks: items,
             chunks_blob: None,
         };
-        let inline = serde_json::to_vec(&job).map_err(|e| e.to_string())?;
+        let inline = serde_json::to_vec(&job)
+            .map_err(|e| HandlerError::State(format!("encoding a job: {e}")))?;
         if inline.len() > claim_check {
             let blob = BlobRef {
                 bucket: bucket(),
                 key: format!("chunks/{tenant}/{id}/{batch:05}.json"),
             };
-            let body = serde_json::to_vec(&job.chunks).map_err(|e| e.to_string())?;
-            blobs::put(&blob.bucket, &blob.key, &body)
-                .map_err(|e| format!("storing chunks: {}", describe(&e)))?;
+            let body = serde_json::to_vec(&job.chunks)
+                .map_err(|e| HandlerError::State(format!("encoding chunks: {e}")))?;
+            blobs::put(&blob.bucket, &blob.key, &body).map_err(host("storing chunks"))?;
             job.chunks.clear();
             job.chunks_blob = Some(blob);
         }

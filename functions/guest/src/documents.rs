@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::events::BlobRef;
-use crate::{HostError, describe, state};
+use crate::{HandlerError, HostError, Result, host, state};
 
 /// Where a document is in the pipeline. Transitions only move forward
 /// ([`Status::rank`]); late or repeated events never move a document back.
@@ -166,17 +166,17 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 /// Reads a JSON value and its version.
-pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<(T, u64)>, String> {
-    match state::get(key).map_err(|e| format!("reading {key}: {}", describe(&e)))? {
+pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<(T, u64)>> {
+    match state::get(key).map_err(host(format!("reading {key}")))? {
         None => Ok(None),
         Some(entry) => serde_json::from_slice(&entry.value)
             .map(|v| Some((v, entry.version)))
-            .map_err(|e| format!("{key} holds unreadable JSON: {e}")),
+            .map_err(|e| HandlerError::State(format!("{key} holds unreadable JSON: {e}"))),
     }
 }
 
 /// A document's record.
-pub fn load(tenant: &str, id: &str) -> Result<Option<(Document, u64)>, String> {
+pub fn load(tenant: &str, id: &str) -> Result<Option<(Document, u64)>> {
     get_json(&key(tenant, id))
 }
 
@@ -193,7 +193,7 @@ pub enum Change<T> {
 pub fn update<T: Serialize + DeserializeOwned>(
     key: &str,
     mut f: impl FnMut(Option<T>) -> Change<T>,
-) -> Result<bool, String> {
+) -> Result<bool> {
     for _ in 0..32 {
         let (current, version) = match get_json::<T>(key)? {
             Some((v, ver)) => (Some(v), ver),
@@ -202,22 +202,25 @@ pub fn update<T: Serialize + DeserializeOwned>(
         let Change::Put(next) = f(current) else {
             return Ok(false);
         };
-        let bytes = serde_json::to_vec(&next).map_err(|e| format!("encoding {key}: {e}"))?;
+        let bytes = serde_json::to_vec(&next)
+            .map_err(|e| HandlerError::State(format!("encoding {key}: {e}")))?;
         match state::put(key, &bytes, Some(version)) {
             Ok(_) => return Ok(true),
             Err(HostError::Conflict) => continue,
-            Err(e) => return Err(format!("writing {key}: {}", describe(&e))),
+            Err(e) => return Err(host(format!("writing {key}"))(e)),
         }
     }
-    Err(format!("{key}: too many concurrent writers; retry"))
+    Err(HandlerError::State(format!(
+        "{key}: too many concurrent writers; retry"
+    )))
 }
 
 /// Creates the record of an uploaded document (status `uploaded`) and marks it
 /// active; an existing record is left as it is. Returns the stored record.
-pub fn register(tenant: &str, up: &crate::events::Uploaded) -> Result<Document, String> {
+pub fn register(tenant: &str, up: &crate::events::Uploaded) -> Result<Document> {
     // The marker first: a record is never left where the sweeper cannot see it.
     state::put(&active_key(tenant, &up.document), b"1", None)
-        .map_err(|e| format!("marking {} active: {}", up.document, describe(&e)))?;
+        .map_err(host(format!("marking {} active", up.document)))?;
     let now = crate::now_rfc3339();
     let mut stored = None;
     update(
@@ -253,7 +256,12 @@ pub fn register(tenant: &str, up: &crate::events::Uploaded) -> Result<Document, 
             }
         },
     )?;
-    stored.ok_or_else(|| format!("{}: record vanished while registering", up.document))
+    stored.ok_or_else(|| {
+        HandlerError::State(format!(
+            "{}: record vanished while registering",
+            up.document
+        ))
+    })
 }
 
 /// Key of a document's heartbeat: when a stage last started work on it.
@@ -263,20 +271,20 @@ fn heartbeat_key(tenant: &str, id: &str) -> String {
 
 /// Records that a stage is working on the document now (the sweeper counts it as
 /// progress).
-pub fn beat(tenant: &str, id: &str) -> Result<(), String> {
+pub fn beat(tenant: &str, id: &str) -> Result<()> {
     state::put(
         &heartbeat_key(tenant, id),
         crate::now_ms().to_string().as_bytes(),
         None,
     )
     .map(|_| ())
-    .map_err(|e| format!("heartbeat of {id}: {}", describe(&e)))
+    .map_err(host(format!("heartbeat of {id}")))
 }
 
 /// When a stage last started work on the document (0 if never).
-pub fn heartbeat(tenant: &str, id: &str) -> Result<u64, String> {
+pub fn heartbeat(tenant: &str, id: &str) -> Result<u64> {
     Ok(state::get(&heartbeat_key(tenant, id))
-        .map_err(|e| format!("heartbeat of {id}: {}", describe(&e)))?
+        .map_err(host(format!("heartbeat of {id}")))?
         .and_then(|e| String::from_utf8_lossy(&e.value).parse().ok())
         .unwrap_or(0))
 }
@@ -296,7 +304,7 @@ pub enum Verdict {
 /// The projection is the one arbiter of how a document settled: `indexed` and
 /// `failed` may both be published for one document, and `status` keeps the first.
 /// Compensation and webhooks follow the record, not the event.
-pub fn verdict(tenant: &str, id: &str, settled_as: Status) -> Result<Verdict, String> {
+pub fn verdict(tenant: &str, id: &str, settled_as: Status) -> Result<Verdict> {
     let Some((doc, _)) = load(tenant, id)? else {
         return Ok(Verdict::Pending);
     };

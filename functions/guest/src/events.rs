@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::{DEFAULT_TENANT, Event, HostError, describe, now_rfc3339, publisher};
+use crate::{DEFAULT_TENANT, Event, HandlerError, Result, host, now_rfc3339, publisher};
 
 /// A document arrived (API upload or a file dropped into the uploads prefix).
 pub const UPLOADED: &str = "troupe.document.uploaded";
@@ -183,9 +183,10 @@ pub fn tenant(event: &Event) -> String {
 }
 
 /// Decodes an event's JSON data.
-pub fn data<T: DeserializeOwned>(event: &Event) -> Result<T, String> {
-    serde_json::from_slice(&event.data)
-        .map_err(|e| format!("event {} ({}): data: {e}", event.id, event.type_))
+pub fn data<T: DeserializeOwned>(event: &Event) -> Result<T> {
+    serde_json::from_slice(&event.data).map_err(|e| {
+        HandlerError::Malformed(format!("event {} ({}): data: {e}", event.id, event.type_))
+    })
 }
 
 /// An event about `document` on `topic`, correlated by the document id.
@@ -205,12 +206,11 @@ pub fn new(topic: &str, id: String, tenant: &str, document: &str, data: &impl Se
 }
 
 /// Publishes `event` to `topic`, keeping the trace of `cause` when given.
-pub fn publish(topic: &str, mut event: Event, cause: Option<&Event>) -> Result<(), String> {
+pub fn publish(topic: &str, mut event: Event, cause: Option<&Event>) -> Result<()> {
     if let Some(c) = cause {
         event.traceparent = c.traceparent.clone();
     }
-    publisher::publish(topic, &event)
-        .map_err(|e: HostError| format!("publishing to {topic}: {}", describe(&e)))
+    publisher::publish(topic, &event).map_err(host(format!("publishing to {topic}")))
 }
 
 /// The document an event is about: its `subject`, if it is a valid id; otherwise the
@@ -238,10 +238,15 @@ pub enum Upload {
 }
 
 /// Reads a `document.uploaded` event and checks its document still needs work.
-pub fn upload(event: &Event) -> Result<Upload, String> {
+pub fn upload(event: &Event) -> Result<Upload> {
     let up: Uploaded = match data(event) {
         Ok(u) => u,
-        Err(why) => return Ok(Upload::Skip(crate::reject("malformed_event", why))),
+        Err(why) => {
+            return Ok(Upload::Skip(crate::reject(
+                "malformed_event",
+                why.to_string(),
+            )));
+        }
     };
     let tenant = tenant(event);
     Ok(match crate::documents::load(&tenant, &up.document)? {

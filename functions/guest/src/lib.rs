@@ -8,9 +8,11 @@
 //! - [`events`]: topics, event types and their payloads; building and publishing events.
 //! - [`documents`]: the document record (status projection), its keys in state, and
 //!   compare-and-set updates.
+//! - [`error`]: [`HandlerError`], why a handler could not finish (retry or dead-letter).
 //! - [`http`] (feature `http`): JSON responses and `{"error": {"code", "message"}}` bodies.
 
 pub mod documents;
+pub mod error;
 pub mod events;
 #[cfg(feature = "http")]
 pub mod http;
@@ -25,6 +27,7 @@ pub use bindings::troupe::pipeline::types::{Error as HostError, Event, Outcome, 
 pub use bindings::troupe::pipeline::{
     blobs, config, embeddings, logging, publisher, state, vectors,
 };
+pub use error::{HandlerError, Result, host};
 
 /// Tenant of requests and events that name none.
 pub const DEFAULT_TENANT: &str = "default";
@@ -112,16 +115,15 @@ macro_rules! event_function {
     };
 }
 
-/// Handles each event of a batch on its own: `f` returns `Ok(())` (done), or an
-/// [`Outcome`] for retry or reject. Errors (`Err(String)`) are logged and retried.
-pub fn each(
-    events: Vec<Event>,
-    mut f: impl FnMut(&Event) -> Result<Outcome, String>,
-) -> Vec<Outcome> {
+/// Handles each event of a batch on its own: `f` returns the [`Outcome`]. A
+/// [`HandlerError::Malformed`] is dead-lettered (`malformed_event`); other failures are
+/// logged and retried.
+pub fn each(events: Vec<Event>, mut f: impl FnMut(&Event) -> Result<Outcome>) -> Vec<Outcome> {
     events
         .iter()
         .map(|e| match f(e) {
             Ok(outcome) => outcome,
+            Err(HandlerError::Malformed(why)) => reject("malformed_event", why),
             Err(why) => {
                 log(
                     logging::Level::Warn,

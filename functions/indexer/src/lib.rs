@@ -9,8 +9,9 @@
 use serde::{Deserialize, Serialize};
 use troupe_guest::documents::{self, Change, Status};
 use troupe_guest::events::{self, Completed, Indexed};
-use troupe_guest::{Event, Outcome, describe, each, reject, vectors};
+use troupe_guest::{Event, Outcome, each, reject, vectors};
 
+use troupe_guest::{Result, host};
 troupe_guest::event_function!(handle);
 
 /// What has arrived for a document.
@@ -30,7 +31,7 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
     each(events, join)
 }
 
-fn join(event: &Event) -> Result<Outcome, String> {
+fn join(event: &Event) -> Result<Outcome> {
     let tenant = events::tenant(event);
     let id = match events::subject(event) {
         Ok(id) => id,
@@ -41,8 +42,7 @@ fn join(event: &Event) -> Result<Outcome, String> {
     };
     if matches!(doc.status, Status::Failed | Status::Deleted) {
         if event.type_ == events::type_of(events::EMBEDDING_COMPLETED) {
-            vectors::delete_document(&tenant, &id)
-                .map_err(|e| format!("removing late vectors: {}", describe(&e)))?;
+            vectors::delete_document(&tenant, &id).map_err(host("removing late vectors"))?;
         }
         return Ok(Outcome::Ok);
     }
@@ -50,7 +50,7 @@ fn join(event: &Event) -> Result<Outcome, String> {
         if event.type_ == events::type_of(events::EMBEDDING_COMPLETED) {
             match events::data(event) {
                 Ok(c) => Some(c),
-                Err(why) => return Ok(reject("malformed_event", why)),
+                Err(why) => return Ok(reject("malformed_event", why.to_string())),
             }
         } else {
             None

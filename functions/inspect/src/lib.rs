@@ -4,23 +4,24 @@
 
 use sha2::{Digest, Sha256};
 use troupe_guest::events::{self, Inspected};
-use troupe_guest::{Event, Outcome, blobs, describe, each};
+use troupe_guest::{Event, Outcome, blobs, each};
 use troupe_text::Kind;
 
+use troupe_guest::{Result, host};
 troupe_guest::event_function!(handle);
 
 fn handle(events: Vec<Event>) -> Vec<Outcome> {
     each(events, inspect)
 }
 
-fn inspect(event: &Event) -> Result<Outcome, String> {
+fn inspect(event: &Event) -> Result<Outcome> {
     let (tenant, up) = match events::upload(event)? {
         events::Upload::Work(tenant, up) => (tenant, up),
         events::Upload::Skip(outcome) => return Ok(outcome),
     };
     let id = up.document.as_str();
-    let Some(bytes) = blobs::get(&up.blob.bucket, &up.blob.key)
-        .map_err(|e| format!("reading the file: {}", describe(&e)))?
+    let Some(bytes) =
+        blobs::get(&up.blob.bucket, &up.blob.key).map_err(host("reading the file"))?
     else {
         // `extract` fails the document for this; nothing to inspect.
         return Ok(Outcome::Ok);

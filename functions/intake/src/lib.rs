@@ -8,9 +8,10 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use troupe_guest::events::{self, BlobRef, Failed, Uploaded};
-use troupe_guest::{Event, Outcome, blobs, config_u64, describe, documents, each, reject};
+use troupe_guest::{Event, Outcome, blobs, config_u64, documents, each, reject};
 use troupe_text::Kind;
 
+use troupe_guest::{Result, host};
 troupe_guest::event_function!(handle);
 
 /// The parts of the S3-shaped object-created record used here.
@@ -47,10 +48,10 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
     each(events, intake)
 }
 
-fn intake(event: &Event) -> Result<Outcome, String> {
+fn intake(event: &Event) -> Result<Outcome> {
     let record: Record = match events::data(event) {
         Ok(r) => r,
-        Err(why) => return Ok(reject("malformed_notification", why)),
+        Err(why) => return Ok(reject("malformed_notification", why.to_string())),
     };
     let (bucket, object) = (record.s3.bucket.name.clone(), record.s3.object);
     let name = object.key.rsplit('/').next().unwrap_or_default().to_owned();
@@ -106,7 +107,7 @@ fn intake(event: &Event) -> Result<Outcome, String> {
     // The document keeps its own copy: the dropped-in key may be overwritten or
     // removed, and deleting the document must not touch another one's file.
     let Some(bytes) = blobs::get(&up.blob.bucket, &up.blob.key)
-        .map_err(|e| format!("reading {}: {}", up.blob.key, describe(&e)))?
+        .map_err(host(format!("reading {}", up.blob.key)))?
     else {
         return Ok(Outcome::Ok); // removed before it could be read: nothing to ingest
     };
@@ -115,7 +116,7 @@ fn intake(event: &Event) -> Result<Outcome, String> {
         key: format!("docs/{tenant}/{id}"),
     };
     blobs::put(&copy.bucket, &copy.key, &bytes)
-        .map_err(|e| format!("copying to {}: {}", copy.key, describe(&e)))?;
+        .map_err(host(format!("copying to {}", copy.key)))?;
     up.size = bytes.len() as u64;
     up.blob = copy;
     documents::register(&tenant, &up)?;

@@ -16,9 +16,10 @@ use spin_sdk::http::{Method, Request, Response};
 use troupe_guest::documents::{self, Change, Status, Verdict};
 use troupe_guest::events;
 use troupe_guest::{
-    Event, HostError, Outcome, config, config_u64, describe, each, log, logging, now_ms, state,
+    Event, HostError, Outcome, config, config_u64, each, log, logging, now_ms, state,
 };
 
+use troupe_guest::{HandlerError, Result, host};
 troupe_guest::event_function!(handle);
 
 /// An endpoint's failure count and when its open circuit closes again.
@@ -67,13 +68,13 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
     })
 }
 
-fn deliver(event: &Event, url: &str, secret: &str) -> Result<Outcome, String> {
+fn deliver(event: &Event, url: &str, secret: &str) -> Result<Outcome> {
     let endpoint = hex::encode(&Sha256::digest(url.as_bytes())[..8]);
     let claim_key = format!("webhook/{endpoint}/{}", event.id);
     let now = now_ms();
     // Already sent, or being sent by another delivery?
     let mut expected = 0;
-    if let Some(entry) = state::get(&claim_key).map_err(|e| describe(&e))? {
+    if let Some(entry) = state::get(&claim_key).map_err(host("state"))? {
         let value = String::from_utf8_lossy(&entry.value).into_owned();
         if value == "sent" {
             return Ok(Outcome::Ok);
@@ -105,7 +106,7 @@ fn deliver(event: &Event, url: &str, secret: &str) -> Result<Outcome, String> {
     ) {
         Ok(_) => {}
         Err(HostError::Conflict) => return Ok(Outcome::Retry(Some(CLAIM_MS as u32))),
-        Err(e) => return Err(describe(&e)),
+        Err(e) => return Err(host("claiming the webhook")(e)),
     }
     let body = payload(event)?;
     let sent = send(url, secret, &event.id, &body);
@@ -115,7 +116,7 @@ fn deliver(event: &Event, url: &str, secret: &str) -> Result<Outcome, String> {
     let open_ms = config_u64("breaker_open_ms", 30_000);
     match sent {
         Ok(()) => {
-            state::put(&claim_key, b"sent", None).map_err(|e| describe(&e))?;
+            state::put(&claim_key, b"sent", None).map_err(host("state"))?;
             if breaker.failures > 0 {
                 documents::update(&breaker_key, |_: Option<Breaker>| {
                     Change::Put(Breaker::default())
@@ -128,7 +129,7 @@ fn deliver(event: &Event, url: &str, secret: &str) -> Result<Outcome, String> {
                 logging::Level::Warn,
                 &format!("webhook {url} for event {}: {why}", event.id),
             );
-            state::delete(&claim_key, None).map_err(|e| describe(&e))?;
+            state::delete(&claim_key, None).map_err(host("state"))?;
             documents::update(&breaker_key, |b: Option<Breaker>| {
                 let mut b = b.unwrap_or_default();
                 b.failures += 1;
@@ -144,7 +145,7 @@ fn deliver(event: &Event, url: &str, secret: &str) -> Result<Outcome, String> {
 }
 
 /// The webhook body: the transition and the document as `GET` shows it.
-fn payload(event: &Event) -> Result<Vec<u8>, String> {
+fn payload(event: &Event) -> Result<Vec<u8>> {
     let tenant = events::tenant(event);
     let id = event.subject.clone().unwrap_or_default();
     let document = documents::load(&tenant, &id)?.map(|(d, _)| d.view());
@@ -157,12 +158,28 @@ fn payload(event: &Event) -> Result<Vec<u8>, String> {
         "data": data,
         "document": document,
     });
-    serde_json::to_vec(&body).map_err(|e| e.to_string())
+    serde_json::to_vec(&body)
+        .map_err(|e| HandlerError::State(format!("encoding the webhook body: {e}")))
 }
 
-fn send(url: &str, secret: &str, event_id: &str, body: &[u8]) -> Result<(), String> {
+/// Why a webhook was not delivered.
+#[derive(Debug, thiserror::Error)]
+enum Undelivered {
+    /// The secret is not usable as an HMAC key.
+    #[error("the webhook secret cannot key HMAC-SHA256: {0}")]
+    Key(String),
+    /// The request did not complete.
+    #[error("sending failed: {0}")]
+    Transport(String),
+    /// The endpoint answered, but not with 2xx.
+    #[error("answered HTTP {0}")]
+    Status(u16),
+}
+
+fn send(url: &str, secret: &str, event_id: &str, body: &[u8]) -> Result<(), Undelivered> {
     let timestamp = (now_ms() / 1000).to_string();
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|e| e.to_string())?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .map_err(|e| Undelivered::Key(e.to_string()))?;
     mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -177,12 +194,12 @@ fn send(url: &str, secret: &str, event_id: &str, body: &[u8]) -> Result<(), Stri
         .header("troupe-signature", format!("v1={signature}"))
         .body(body.to_vec())
         .build();
-    let response: Response =
-        spin_sdk::http::run(spin_sdk::http::send(request)).map_err(|e| e.to_string())?;
+    let response: Response = spin_sdk::http::run(spin_sdk::http::send(request))
+        .map_err(|e| Undelivered::Transport(e.to_string()))?;
     let status = *response.status();
     if (200..300).contains(&status) {
         Ok(())
     } else {
-        Err(format!("answered HTTP {status}"))
+        Err(Undelivered::Status(status))
     }
 }

@@ -120,7 +120,7 @@ fn search(tenant: &str, q: &Query) -> Result<Vec<serde_json::Value>, Failure> {
                 Some(n) => n.clone(),
                 None => {
                     let doc = documents::load(tenant, &hit.document)
-                        .map_err(|why| (503, "unavailable", why))?;
+                        .map_err(|why| (503, "unavailable", why.to_string()))?;
                     let name = doc
                         .filter(|(d, _)| d.status == Status::Indexed)
                         .map(|(d, _)| d.name);

@@ -6,33 +6,31 @@
 
 use troupe_guest::documents::{self, Change, Document, Failure, Status};
 use troupe_guest::events::{self, Completed, Extracted, Failed, Inspected, Uploaded};
-use troupe_guest::{Event, Outcome, describe, each, now_ms, now_rfc3339, reject, state};
+use troupe_guest::{Event, Outcome, each, now_ms, now_rfc3339, state};
 
+use troupe_guest::{Result, host};
 troupe_guest::event_function!(handle);
 
 fn handle(events: Vec<Event>) -> Vec<Outcome> {
-    each(events, |event| match fold(event) {
-        Err(why) if why.starts_with(MALFORMED) => Ok(reject("malformed_event", why)),
-        other => other,
-    })
+    each(events, fold)
 }
 
-fn fold(event: &Event) -> Result<Outcome, String> {
+fn fold(event: &Event) -> Result<Outcome> {
     let tenant = events::tenant(event);
     let id = match events::subject(event) {
         Ok(id) => id,
         Err(rejected) => return Ok(rejected),
     };
     state::append_event(&documents::log_subject(&tenant, &id), event)
-        .map_err(|e| format!("appending to the audit trail of {id}: {}", describe(&e)))?;
+        .map_err(host(format!("appending to the audit trail of {id}")))?;
     let topic = event.type_.strip_suffix(".v1").unwrap_or(&event.type_);
     if topic == events::UPLOADED {
-        documents::register(&tenant, &decode::<Uploaded>(event)?)?;
+        documents::register(&tenant, &events::data::<Uploaded>(event)?)?;
         return Ok(Outcome::Ok);
     }
     let change: Box<dyn Fn(&mut Document) -> bool> = match topic {
         events::EXTRACTED => {
-            let x: Extracted = decode(event)?;
+            let x: Extracted = events::data(event)?;
             Box::new(move |d| {
                 let changed = d.chunks != Some(x.chunks) || d.progress.total != x.batches;
                 d.chunks = Some(x.chunks);
@@ -41,7 +39,7 @@ fn fold(event: &Event) -> Result<Outcome, String> {
             })
         }
         events::EMBEDDING_COMPLETED => {
-            let c: Completed = decode(event)?;
+            let c: Completed = events::data(event)?;
             Box::new(move |d| {
                 if d.batches_done.contains(&c.batch) {
                     return false;
@@ -56,7 +54,7 @@ fn fold(event: &Event) -> Result<Outcome, String> {
             })
         }
         events::INSPECTED => {
-            let i: Inspected = decode(event)?;
+            let i: Inspected = events::data(event)?;
             Box::new(move |d| {
                 if d.sha256.as_deref() == Some(i.sha256.as_str()) {
                     return false;
@@ -70,7 +68,7 @@ fn fold(event: &Event) -> Result<Outcome, String> {
         }
         events::INDEXED => Box::new(|d| advance(d, Status::Indexed)),
         events::FAILED => {
-            let f: Failed = decode(event)?;
+            let f: Failed = events::data(event)?;
             Box::new(move |d| {
                 let moved = advance(d, Status::Failed);
                 if moved {
@@ -111,19 +109,10 @@ fn fold(event: &Event) -> Result<Outcome, String> {
     }
     if settled {
         state::delete(&documents::active_key(&tenant, &id), None)
-            .map_err(|e| format!("clearing the active marker of {id}: {}", describe(&e)))?;
+            .map_err(host(format!("clearing the active marker of {id}")))?;
     }
     Ok(Outcome::Ok)
 }
-
-/// Decodes the payload; one that cannot be read is rejected (dead-lettered with
-/// `malformed_event`) rather than retried.
-fn decode<T: serde::de::DeserializeOwned>(event: &Event) -> Result<T, String> {
-    events::data(event).map_err(|why| format!("{MALFORMED}{why}"))
-}
-
-/// Prefix of decode errors, which `fold` turns into rejections.
-const MALFORMED: &str = "malformed: ";
 
 /// Moves `doc` to `to` if that is forward; says whether it moved.
 fn advance(doc: &mut Document, to: Status) -> bool {

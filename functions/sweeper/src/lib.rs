@@ -7,10 +7,9 @@
 
 use troupe_guest::documents::{self, Status};
 use troupe_guest::events::{self, Failed};
-use troupe_guest::{
-    Event, Outcome, blobs, bucket, config_u64, describe, each, log, logging, now_ms, state,
-};
+use troupe_guest::{Event, Outcome, blobs, bucket, config_u64, each, log, logging, now_ms, state};
 
+use troupe_guest::{Result, host};
 troupe_guest::event_function!(handle);
 
 fn handle(events: Vec<Event>) -> Vec<Outcome> {
@@ -21,10 +20,10 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
     })
 }
 
-fn sweep(tick: &Event) -> Result<(), String> {
+fn sweep(tick: &Event) -> Result<()> {
     let now = now_ms();
-    let keys = state::list_keys(documents::ACTIVE_PREFIX)
-        .map_err(|e| format!("listing active documents: {}", describe(&e)))?;
+    let keys =
+        state::list_keys(documents::ACTIVE_PREFIX).map_err(host("listing active documents"))?;
     for key in keys {
         // One bad record must not stop the sweep of the others.
         if let Err(why) = sweep_one(tick, &key, now) {
@@ -34,7 +33,7 @@ fn sweep(tick: &Event) -> Result<(), String> {
     Ok(())
 }
 
-fn sweep_one(tick: &Event, key: &str, now: u64) -> Result<(), String> {
+fn sweep_one(tick: &Event, key: &str, now: u64) -> Result<()> {
     {
         let Some((tenant, id)) = key
             .strip_prefix(documents::ACTIVE_PREFIX)
@@ -46,8 +45,7 @@ fn sweep_one(tick: &Event, key: &str, now: u64) -> Result<(), String> {
             Some((doc, _)) if !doc.status.settled() => doc,
             // Settled or gone: the marker is stale.
             _ => {
-                state::delete(key, None)
-                    .map_err(|e| format!("clearing {key}: {}", describe(&e)))?;
+                state::delete(key, None).map_err(host(format!("clearing {key}")))?;
                 return Ok(());
             }
         };
@@ -83,33 +81,30 @@ fn sweep_one(tick: &Event, key: &str, now: u64) -> Result<(), String> {
 
 const LAST_PURGE: &str = "sweeper/last-purge";
 
-fn purge() -> Result<(), String> {
+fn purge() -> Result<()> {
     let now = now_ms();
     let Some(last) = state::get(LAST_PURGE)
-        .map_err(|e| describe(&e))?
+        .map_err(host("state"))?
         .and_then(|e| String::from_utf8_lossy(&e.value).parse::<u64>().ok())
     else {
         // The first run starts the clock: the first purge is one interval later.
-        state::put(LAST_PURGE, now.to_string().as_bytes(), None).map_err(|e| describe(&e))?;
+        state::put(LAST_PURGE, now.to_string().as_bytes(), None).map_err(host("state"))?;
         return Ok(());
     };
     if now.saturating_sub(last) < config_u64("purge_interval_ms", 24 * 3_600_000) {
         return Ok(());
     }
     let bucket = bucket();
-    for key in blobs::list_objects(&bucket, "chunks/")
-        .map_err(|e| format!("listing chunk blobs: {}", describe(&e)))?
-    {
+    for key in blobs::list_objects(&bucket, "chunks/").map_err(host("listing chunk blobs"))? {
         let mut parts = key.split('/').skip(1);
         let (Some(tenant), Some(id)) = (parts.next(), parts.next()) else {
             continue;
         };
         let settled = documents::load(tenant, id)?.is_none_or(|(d, _)| d.status.settled());
         if settled {
-            blobs::delete(&bucket, &key)
-                .map_err(|e| format!("removing {key}: {}", describe(&e)))?;
+            blobs::delete(&bucket, &key).map_err(host(format!("removing {key}")))?;
         }
     }
-    state::put(LAST_PURGE, now.to_string().as_bytes(), None).map_err(|e| describe(&e))?;
+    state::put(LAST_PURGE, now.to_string().as_bytes(), None).map_err(host("state"))?;
     Ok(())
 }
