@@ -44,6 +44,9 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
         .collect();
     let secret = config::get("webhook_secret").unwrap_or_default();
     each(events, |event| {
+        if urls.is_empty() {
+            return Ok(Outcome::Ok);
+        }
         // Only transitions the record confirms are announced.
         let tenant = events::tenant(event);
         let id = event.subject.clone().unwrap_or_default();
@@ -57,9 +60,11 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
             Verdict::Disagrees => return Ok(Outcome::Ok),
             Verdict::Pending => return Ok(Outcome::Retry(Some(200))),
         }
+        // One body for every endpoint: the record as `GET` shows it.
+        let body = payload(event)?;
         let mut outcome = Outcome::Ok;
         for url in &urls {
-            match deliver(event, url, &secret)? {
+            match deliver(event, url, &secret, &body)? {
                 Outcome::Ok => {}
                 other => outcome = other,
             }
@@ -68,7 +73,7 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
     })
 }
 
-fn deliver(event: &Event, url: &str, secret: &str) -> Result<Outcome> {
+fn deliver(event: &Event, url: &str, secret: &str, body: &[u8]) -> Result<Outcome> {
     let endpoint = hex::encode(&Sha256::digest(url.as_bytes())[..8]);
     let claim_key = format!("webhook/{endpoint}/{}", event.id);
     let now = now_ms();
@@ -108,8 +113,7 @@ fn deliver(event: &Event, url: &str, secret: &str) -> Result<Outcome> {
         Err(HostError::Conflict) => return Ok(Outcome::Retry(Some(CLAIM_MS as u32))),
         Err(e) => return Err(host("claiming the webhook")(e)),
     }
-    let body = payload(event)?;
-    let sent = send(url, secret, &event.id, &body);
+    let sent = send(url, secret, &event.id, body);
     let threshold = u32::try_from(config_u64("breaker_failures", 5))
         .unwrap_or(5)
         .max(1);
