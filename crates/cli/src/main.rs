@@ -3,15 +3,16 @@
 
 mod client;
 
+use troupe_cli::backend::{BackendArgs, BackendKind, Opened};
+use troupe_cli::model::EmbeddingArgs;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use troupe_core::{DeadLetters as _, Queue as _};
-use troupe_host::{App, Backends, Host, Options};
-use troupe_local::Local;
+use troupe_host::{App, Host, Options};
 
 /// Troupe: a choreographed document-AI pipeline of WebAssembly functions.
 #[derive(Debug, Parser)]
@@ -21,81 +22,13 @@ struct Cli {
     command: Command,
 }
 
-/// Where the embedded backends keep their data.
-#[derive(Debug, clap::Args)]
-struct DataDir {
-    /// Directory for the SQLite database, blobs and compiled components.
-    #[arg(
-        long,
-        env = "TROUPE_DATA_DIR",
-        default_value = ".troupe",
-        global = true
-    )]
-    data_dir: PathBuf,
-}
-
-/// The embedding model.
-#[derive(Debug, Clone, clap::Args)]
-struct EmbeddingArgs {
-    /// Folder with config.json, tokenizer.json and model.safetensors (Hugging Face
-    /// layout); `make setup` fetches all-MiniLM-L6-v2 here.
-    #[arg(
-        long,
-        env = "TROUPE_MODEL_DIR",
-        default_value = "models/all-MiniLM-L6-v2"
-    )]
-    model_dir: PathBuf,
-    /// Padded tokens (longest input × inputs) per inference batch.
-    #[arg(long, env = "TROUPE_MAX_BATCH_TOKENS", default_value_t = 16_384)]
-    max_batch_tokens: usize,
-    /// Texts admitted and not yet embedded; beyond it requests get 429.
-    #[arg(long, env = "TROUPE_MAX_QUEUED_TEXTS", default_value_t = 4096)]
-    max_queued_texts: usize,
-}
-
-impl EmbeddingArgs {
-    fn start(
-        &self,
-    ) -> Result<(
-        troupe_gpu_worker::Embedder,
-        Arc<troupe_gpu_worker::metrics::Metrics>,
-    )> {
-        use troupe_gpu_worker::{CandleBackend, Embedder, Tokens, backend, embedder, metrics};
-        if self.max_batch_tokens < troupe_gpu_worker::tokenize::MAX_TOKENS {
-            anyhow::bail!(
-                "--max-batch-tokens {} is below one full input ({} tokens); raise it",
-                self.max_batch_tokens,
-                troupe_gpu_worker::tokenize::MAX_TOKENS
-            );
-        }
-        let device = backend::best_device();
-        let model = CandleBackend::load(&self.model_dir, &device, self.max_batch_tokens)?;
-        // Never more tokens than the model has positions (any --model-dir).
-        let max_tokens = troupe_gpu_worker::tokenize::MAX_TOKENS.min(model.max_positions());
-        let tokens = Tokens::load(&self.model_dir, max_tokens)?;
-        let metrics = Arc::new(metrics::Metrics::default());
-        let options = embedder::Options {
-            max_queued_texts: self.max_queued_texts,
-            ..Default::default()
-        };
-        let embedder = Embedder::start(
-            Box::new(model),
-            tokens,
-            options,
-            Some(metrics::Metrics::observer(metrics.clone(), None)),
-        )?;
-        tracing::info!(model_dir = %self.model_dir.display(), device = ?device, "embedding model loaded");
-        Ok((embedder, metrics))
-    }
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run everything in one process on the embedded backends: HTTP routes, queue,
     /// blob and cron triggers.
     Up {
         #[command(flatten)]
-        data: DataDir,
+        backend: BackendArgs,
         /// Address of the HTTP listener (API, /health, /metrics).
         #[arg(long, env = "TROUPE_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
@@ -111,11 +44,40 @@ enum Command {
         #[arg(long, env = "TROUPE_NO_EMBEDDINGS")]
         no_embeddings: bool,
     },
+    /// Run the functions alone (HTTP routes, queue, blob and cron triggers), without
+    /// consuming embedding jobs: the scale-out shape, beside `troupe worker`. The model
+    /// is still loaded, for search queries and chunking.
+    Serve {
+        #[command(flatten)]
+        backend: BackendArgs,
+        /// Address of the HTTP listener (API, /health, /metrics).
+        #[arg(long, env = "TROUPE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The application manifest.
+        #[arg(long, env = "TROUPE_MANIFEST", default_value = "spin.toml")]
+        manifest: PathBuf,
+        #[command(flatten)]
+        embedding: EmbeddingArgs,
+        /// Run without the embedding model (search and chunking then answer
+        /// `unavailable`).
+        #[arg(long, env = "TROUPE_NO_EMBEDDINGS")]
+        no_embeddings: bool,
+    },
+    /// Create what the backend set needs, idempotently: with `--backend aws`, the
+    /// bucket, every subscription's queue and DLQ with its redrive policy, the bucket's
+    /// notifications to the blob triggers' queues, and the Postgres schema.
+    Init {
+        #[command(flatten)]
+        backend: BackendArgs,
+        /// The application manifest whose subscriptions to create.
+        #[arg(long, env = "TROUPE_MANIFEST", default_value = "spin.toml")]
+        manifest: PathBuf,
+    },
     /// Run the embedding worker alone: POST /v1/embeddings (OpenAI-compatible),
     /// GET /health, GET /metrics.
     Worker {
         #[command(flatten)]
-        data: DataDir,
+        backend: BackendArgs,
         /// Address of the worker's HTTP listener.
         #[arg(long, env = "TROUPE_WORKER_LISTEN", default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
@@ -125,7 +87,7 @@ enum Command {
     /// Inspect and redrive dead-letter queues.
     Dlq {
         #[command(flatten)]
-        data: DataDir,
+        backend: BackendArgs,
         #[command(subcommand)]
         action: DlqAction,
     },
@@ -184,17 +146,6 @@ enum DlqAction {
     },
 }
 
-fn backends(local: &Local, embeddings: Option<Arc<dyn troupe_core::Embeddings>>) -> Backends {
-    Backends {
-        queue: Arc::new(local.queue.clone()),
-        dead_letters: Arc::new(local.queue.clone()),
-        blobs: Arc::new(local.blobs.clone()),
-        state: Arc::new(local.state.clone()),
-        vectors: Arc::new(local.vectors.clone()),
-        embeddings,
-    }
-}
-
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -216,15 +167,14 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn worker(listen: SocketAddr, data_dir: PathBuf, embedding: EmbeddingArgs) -> Result<()> {
+async fn worker(listen: SocketAddr, backend: BackendArgs, embedding: EmbeddingArgs) -> Result<()> {
     let (embedder, metrics) = embedding.start()?;
-    let local = Local::open(&data_dir)
-        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    let opened = Opened::open(&backend, false).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}: is another worker running? pass --listen"))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let jobs = tokio::spawn(consumer(&local, embedder.clone()).await?.run(stop_rx));
+    let jobs = tokio::spawn(consumer(&opened, embedder.clone()).await?.run(stop_rx));
     let addr = listener.local_addr()?;
     println!("troupe worker listening on http://{addr}");
     troupe_gpu_worker::server::serve(listener, embedder, metrics, async move {
@@ -248,7 +198,9 @@ fn embeddings_endpoint(
 }
 
 struct UpArgs {
-    data_dir: PathBuf,
+    backend: BackendArgs,
+    /// Consume embedding jobs in this process (`up`), or leave them to workers (`serve`).
+    consume_jobs: bool,
     listen: SocketAddr,
     manifest: PathBuf,
     duplicate: bool,
@@ -257,7 +209,8 @@ struct UpArgs {
 
 async fn up(args: UpArgs) -> Result<()> {
     let UpArgs {
-        data_dir,
+        backend,
+        consume_jobs,
         listen,
         manifest,
         duplicate,
@@ -275,8 +228,10 @@ async fn up(args: UpArgs) -> Result<()> {
             troupe_host::manifest::Source::Topic => None,
         })
         .collect();
+    let data_dir = backend.data_dir.clone();
     let mut host_options = Options {
         cache_dir: Some(data_dir.join("cache")),
+        native_subscriptions: vec![WORKER_SUBSCRIPTION.to_owned()],
         ..Default::default()
     };
     let mut embedder = None;
@@ -307,44 +262,45 @@ async fn up(args: UpArgs) -> Result<()> {
             }),
         ));
     }
-    let options = troupe_local::Options {
-        duplicate_deliveries: duplicate,
-        ..Default::default()
-    };
-    let local = Local::open_with(&data_dir, options)
-        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
-    let recovered = local
-        .blobs
-        .recover()
-        .await
-        .context("publishing notifications a crash left pending")?;
-    if recovered > 0 {
-        tracing::info!(
-            recovered,
-            "published object-created notifications left pending by a crash"
-        );
+    let opened = Opened::open(&backend, duplicate).await?;
+    if let Opened::Local(local) = &opened {
+        let recovered = local
+            .blobs
+            .recover()
+            .await
+            .context("publishing notifications a crash left pending")?;
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "published object-created notifications left pending by a crash"
+            );
+        }
     }
     let model = embedder
         .clone()
         .map(|e| Arc::new(e) as Arc<dyn troupe_core::Embeddings>);
-    let host = Host::new(app, backends(&local, model), host_options).await?;
+    let host = Host::new(app, opened.backends(model), host_options).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}: is another troupe running? pass --listen"))?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let consumer = match embedder {
-        Some(e) => Some(tokio::spawn(
-            consumer(&local, e).await?.run(stop_rx.clone()),
+        Some(e) if consume_jobs => Some(tokio::spawn(
+            consumer(&opened, e).await?.run(stop_rx.clone()),
         )),
-        None => None,
+        _ => None,
     };
-    let drop_ins = tokio::spawn(watch_drop_ins(
-        local.blobs.clone(),
-        watched,
-        stop_rx.clone(),
-    ));
-    tracing::info!(%addr, data_dir = %data_dir.display(), "troupe is up");
+    // On S3 the bucket's own notifications announce every write.
+    let drop_ins = match &opened {
+        Opened::Local(local) => Some(tokio::spawn(watch_drop_ins(
+            local.blobs.clone(),
+            watched,
+            stop_rx.clone(),
+        ))),
+        Opened::Aws(_) => None,
+    };
+    tracing::info!(%addr, backend = ?backend.backend, data_dir = %data_dir.display(), "troupe is up");
     println!("troupe listening on http://{addr}");
     let stop = stop_tx.clone();
     let served = host
@@ -358,7 +314,9 @@ async fn up(args: UpArgs) -> Result<()> {
     if let Some(c) = consumer {
         c.await.context("embedding consumer task")?;
     }
-    drop_ins.await.context("drop-in watcher task")?;
+    if let Some(d) = drop_ins {
+        d.await.context("drop-in watcher task")?;
+    }
     served
 }
 
@@ -397,13 +355,10 @@ async fn watch_drop_ins(
 /// How often watched bucket folders are scanned for dropped-in files.
 const DROP_IN_SCAN: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The embedding-job consumer on the embedded backends, its subscription declared.
-async fn consumer(
-    local: &Local,
-    embedder: troupe_gpu_worker::Embedder,
-) -> Result<troupe_gpu_worker::consumer::Consumer> {
-    use troupe_gpu_worker::consumer::{Consumer, JOB_TOPIC};
-    let subscription = troupe_core::Subscription {
+/// The embedding-job subscription.
+fn job_subscription() -> troupe_core::Subscription {
+    use troupe_gpu_worker::consumer::JOB_TOPIC;
+    troupe_core::Subscription {
         name: WORKER_SUBSCRIPTION.into(),
         topic: JOB_TOPIC.into(),
         subject_prefix: None,
@@ -413,21 +368,69 @@ async fn consumer(
             visibility_timeout: JOB_LEASE,
             ..Default::default()
         },
-    };
-    local
+    }
+}
+
+/// The embedding-job consumer, its subscription declared.
+async fn consumer(
+    opened: &Opened,
+    embedder: troupe_gpu_worker::Embedder,
+) -> Result<troupe_gpu_worker::consumer::Consumer> {
+    let backends = opened.backends(None);
+    backends
         .queue
-        .subscribe(&subscription)
+        .subscribe(&job_subscription())
         .await
         .context("declaring the embedding-job subscription")?;
-    Ok(Consumer {
-        queue: Arc::new(local.queue.clone()),
-        blobs: Arc::new(local.blobs.clone()),
-        vectors: Arc::new(local.vectors.clone()),
+    Ok(troupe_gpu_worker::consumer::Consumer {
+        queue: backends.queue,
+        blobs: backends.blobs,
+        vectors: backends.vectors,
         embedder,
         subscription: WORKER_SUBSCRIPTION.into(),
         batch_size: 8,
-        leases: Some((Arc::new(local.queue.clone()), JOB_LEASE)),
+        leases: Some((opened.leases(), JOB_LEASE)),
     })
+}
+
+/// `troupe init`: declares every subscription of the manifest and the worker's; on
+/// AWS also the bucket and its notifications (the schema is migrated on connect).
+async fn init(backend: BackendArgs, manifest: PathBuf) -> Result<()> {
+    let app = App::load(&manifest)?;
+    let opened = Opened::open(&backend, false).await?;
+    let queue = opened.backends(None).queue;
+    if let Opened::Aws(scale) = &opened {
+        troupe_aws::setup::ensure_bucket(&scale.clients, &scale.settings.bucket)
+            .await
+            .with_context(|| format!("creating bucket {}", scale.settings.bucket))?;
+        println!("bucket {}: ready", scale.settings.bucket);
+    }
+    let mut subscriptions: Vec<troupe_core::Subscription> = app
+        .subscriptions
+        .iter()
+        .map(|t| t.subscription.clone())
+        .collect();
+    subscriptions.push(job_subscription());
+    for s in &subscriptions {
+        queue
+            .subscribe(s)
+            .await
+            .with_context(|| format!("creating subscription `{}`", s.name))?;
+        println!("subscription {} ({}): ready", s.name, s.topic);
+    }
+    if let Opened::Aws(scale) = &opened {
+        let n = troupe_aws::setup::configure_notifications(
+            &scale.clients,
+            &scale.queue,
+            &scale.settings.bucket,
+            &subscriptions,
+        )
+        .await
+        .context("configuring the bucket's notifications")?;
+        println!("bucket notifications: {n} blob trigger(s)");
+        println!("database schema: migrated");
+    }
+    Ok(())
 }
 
 /// The embedding jobs' visibility timeout.
@@ -436,34 +439,34 @@ const JOB_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
 /// The worker's subscription to embedding jobs.
 const WORKER_SUBSCRIPTION: &str = "gpu-worker";
 
-async fn dlq(data_dir: PathBuf, action: DlqAction) -> Result<()> {
-    if !data_dir.join("troupe.db").is_file() {
+async fn dlq(backend: BackendArgs, action: DlqAction) -> Result<()> {
+    if backend.backend == BackendKind::Local && !backend.data_dir.join("troupe.db").is_file() {
         anyhow::bail!(
             "no Troupe data in {}: pass --data-dir (or TROUPE_DATA_DIR)",
-            data_dir.display()
+            backend.data_dir.display()
         );
     }
-    let local = Local::open(&data_dir)?;
+    let backends = Opened::open(&backend, false).await?.backends(None);
     match action {
         DlqAction::List {
             subscription: Some(name),
             limit,
         } => {
-            let letters = local.queue.dead_letters(&name, limit).await?;
+            let letters = backends.dead_letters.dead_letters(&name, limit).await?;
             println!("{}", serde_json::to_string_pretty(&letters)?);
         }
         DlqAction::List {
             subscription: None, ..
         } => {
             let mut summary = Vec::new();
-            for s in local.queue.subscriptions().await? {
-                let depth = local.queue.depth(&s.name).await?;
+            for s in backends.queue.subscriptions().await? {
+                let depth = backends.queue.depth(&s.name).await?;
                 summary.push(serde_json::json!({"subscription": s.name, "topic": s.topic, "dead": depth.dead, "ready": depth.ready, "in_flight": depth.in_flight}));
             }
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
         DlqAction::Redrive { subscription } => {
-            let n = local.queue.redrive(&subscription).await?;
+            let n = backends.dead_letters.redrive(&subscription).await?;
             println!("redrove {n} message(s) back to `{subscription}`");
         }
     }
@@ -482,7 +485,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up {
-            data,
+            backend,
             listen,
             manifest,
             duplicate_deliveries,
@@ -490,7 +493,8 @@ async fn main() -> std::process::ExitCode {
             no_embeddings,
         } => {
             up(UpArgs {
-                data_dir: data.data_dir,
+                backend,
+                consume_jobs: true,
                 listen,
                 manifest,
                 duplicate: duplicate_deliveries,
@@ -498,12 +502,30 @@ async fn main() -> std::process::ExitCode {
             })
             .await
         }
+        Command::Serve {
+            backend,
+            listen,
+            manifest,
+            embedding,
+            no_embeddings,
+        } => {
+            up(UpArgs {
+                backend,
+                consume_jobs: false,
+                listen,
+                manifest,
+                duplicate: false,
+                embedding: (!no_embeddings).then_some(embedding),
+            })
+            .await
+        }
+        Command::Init { backend, manifest } => init(backend, manifest).await,
         Command::Worker {
-            data,
+            backend,
             listen,
             embedding,
-        } => worker(listen, data.data_dir, embedding).await,
-        Command::Dlq { data, action } => dlq(data.data_dir, action).await,
+        } => worker(listen, backend, embedding).await,
+        Command::Dlq { backend, action } => dlq(backend, action).await,
         Command::Ingest {
             api,
             paths,

@@ -87,6 +87,9 @@ pub struct Options {
     pub metrics: Vec<MetricsSource>,
     /// Extra dependencies for `/health`, by name.
     pub health: Vec<(String, HealthCheck)>,
+    /// Subscriptions consumed outside the manifest (the embedding worker's), which
+    /// are not reported as forgotten.
+    pub native_subscriptions: Vec<String>,
 }
 
 impl std::fmt::Debug for Options {
@@ -217,6 +220,7 @@ impl Host {
             .subscriptions
             .iter()
             .map(|t| t.subscription.name.as_str())
+            .chain(options.native_subscriptions.iter().map(String::as_str))
             .collect();
         match backends.queue.subscriptions().await {
             Ok(existing) => {
@@ -227,7 +231,7 @@ impl Host {
                     tracing::warn!(
                         subscription = %s.name,
                         topic = %s.topic,
-                        "subscription is in the data directory but not in the manifest: it still receives \
+                        "subscription exists but is not in the manifest: it still receives \
                          copies of its topic's events and nothing consumes them; `troupe dlq list` shows its depth"
                     );
                 }

@@ -1,0 +1,130 @@
+//! Troupe's scale-out backends on AWS: [`S3Blobs`] (object storage), [`SqsQueue`]
+//! (queues, topics, dead letters and leases on SQS) and the decoding of S3
+//! `ObjectCreated` notifications delivered through SQS ([`notifications`]).
+//!
+//! They implement `troupe-core`'s traits, so the host, the worker and the functions run
+//! on them unchanged. Configuration is the AWS SDK's own environment
+//! (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials) plus:
+//!
+//! - `TROUPE_S3_BUCKET`: the one bucket Troupe uses; the manifest's bucket names
+//!   (`documents`) are aliases of it.
+//! - `TROUPE_QUEUE_PREFIX` (default `troupe-`): every subscription `name` is the queue
+//!   `<prefix><name>`, its dead letters `<prefix><name>-dlq`.
+//!
+//! # Layout
+//!
+//! - [`s3`]: [`S3Blobs`].
+//! - [`sqs`]: [`SqsQueue`]: topic fan-out by queue tags, long polling, batch
+//!   receive/delete, backoff through `ChangeMessageVisibility`, DLQs by redrive policy
+//!   and by explicit moves with a reason code.
+//! - [`notifications`]: S3 event records to Troupe's object-created CloudEvents.
+//! - [`setup`]: idempotent creation of the bucket and its notifications.
+
+pub mod notifications;
+pub mod s3;
+pub mod setup;
+pub mod sqs;
+
+use aws_config::BehaviorVersion;
+pub use s3::S3Blobs;
+pub use sqs::SqsQueue;
+use troupe_core::{Error, Result};
+
+/// Queue prefix when `TROUPE_QUEUE_PREFIX` is not set.
+pub const DEFAULT_QUEUE_PREFIX: &str = "troupe-";
+
+/// Where Troupe's AWS resources are.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The bucket (`TROUPE_S3_BUCKET`).
+    pub bucket: String,
+    /// Queue name prefix (`TROUPE_QUEUE_PREFIX`).
+    pub queue_prefix: String,
+}
+
+impl Settings {
+    /// Reads `TROUPE_S3_BUCKET` and `TROUPE_QUEUE_PREFIX`.
+    pub fn from_env() -> Result<Self> {
+        let bucket = std::env::var("TROUPE_S3_BUCKET").map_err(|_| {
+            Error::invalid(
+                "TROUPE_S3_BUCKET",
+                "not set: name the S3 bucket Troupe stores documents in (`troupe init --backend aws` creates it)",
+            )
+        })?;
+        troupe_core::blobs::check_bucket(&bucket)?;
+        let queue_prefix = std::env::var("TROUPE_QUEUE_PREFIX")
+            .unwrap_or_else(|_| DEFAULT_QUEUE_PREFIX.to_owned());
+        sqs::check_queue_name("TROUPE_QUEUE_PREFIX", &queue_prefix, true)?;
+        Ok(Self {
+            bucket,
+            queue_prefix,
+        })
+    }
+}
+
+/// SDK clients for S3 and SQS, configured from the environment.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// S3.
+    pub s3: aws_sdk_s3::Client,
+    /// SQS.
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl Clients {
+    /// Loads the SDK configuration from the environment (region, credentials,
+    /// `AWS_ENDPOINT_URL`), over one rustls (ring) HTTPS client. With a custom endpoint
+    /// (moto, MinIO, LocalStack) S3 uses path-style addressing.
+    pub async fn from_env() -> Self {
+        let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let config = loader().load().await;
+        Self::from_config(&config, custom_endpoint)
+    }
+
+    /// Clients for an S3/SQS-compatible server at `endpoint` (moto, MinIO,
+    /// LocalStack) with static credentials; S3 uses path-style addressing.
+    pub async fn with_endpoint(endpoint: &str, region: &str, key: &str, secret: &str) -> Self {
+        let config = loader()
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new(region.to_owned()))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                key, secret, None, None, "troupe",
+            ))
+            .load()
+            .await;
+        Self::from_config(&config, true)
+    }
+
+    fn from_config(config: &aws_config::SdkConfig, path_style: bool) -> Self {
+        let s3 = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(path_style)
+            .build();
+        Self {
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            sqs: aws_sdk_sqs::Client::new(config),
+        }
+    }
+}
+
+/// The SDK's configuration loader over one rustls (ring) HTTPS client.
+fn loader() -> aws_config::ConfigLoader {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    aws_config::defaults(BehaviorVersion::latest()).http_client(http)
+}
+
+/// An SDK error as a backend error, with the service's code and message.
+pub(crate) fn sdk_error<E, R>(backend: &'static str, e: aws_sdk_sqs::error::SdkError<E, R>) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    Error::backend(
+        backend,
+        aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
+    )
+}

@@ -1,0 +1,199 @@
+//! Versioned key-value state and the per-subject event log.
+
+use async_trait::async_trait;
+use troupe_core::{Entry, Error, Event, Result, State};
+
+use crate::{Pg, db};
+
+/// [`State`] on Postgres.
+#[derive(Debug, Clone)]
+pub struct PgState {
+    pg: Pg,
+}
+
+impl PgState {
+    /// State in `pg`'s database.
+    pub fn new(pg: Pg) -> Self {
+        Self { pg }
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > 1024 {
+        return Err(Error::invalid(
+            "key",
+            format!("must be 1..=1024 bytes, got {}", key.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn version(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn signed(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl State for PgState {
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        check_key(key)?;
+        let c = self.pg.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT value, version FROM troupe_kv WHERE key = $1",
+                &[&key],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| Entry {
+            value: r.get(0),
+            version: version(r.get(1)),
+        }))
+    }
+
+    async fn put(&self, key: &str, value: &[u8], expected: Option<u64>) -> Result<u64> {
+        check_key(key)?;
+        let c = self.pg.client().await?;
+        let written = match expected {
+            None => c
+                .query_opt(
+                    "INSERT INTO troupe_kv (key, value, version) VALUES ($1, $2, 1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = troupe_kv.version + 1
+                     RETURNING version",
+                    &[&key, &value],
+                )
+                .await,
+            Some(0) => c
+                .query_opt(
+                    "INSERT INTO troupe_kv (key, value, version) VALUES ($1, $2, 1)
+                     ON CONFLICT (key) DO NOTHING RETURNING version",
+                    &[&key, &value],
+                )
+                .await,
+            Some(v) => c
+                .query_opt(
+                    "UPDATE troupe_kv SET value = $2, version = version + 1
+                     WHERE key = $1 AND version = $3 RETURNING version",
+                    &[&key, &value, &signed(v)],
+                )
+                .await,
+        }
+        .map_err(db)?;
+        if let Some(row) = written {
+            return Ok(version(row.get(0)));
+        }
+        let found = c
+            .query_opt("SELECT version FROM troupe_kv WHERE key = $1", &[&key])
+            .await
+            .map_err(db)?
+            .map_or(0, |r| version(r.get(0)));
+        Err(Error::Conflict {
+            key: key.to_owned(),
+            expected: expected.unwrap_or(0),
+            found,
+        })
+    }
+
+    async fn delete(&self, key: &str, expected: Option<u64>) -> Result<bool> {
+        check_key(key)?;
+        let c = self.pg.client().await?;
+        let deleted = match expected {
+            None => c
+                .execute("DELETE FROM troupe_kv WHERE key = $1", &[&key])
+                .await
+                .map_err(db)?,
+            Some(0) => 0,
+            Some(v) => c
+                .execute(
+                    "DELETE FROM troupe_kv WHERE key = $1 AND version = $2",
+                    &[&key, &signed(v)],
+                )
+                .await
+                .map_err(db)?,
+        };
+        if deleted == 1 || expected.is_none() {
+            return Ok(deleted == 1);
+        }
+        let found = c
+            .query_opt("SELECT version FROM troupe_kv WHERE key = $1", &[&key])
+            .await
+            .map_err(db)?
+            .map_or(0, |r| version(r.get(0)));
+        match expected {
+            // Expected absent and it is: nothing to delete.
+            Some(0) if found == 0 => Ok(false),
+            _ => Err(Error::Conflict {
+                key: key.to_owned(),
+                expected: expected.unwrap_or(0),
+                found,
+            }),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let c = self.pg.client().await?;
+        let rows = c
+            .query(
+                "SELECT key FROM troupe_kv WHERE left(key, length($1)) = $1 ORDER BY key",
+                &[&prefix],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn append_event(&self, subject: &str, event: &Event) -> Result<u64> {
+        check_key(subject)?;
+        let mut c = self.pg.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        // One appender per subject at a time: sequence numbers without gaps.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('troupe-events/' || $1, 0))",
+            &[&subject],
+        )
+        .await
+        .map_err(db)?;
+        if let Some(row) = tx
+            .query_opt(
+                "SELECT seq FROM troupe_events WHERE subject = $1 AND id = $2",
+                &[&subject, &event.id],
+            )
+            .await
+            .map_err(db)?
+        {
+            return Ok(version(row.get(0)));
+        }
+        let row = tx
+            .query_one(
+                "INSERT INTO troupe_events (subject, seq, id, body)
+                 SELECT $1, coalesce(max(seq), 0) + 1, $2, $3 FROM troupe_events WHERE subject = $1
+                 RETURNING seq",
+                &[&subject, &event.id, &event.to_json()],
+            )
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(version(row.get(0)))
+    }
+
+    async fn read_events(&self, subject: &str) -> Result<Vec<Event>> {
+        let c = self.pg.client().await?;
+        let rows = c
+            .query(
+                "SELECT body FROM troupe_events WHERE subject = $1 ORDER BY seq",
+                &[&subject],
+            )
+            .await
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|r| Event::from_json(&r.get::<_, Vec<u8>>(0)))
+            .collect()
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.pg.health().await
+    }
+}
