@@ -15,6 +15,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod stack;
+
 use troupe_host::{App, Backends, Host, Options};
 use troupe_local::Local;
 
@@ -200,6 +202,15 @@ impl Child {
         }
         components();
         Self::spawn(data_dir, &repo_root().join("spin.toml"), &args, env)
+    }
+
+    /// [`Child::pipeline`] on a backend set: `troupe init` first on AWS, then `troupe
+    /// up` with the set's environment.
+    pub fn pipeline_on(stack: &stack::Stack, extra: &[&str], env: &[(&str, String)]) -> Self {
+        stack.init(&repo_root().join("spin.toml"));
+        let mut all = stack.env();
+        all.extend(env.iter().cloned());
+        Self::pipeline(stack.data(), extra, &all)
     }
 
     fn spawn(data_dir: &Path, manifest: &Path, extra: &[String], env: &[(&str, String)]) -> Self {
