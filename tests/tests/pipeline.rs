@@ -1,6 +1,6 @@
 //! The document pipeline end to end: the `troupe` binary running the repository's
-//! `spin.toml` (every function, real model, embedded backends), driven through the
-//! public HTTP API, with every message delivered twice.
+//! `spin.toml` (every function, real model), driven through the public HTTP API, with
+//! every message delivered twice; on the embedded backends and on S3 + SQS + Postgres.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use troupe_core::Vectors as _;
+use troupe_tests::stack::Stack;
 use troupe_tests::{Child, call, repo_root};
 
 const SECRET: &str = "test-secret";
@@ -145,21 +145,32 @@ fn event_types(base: &str, id: &str) -> Vec<String> {
         .collect()
 }
 
-fn vector_count(data: &Path, id: &str) -> usize {
-    let local = troupe_local::Local::open(data).expect("open data dir");
-    tokio::runtime::Runtime::new()
-        .expect("rt")
-        .block_on(local.vectors.count("default", id))
-        .expect("count")
+/// Each end-to-end test, on both backend sets: the embedded default, and S3 + SQS +
+/// Postgres (moto and pgserver, started by the harness).
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(#[test]
+            fn $name() { super::$name(troupe_tests::stack::Stack::local) })*
+        }
+        mod aws {
+            $(#[test]
+            fn $name() { super::$name(troupe_tests::stack::Stack::aws) })*
+        }
+    };
 }
 
-#[test]
-fn documents_flow_from_upload_to_search_with_every_event_twice() {
+both!(
+    documents_flow_from_upload_to_search_with_every_event_twice,
+    a_stuck_document_is_failed_by_the_sweeper_and_a_failing_webhook_opens_its_circuit,
+);
+
+fn documents_flow_from_upload_to_search_with_every_event_twice(stack: fn(&Path) -> Stack) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
+    let stack = stack(dir.path());
     let (hooks, url) = Hooks::start(200);
-    let up = Child::pipeline(
-        &data,
+    let up = Child::pipeline_on(
+        &stack,
         &["--duplicate-deliveries"],
         &[
             ("TROUPE_VARIABLE_WEBHOOK_URLS", url),
@@ -201,14 +212,12 @@ fn documents_flow_from_upload_to_search_with_every_event_twice() {
     ]
     .map(|(name, ct)| (name, upload(&base, name, ct, &fixture(name))));
     let empty = upload(&base, "empty.txt", "text/plain", b"  \n\n  ");
-    // A file copied straight into the uploads folder is ingested too.
-    let drop_in = data.join("blobs/documents/uploads/aurora.txt");
-    std::fs::create_dir_all(drop_in.parent().expect("parent")).expect("mkdir");
-    std::fs::write(
-        &drop_in,
-        "The aurora borealis. Charged particles from the solar wind strike oxygen and nitrogen high in the atmosphere, painting the polar night sky green and violet.",
-    )
-    .expect("drop in");
+    // A file put straight into the bucket's uploads folder (a file copied into it; an
+    // S3 put announced by the bucket's notification) is ingested too.
+    stack.put_object(
+        "uploads/aurora.txt",
+        b"The aurora borealis. Charged particles from the solar wind strike oxygen and nitrogen high in the atmosphere, painting the polar night sky green and violet.",
+    );
 
     for (name, id) in &ids {
         let doc = settle(&base, id, Duration::from_secs(180));
@@ -222,7 +231,7 @@ fn documents_flow_from_upload_to_search_with_every_event_twice() {
             assert!(chunks >= 1);
             assert_eq!(doc["progress"]["done"], doc["progress"]["total"], "{doc}");
             // Delivered twice, stored once.
-            assert_eq!(vector_count(&data, id), chunks, "{name}");
+            assert_eq!(stack.vector_count(id), chunks, "{name}");
             let types = event_types(&base, id);
             for t in ["uploaded", "extracted", "inspected", "indexed"] {
                 assert!(
@@ -240,11 +249,10 @@ fn documents_flow_from_upload_to_search_with_every_event_twice() {
         "{doc}"
     );
     // The lighthouse's chunks went to the worker by blob key.
-    let chunk_blobs = data.join("blobs/documents/chunks/default").join(&ids[0].1);
+    let chunk_blobs = format!("chunks/default/{}/", ids[0].1);
     assert!(
-        std::fs::read_dir(&chunk_blobs).is_ok_and(|mut d| d.next().is_some()),
-        "no claim-checked chunks in {}",
-        chunk_blobs.display()
+        !stack.keys(&chunk_blobs).is_empty(),
+        "no claim-checked chunks under {chunk_blobs}"
     );
 
     for (query, name) in [
@@ -277,7 +285,7 @@ fn documents_flow_from_upload_to_search_with_every_event_twice() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(vector_count(&data, corrupt), 0);
+    assert_eq!(stack.vector_count(corrupt), 0);
 
     // The dropped-in file became a searchable document.
     let start = Instant::now();
@@ -408,9 +416,7 @@ fn documents_flow_from_upload_to_search_with_every_event_twice() {
             .all(|h| h["document_id"] != lighthouse.as_str())
     );
     let start = Instant::now();
-    while vector_count(&data, lighthouse) != 0
-        || chunk_blobs.read_dir().is_ok_and(|mut d| d.next().is_some())
-    {
+    while stack.vector_count(lighthouse) != 0 || !stack.keys(&chunk_blobs).is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "vectors or chunk blobs of the deleted document remain"
@@ -471,14 +477,15 @@ fn documents_flow_from_upload_to_search_with_every_event_twice() {
     drop(up);
 }
 
-#[test]
-fn a_stuck_document_is_failed_by_the_sweeper_and_a_failing_webhook_opens_its_circuit() {
+fn a_stuck_document_is_failed_by_the_sweeper_and_a_failing_webhook_opens_its_circuit(
+    stack: fn(&Path) -> Stack,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
+    let stack = stack(dir.path());
     let (hooks, url) = Hooks::start(500);
     // Without the model, extraction cannot tokenize and keeps retrying: stuck.
-    let up = Child::pipeline(
-        &data,
+    let up = Child::pipeline_on(
+        &stack,
         &["--no-embeddings"],
         &[
             ("TROUPE_VARIABLE_UPLOADED_TIMEOUT_MS", "1000".into()),
