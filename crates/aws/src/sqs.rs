@@ -106,6 +106,23 @@ struct Leased {
     until: Instant,
 }
 
+/// An SQS message as a receive or a Lambda SQS event hands it over.
+#[derive(Debug, Clone, Default)]
+pub struct Raw {
+    /// SQS's message id.
+    pub message_id: String,
+    /// The receipt handle.
+    pub handle: String,
+    /// The body.
+    pub body: String,
+    /// String message attributes, by name.
+    pub attributes: HashMap<String, String>,
+    /// `ApproximateReceiveCount`.
+    pub receive_count: u32,
+    /// `SentTimestamp`, ms since the epoch.
+    pub sent_ms: u64,
+}
+
 /// Subscriptions as last listed.
 #[derive(Debug, Default)]
 struct Listing {
@@ -552,27 +569,63 @@ impl SqsQueue {
         e.build().map_err(|e| Error::backend("sqs", e))
     }
 
-    /// Registers deliveries that came from elsewhere (a Lambda SQS event) so they can
-    /// be retried and dead-lettered like received ones.
-    pub fn adopt(
-        &self,
-        deliveries: &[Delivery],
-        subjects: &[Option<String>],
-        visibility: Duration,
-    ) {
-        let mut leased = self.leased.lock().expect("leased");
-        for (d, subject) in deliveries.iter().zip(subjects) {
-            leased.insert(
-                d.receipt.handle.clone(),
-                Leased {
-                    id: d.id.clone(),
-                    subject: subject.clone(),
-                    body: d.body.clone(),
-                    deliveries: d.deliveries,
-                    until: Instant::now() + visibility,
-                },
-            );
+    /// Deliveries for messages that arrived another way (a Lambda SQS event),
+    /// registered so they can be retried and dead-lettered like received ones; S3
+    /// notifications among them are decoded as on receipt.
+    pub async fn deliveries(&self, name: &str, messages: Vec<Raw>) -> Result<Vec<Delivery>> {
+        let url = self.url(name).await?;
+        let visibility = self.policy(name).await?.visibility_timeout;
+        let mut out = Vec::with_capacity(messages.len());
+        for m in messages {
+            if let Some(d) = self.deliver(name, &url, visibility, m).await? {
+                out.push(d);
+            }
         }
+        Ok(out)
+    }
+
+    async fn deliver(
+        &self,
+        name: &str,
+        url: &str,
+        visibility: Duration,
+        m: Raw,
+    ) -> Result<Option<Delivery>> {
+        let (id, body) = match m.attributes.get(ATTR_ID) {
+            Some(id) => (id.clone(), m.body.into_bytes()),
+            None => match self
+                .from_s3(name, url, m.body.as_bytes(), &m.handle)
+                .await?
+            {
+                Some(body) => {
+                    let id = troupe_core::Event::from_json(&body)
+                        .map(|e| e.id)
+                        .unwrap_or_else(|_| m.message_id.clone());
+                    (id, body)
+                }
+                None => return Ok(None),
+            },
+        };
+        self.leased.lock().expect("leased").insert(
+            m.handle.clone(),
+            Leased {
+                id: id.clone(),
+                subject: m.attributes.get(ATTR_SUBJECT).cloned(),
+                body: body.clone(),
+                deliveries: m.receive_count,
+                until: Instant::now() + visibility,
+            },
+        );
+        Ok(Some(Delivery {
+            receipt: Receipt {
+                handle: m.handle,
+                message_id: id.clone(),
+            },
+            id,
+            body,
+            deliveries: m.receive_count,
+            enqueued_at_ms: m.sent_ms,
+        }))
     }
 
     fn take(&self, receipt: &Receipt) -> Option<Leased> {
@@ -807,55 +860,34 @@ impl Queue for SqsQueue {
             let (Some(handle), Some(body)) = (m.receipt_handle(), m.body()) else {
                 continue;
             };
-            let system = m.attributes();
-            let sys = |a: MessageSystemAttributeName| {
-                system
+            let system = |a: MessageSystemAttributeName| {
+                m.attributes()
                     .and_then(|s| s.get(&a))
                     .and_then(|v| v.parse::<u64>().ok())
             };
-            let attrs = m.message_attributes();
-            let text = |k: &str| {
-                attrs
-                    .and_then(|a| a.get(k))
-                    .and_then(|v| v.string_value())
-                    .map(str::to_owned)
+            let raw = Raw {
+                message_id: m.message_id().unwrap_or_default().to_owned(),
+                handle: handle.to_owned(),
+                body: body.to_owned(),
+                attributes: m
+                    .message_attributes()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                receive_count: system(MessageSystemAttributeName::ApproximateReceiveCount)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(1),
+                sent_ms: system(MessageSystemAttributeName::SentTimestamp).unwrap_or(0),
             };
-            let deliveries_so_far = sys(MessageSystemAttributeName::ApproximateReceiveCount)
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(1);
-            let (id, body) = match text(ATTR_ID) {
-                Some(id) => (id, body.as_bytes().to_vec()),
-                None => match self.from_s3(queue, &url, body.as_bytes(), handle).await? {
-                    Some(body) => {
-                        let id = troupe_core::Event::from_json(&body)
-                            .map(|e| e.id)
-                            .unwrap_or_else(|_| m.message_id().unwrap_or_default().to_owned());
-                        (id, body)
-                    }
-                    None => continue,
-                },
-            };
-            let delivery = Delivery {
-                receipt: Receipt {
-                    handle: handle.to_owned(),
-                    message_id: id.clone(),
-                },
-                id: id.clone(),
-                body: body.clone(),
-                deliveries: deliveries_so_far,
-                enqueued_at_ms: sys(MessageSystemAttributeName::SentTimestamp).unwrap_or(0),
-            };
-            self.leased.lock().expect("leased").insert(
-                handle.to_owned(),
-                Leased {
-                    id,
-                    subject: text(ATTR_SUBJECT),
-                    body,
-                    deliveries: deliveries_so_far,
-                    until: Instant::now() + policy.visibility_timeout,
-                },
-            );
-            deliveries.push(delivery);
+            if let Some(d) = self
+                .deliver(queue, &url, policy.visibility_timeout, raw)
+                .await?
+            {
+                deliveries.push(d);
+            }
         }
         Ok(deliveries)
     }

@@ -90,6 +90,9 @@ pub struct Options {
     /// Subscriptions consumed outside the manifest (the embedding worker's), which
     /// are not reported as forgotten.
     pub native_subscriptions: Vec<String>,
+    /// The subscriptions exist already (`troupe init` made them): do not declare them
+    /// at start (a Lambda cold start should not call SQS eighteen times).
+    pub assume_declared: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -222,7 +225,12 @@ impl Host {
             .map(|t| t.subscription.name.as_str())
             .chain(options.native_subscriptions.iter().map(String::as_str))
             .collect();
-        match backends.queue.subscriptions().await {
+        let existing = if options.assume_declared {
+            Ok(Vec::new())
+        } else {
+            backends.queue.subscriptions().await
+        };
+        match existing {
             Ok(existing) => {
                 for s in existing
                     .iter()
@@ -238,7 +246,11 @@ impl Host {
             }
             Err(e) => tracing::warn!(error = %e, "could not list existing subscriptions"),
         }
-        for t in &app.subscriptions {
+        for t in app
+            .subscriptions
+            .iter()
+            .filter(|_| !options.assume_declared)
+        {
             backends
                 .queue
                 .subscribe(&t.subscription)

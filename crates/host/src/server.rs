@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -84,7 +83,30 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     graceful.shutdown().await;
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<HyperOutgoingBody> {
+/// A request body the host can hand to a component.
+pub trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static
+{
+}
+
+/// Serves one request without a listener (the Lambda adapter's HTTP events): native
+/// endpoints, `/health`, `/metrics` and the manifest's routes, as the listener does.
+pub async fn respond<B: RequestBody>(
+    shared: Arc<Shared>,
+    req: Request<B>,
+) -> Response<HyperOutgoingBody> {
+    handle(shared, req).await
+}
+
+async fn handle<B: RequestBody>(
+    shared: Arc<Shared>,
+    req: Request<B>,
+) -> Response<HyperOutgoingBody> {
     let path = req.uri().path().to_owned();
     if let Some((_, _, endpoint)) = shared
         .options
@@ -178,10 +200,10 @@ async fn health(shared: &Shared) -> Response<HyperOutgoingBody> {
     )
 }
 
-async fn invoke(
+async fn invoke<B: RequestBody>(
     shared: &Arc<Shared>,
     id: &str,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> Response<HyperOutgoingBody> {
     let runtime: &Runtime = &shared.runtime;
     let Some(loaded) = runtime.component(id).cloned() else {

@@ -66,8 +66,15 @@ pub async fn run(
     while inflight.join_next().await.is_some() {}
 }
 
-/// Hands one leased batch to the component and settles every message.
-pub async fn process(shared: &Shared, trigger: &SubscriptionTrigger, deliveries: Vec<Delivery>) {
+/// Hands one leased batch to the component and settles every message. Returns the
+/// receipts of messages left on the queue for redelivery (retried later, or not
+/// settled), which a Lambda SQS event reports as batch item failures.
+pub async fn process(
+    shared: &Shared,
+    trigger: &SubscriptionTrigger,
+    deliveries: Vec<Delivery>,
+) -> Vec<Receipt> {
+    let mut left = Vec::new();
     let queue = &shared.backends.queue;
     let name = trigger.subscription.name.as_str();
     let kind = match trigger.source {
@@ -96,7 +103,7 @@ pub async fn process(shared: &Shared, trigger: &SubscriptionTrigger, deliveries:
         }
     }
     if events.is_empty() {
-        return;
+        return left;
     }
     let span = tracing::info_span!(
         "host.invoke",
@@ -107,7 +114,7 @@ pub async fn process(shared: &Shared, trigger: &SubscriptionTrigger, deliveries:
         messaging.batch.message_count = receipts.len(),
     );
     let Some(loaded) = shared.runtime.component(&trigger.component) else {
-        return;
+        return receipts;
     };
     let started = Instant::now();
     let result = shared
@@ -138,15 +145,18 @@ pub async fn process(shared: &Shared, trigger: &SubscriptionTrigger, deliveries:
                             .retry(name, &receipt, delay, "handler asked to retry")
                             .await;
                         record_retry(shared, name, &r);
+                        if !matches!(r, Ok(RetryOutcome::DeadLettered)) {
+                            left.push(receipt.clone());
+                        }
                         settle(r.map(|_| ()), name, &receipt);
                     }
                     Outcome::Reject(rej) => {
                         tracing::warn!(messaging.message.id = %receipt.message_id, reason = %rej.reason, detail = %rej.detail, "handler rejected event: dead-lettered");
-                        settle(
-                            queue.reject(name, &receipt, &rej.reason, &rej.detail).await,
-                            name,
-                            &receipt,
-                        );
+                        let r = queue.reject(name, &receipt, &rej.reason, &rej.detail).await;
+                        if r.is_err() {
+                            left.push(receipt.clone());
+                        }
+                        settle(r, name, &receipt);
                         shared.metrics.settled(name, "reject", 1);
                     }
                 }
@@ -172,10 +182,14 @@ pub async fn process(shared: &Shared, trigger: &SubscriptionTrigger, deliveries:
             for receipt in &receipts {
                 let r = queue.retry(name, receipt, None, &error).await;
                 record_retry(shared, name, &r);
+                if !matches!(r, Ok(RetryOutcome::DeadLettered)) {
+                    left.push(receipt.clone());
+                }
                 settle(r.map(|_| ()), name, receipt);
             }
         }
     }
+    left
 }
 
 fn record_retry(shared: &Shared, name: &str, r: &troupe_core::Result<RetryOutcome>) {
