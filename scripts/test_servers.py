@@ -30,7 +30,12 @@ def free_port():
 
 
 def moto():
+    import logging
+
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+    # One log line per request would bury the tests' own output.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

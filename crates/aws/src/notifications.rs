@@ -67,7 +67,15 @@ pub fn decode(body: &[u8], logical_bucket: &str) -> Result<Notification> {
         let key = decode_key(key)?;
         let real_bucket = r.s3.bucket.name.unwrap_or_default();
         let etag = r.s3.object.e_tag.unwrap_or_default();
-        let sequencer = r.s3.object.sequencer.unwrap_or_else(|| etag.clone());
+        // The object's version, else its content: a notification repeated for the same
+        // write (a multipart upload may yield two) carries the same id.
+        let version =
+            r.s3.object
+                .version_id
+                .filter(|v| !v.is_empty())
+                .or_else(|| Some(etag.clone()).filter(|e| !e.is_empty()))
+                .or(r.s3.object.sequencer)
+                .unwrap_or_default();
         let time = r
             .event_time
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -99,9 +107,9 @@ pub fn decode(body: &[u8], logical_bucket: &str) -> Result<Notification> {
             &data,
         )
         .with_subject(&key);
-        // The same write always has the same id, so a repeated notification is
-        // absorbed by the dedupe window like any repeated event.
-        ev.id = format!("s3:{real_bucket}/{key}@{sequencer}");
+        // A repeated notification is absorbed by the dedupe window like any repeated
+        // event.
+        ev.id = format!("s3:{real_bucket}/{key}@{version}");
         ev.time = time;
         out.push(ev);
     }
@@ -148,7 +156,7 @@ mod tests {
         let e = &events[0];
         assert_eq!(e.subject.as_deref(), Some("uploads/a b/cé.txt"));
         assert_eq!(e.ty, OBJECT_CREATED_TYPE);
-        assert_eq!(e.id, "s3:real-bucket/uploads/a b/cé.txt@0055");
+        assert_eq!(e.id, "s3:real-bucket/uploads/a b/cé.txt@abc");
         let data: ObjectCreated = serde_json::from_slice(&e.data).unwrap();
         assert_eq!(data.s3.bucket.name, "documents");
         assert_eq!(data.s3.object.size, 12);

@@ -1,58 +1,12 @@
-//! State (compare-and-set, event log) and filesystem blobs (atomic writes,
-//! object-created notifications).
+//! The embedded set's own state and blob details: files an operator can read, file
+//! system key rules, object-created notifications. The contracts shared with Postgres
+//! and S3 are tested on both in `tests/tests/store_semantics.rs`.
 
 use std::time::Duration;
 
 use troupe_core::blobs::{OBJECT_CREATED_TYPE, created_topic};
-use troupe_core::{Blobs, DeliveryPolicy, Error, Event, ObjectCreated, Queue, State, Subscription};
+use troupe_core::{Blobs, DeliveryPolicy, Event, ObjectCreated, Queue, Subscription};
 use troupe_local::Local;
-
-#[tokio::test]
-async fn compare_and_set_guards_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Local::open(dir.path()).unwrap();
-    assert_eq!(l.state.put("k", b"a", Some(0)).await.unwrap(), 1);
-    assert!(matches!(
-        l.state.put("k", b"b", Some(0)).await,
-        Err(Error::Conflict {
-            expected: 0,
-            found: 1,
-            ..
-        })
-    ));
-    assert_eq!(l.state.put("k", b"b", Some(1)).await.unwrap(), 2);
-    assert_eq!(l.state.put("k", b"c", None).await.unwrap(), 3);
-    let e = l.state.get("k").await.unwrap().unwrap();
-    assert_eq!((e.value.as_slice(), e.version), (&b"c"[..], 3));
-    assert!(l.state.delete("k", Some(2)).await.is_err());
-    assert!(l.state.delete("k", Some(3)).await.unwrap());
-    assert_eq!(l.state.get("k").await.unwrap(), None);
-    l.state.put("p/1", b"", None).await.unwrap();
-    l.state.put("p/2", b"", None).await.unwrap();
-    l.state.put("q/1", b"", None).await.unwrap();
-    assert_eq!(l.state.list("p/").await.unwrap(), ["p/1", "p/2"]);
-    assert!(
-        l.state
-            .get("")
-            .await
-            .unwrap_err()
-            .to_string()
-            .contains("key")
-    );
-}
-
-#[tokio::test]
-async fn event_log_appends_once_per_event_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Local::open(dir.path()).unwrap();
-    let a = Event::new("/t", "t.a.v1", &serde_json::json!({"n": 1})).with_subject("doc");
-    let b = Event::new("/t", "t.b.v1", &serde_json::json!({"n": 2})).with_subject("doc");
-    assert_eq!(l.state.append_event("doc", &a).await.unwrap(), 1);
-    assert_eq!(l.state.append_event("doc", &b).await.unwrap(), 2);
-    assert_eq!(l.state.append_event("doc", &a).await.unwrap(), 1);
-    let log = l.state.read_events("doc").await.unwrap();
-    assert_eq!(log, [a, b]);
-}
 
 #[tokio::test]
 async fn blobs_round_trip_and_list_by_prefix() {
