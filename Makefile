@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:8080
 # The functions workspace builds for wasm32-wasip2; its pure libraries test natively.
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
-.PHONY: setup functions model build run worker test bench fmt lint clean
+.PHONY: setup functions model scale-out-tools build run worker test bench fmt lint clean
 
 ## setup: toolchain target, function components, embedding model (idempotent)
 setup: functions model
@@ -32,8 +32,13 @@ run: build
 worker: build
 	$(TROUPE) worker
 
+## scale-out-tools: moto's S3/SQS server, Postgres + pgvector (pgserver), cfn-lint and a
+## Kubernetes schema checker, in a virtual environment (the scale-out tests start the servers)
+scale-out-tools:
+	@./scripts/setup-scale-out.sh
+
 ## test: every test (builds what it needs first)
-test: build
+test: build scale-out-tools
 	cargo test --release --locked --workspace --no-fail-fast
 	cd functions && CARGO_TARGET_DIR=$${FUNCTIONS_TARGET_DIR:-$(CURDIR)/functions/target} \
 	  cargo test --release --locked -p troupe-text --target $(HOST_TRIPLE)
