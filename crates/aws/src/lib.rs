@@ -45,13 +45,17 @@ pub struct Settings {
 impl Settings {
     /// Reads `TROUPE_S3_BUCKET` and `TROUPE_QUEUE_PREFIX`.
     pub fn from_env() -> Result<Self> {
-        let bucket = std::env::var("TROUPE_S3_BUCKET").map_err(|_| {
-            Error::invalid(
-                "TROUPE_S3_BUCKET",
-                "not set: name the S3 bucket Troupe stores documents in (`troupe init --backend aws` creates it)",
-            )
-        })?;
-        troupe_core::blobs::check_bucket(&bucket)?;
+        let bucket = std::env::var("TROUPE_S3_BUCKET")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| {
+                Error::invalid(
+                    "TROUPE_S3_BUCKET",
+                    "not set: name the S3 bucket Troupe stores documents in (`troupe init --backend aws` creates it)",
+                )
+            })?;
+        troupe_core::blobs::check_bucket(&bucket)
+            .map_err(|e| Error::invalid("TROUPE_S3_BUCKET", e.to_string()))?;
         let queue_prefix = std::env::var("TROUPE_QUEUE_PREFIX")
             .unwrap_or_else(|_| DEFAULT_QUEUE_PREFIX.to_owned());
         sqs::check_queue_name("TROUPE_QUEUE_PREFIX", &queue_prefix, true)?;
@@ -117,14 +121,42 @@ fn loader() -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest()).http_client(http)
 }
 
-/// An SDK error as a backend error, with the service's code and message.
+/// An SDK error as a backend error: the service's code and message, or the chain of
+/// causes of a failure to reach it (without the SDK's debug dumps).
 pub(crate) fn sdk_error<E, R>(backend: &'static str, e: aws_sdk_sqs::error::SdkError<E, R>) -> Error
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::error::Error + aws_sdk_sqs::error::ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    Error::backend(
-        backend,
-        aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
-    )
+    use aws_sdk_sqs::error::SdkError;
+    let text = match &e {
+        SdkError::ServiceError(s) => {
+            let err = s.err();
+            match (err.code(), err.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_owned(),
+                _ => causes(&e),
+            }
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => format!(
+            "{} (is the endpoint right? AWS_ENDPOINT_URL, AWS_REGION)",
+            causes(&e)
+        ),
+        _ => causes(&e),
+    };
+    Error::backend(backend, text)
+}
+
+/// `error: cause: cause …`, skipping a cause that repeats the text before it.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    parts.join(": ")
 }

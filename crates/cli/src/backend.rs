@@ -24,11 +24,22 @@ pub enum BackendKind {
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackendArgs {
     /// The backend set: `local` (embedded) or `aws` (S3 + SQS + Postgres).
-    #[arg(long, env = "TROUPE_BACKEND", value_enum, default_value = "local")]
+    #[arg(
+        long,
+        env = "TROUPE_BACKEND",
+        value_enum,
+        default_value = "local",
+        global = true
+    )]
     pub backend: BackendKind,
     /// Directory for the embedded backends' database and blobs, and for compiled
     /// components (both backend sets).
-    #[arg(long, env = "TROUPE_DATA_DIR", default_value = ".troupe")]
+    #[arg(
+        long,
+        env = "TROUPE_DATA_DIR",
+        default_value = ".troupe",
+        global = true
+    )]
     pub data_dir: PathBuf,
 }
 

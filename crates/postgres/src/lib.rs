@@ -42,7 +42,13 @@ pub(crate) fn pg(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Erro
 pub(crate) fn db(e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
         Some(d) => Error::backend("postgres", format!("{}: {}", d.code().code(), d.message())),
-        None => pg(e),
+        None => {
+            let mut text = e.to_string();
+            if let Some(cause) = std::error::Error::source(&e) {
+                text = format!("{text}: {cause}");
+            }
+            Error::backend("postgres", text)
+        }
     }
 }
 
@@ -76,7 +82,10 @@ impl Pg {
 
     /// A pooled connection.
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(pg)
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => db(e),
+            other => pg(other),
+        })
     }
 
     /// Whether the database answers.

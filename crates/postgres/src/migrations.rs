@@ -36,6 +36,10 @@ const STEPS: &[(i32, &str)] = &[(
 pub async fn migrate(pg: &Pg) -> Result<()> {
     let mut client = pg.client().await?;
     let tx = client.transaction().await.map_err(db)?;
+    // `IF NOT EXISTS` notices are not news.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(db)?;
     // One migrator at a time, for the whole database.
     tx.execute("SELECT pg_advisory_xact_lock(7273_6575)", &[])
         .await
