@@ -43,13 +43,13 @@ pub enum Error {
         why: String,
     },
     /// The storage engine failed; retrying may help.
-    #[error("{backend} backend: {source}")]
+    #[error("{backend} backend: {cause}")]
     Backend {
         /// Which backend (`sqlite`, `filesystem`, …).
         backend: &'static str,
-        /// The underlying error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        /// The underlying error, already part of the message (not a `source()`, so an
+        /// error chain does not print it twice).
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -61,7 +61,7 @@ impl Error {
     ) -> Self {
         Self::Backend {
             backend,
-            source: source.into(),
+            cause: source.into(),
         }
     }
 

@@ -38,7 +38,7 @@ impl std::fmt::Debug for FsBlobs {
 fn io(what: &Path, e: std::io::Error) -> Error {
     Error::Backend {
         backend: "filesystem",
-        source: format!("{}: {e}", what.display()).into(),
+        cause: format!("{}: {e}", what.display()).into(),
     }
 }
 

@@ -153,7 +153,7 @@ impl Db {
                 Err(OpenError::Busy(e)) => {
                     return Err(Error::Backend {
                         backend: "sqlite",
-                        source: format!(
+                        cause: format!(
                             "opening {}: still locked by another process after 10 s: {e}",
                             path.display()
                         )
@@ -195,7 +195,7 @@ impl Db {
         let conn = Connection::open(path).map_err(|e| {
             OpenError::Other(Error::Backend {
                 backend: "sqlite",
-                source: format!("opening {}: {e}", path.display()).into(),
+                cause: format!("opening {}: {e}", path.display()).into(),
             })
         })?;
         conn.busy_timeout(std::time::Duration::from_secs(10))

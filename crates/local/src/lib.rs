@@ -87,7 +87,7 @@ impl Local {
     pub fn open_with(dir: &Path, options: Options) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Backend {
             backend: "filesystem",
-            source: format!("creating data directory {}: {e}", dir.display()).into(),
+            cause: format!("creating data directory {}: {e}", dir.display()).into(),
         })?;
         let db = Db::open(&dir.join("troupe.db"), options.durability)?;
         let queue = SqliteQueue::new(db.clone(), options.clock)
