@@ -20,12 +20,23 @@ pub mod stack;
 use troupe_host::{App, Backends, Host, Options};
 use troupe_local::Local;
 
-/// The repository root.
+/// The repository root: the nearest folder holding `spin.toml` above the running
+/// package (cargo sets `CARGO_MANIFEST_DIR` when it runs a test), else above this
+/// crate as it was compiled (a cached test binary may come from another checkout).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the repo")
-        .to_owned()
+    let here = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    here.ancestors()
+        .find(|d| d.join("spin.toml").is_file())
+        .map_or_else(
+            || {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .parent()
+                    .expect("tests/ sits in the repo")
+                    .to_owned()
+            },
+            Path::to_path_buf,
+        )
 }
 
 /// Builds the function components once per test binary; returns `functions/dist`.

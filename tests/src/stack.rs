@@ -258,9 +258,9 @@ impl Stack {
 
     async fn opened(&self) -> Opened {
         match self {
-            Self::Local { data } => {
-                Opened::Local(troupe_local::Local::open(data).expect("open data dir"))
-            }
+            Self::Local { data } => Opened::Local(Box::new(
+                troupe_local::Local::open(data).expect("open data dir"),
+            )),
             Self::Aws { aws, .. } => Opened::Aws(Box::new(aws.scale().await)),
         }
     }

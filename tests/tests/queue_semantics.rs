@@ -355,7 +355,13 @@ async fn extending_a_lease_keeps_the_message_leased(s: Set) {
         s.queue.receive("a", 1, NO_WAIT).await.unwrap().is_empty(),
         "redelivered while its lease was extended"
     );
-    assert_eq!(s.queue.ack("a", &[d.receipt.clone()]).await.unwrap(), 1);
+    assert_eq!(
+        s.queue
+            .ack("a", std::slice::from_ref(&d.receipt))
+            .await
+            .unwrap(),
+        1
+    );
     // Settled: nothing left to extend.
     assert!(!s.leases.extend("a", &d.receipt, VISIBILITY).await.unwrap());
 }

@@ -13,12 +13,12 @@
 //!
 //! # Layout
 //!
-//! - [`s3`]: [`S3Blobs`].
-//! - [`sqs`]: [`SqsQueue`]: topic fan-out by queue tags, long polling, batch
+//! - [`s3`] has [`S3Blobs`].
+//! - [`sqs`] has [`SqsQueue`]: topic fan-out by queue tags, long polling, batch
 //!   receive/delete, backoff through `ChangeMessageVisibility`, DLQs by redrive policy
 //!   and by explicit moves with a reason code.
-//! - [`notifications`]: S3 event records to Troupe's object-created CloudEvents.
-//! - [`setup`]: idempotent creation of the bucket and its notifications.
+//! - [`notifications`] turns S3 event records into Troupe's object-created CloudEvents.
+//! - [`setup`] creates the bucket and its notifications, idempotently.
 
 pub mod notifications;
 pub mod s3;

@@ -594,7 +594,7 @@ impl SqsQueue {
         let (id, body) = match m.attributes.get(ATTR_ID) {
             Some(id) => (id.clone(), m.body.into_bytes()),
             None => match self
-                .from_s3(name, url, m.body.as_bytes(), &m.handle)
+                .decode_s3(name, url, m.body.as_bytes(), &m.handle)
                 .await?
             {
                 Some(body) => {
@@ -626,6 +626,25 @@ impl SqsQueue {
             deliveries: m.receive_count,
             enqueued_at_ms: m.sent_ms,
         }))
+    }
+
+    /// Makes a leased message invisible for `d` from now (whole seconds, at most 12
+    /// hours); false when the receipt no longer holds it.
+    async fn set_visibility(&self, queue: &str, receipt: &Receipt, d: Duration) -> Result<bool> {
+        let url = self.url(queue).await?;
+        match self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&url)
+            .receipt_handle(&receipt.handle)
+            .visibility_timeout(ceil_secs(d.min(MAX_VISIBILITY)))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_bad_receipt(e.code()) => Ok(false),
+            Err(e) => Err(sdk_error("sqs", e)),
+        }
     }
 
     fn take(&self, receipt: &Receipt) -> Option<Leased> {
@@ -701,7 +720,7 @@ impl SqsQueue {
     /// Turns S3 notification messages into object-created deliveries: test events are
     /// deleted, one-record messages decoded in place, several records re-sent one event
     /// per message.
-    async fn from_s3(
+    async fn decode_s3(
         &self,
         name: &str,
         url: &str,
@@ -941,23 +960,11 @@ impl Queue for SqsQueue {
             let mut rng = self.rng.lock().expect("rng");
             policy.backoff(deliveries, &mut *rng)
         });
-        let url = self.url(queue).await?;
-        match self
-            .sqs
-            .change_message_visibility()
-            .queue_url(&url)
-            .receipt_handle(&receipt.handle)
-            .visibility_timeout(ceil_secs(delay.min(MAX_VISIBILITY)))
-            .send()
-            .await
-        {
-            Ok(_) => {
-                self.take(receipt);
-                Ok(RetryOutcome::Scheduled(delay))
-            }
-            Err(e) if is_bad_receipt(e.code()) => Err(lease_lost(queue, receipt)),
-            Err(e) => Err(sdk_error("sqs", e)),
+        if !self.set_visibility(queue, receipt, delay).await? {
+            return Err(lease_lost(queue, receipt));
         }
+        self.take(receipt);
+        Ok(RetryOutcome::Scheduled(delay))
     }
 
     async fn reject(
@@ -1015,25 +1022,13 @@ impl Queue for SqsQueue {
 #[async_trait]
 impl Leases for SqsQueue {
     async fn extend(&self, queue: &str, receipt: &Receipt, visibility: Duration) -> Result<bool> {
-        let url = self.url(queue).await?;
-        match self
-            .sqs
-            .change_message_visibility()
-            .queue_url(&url)
-            .receipt_handle(&receipt.handle)
-            .visibility_timeout(ceil_secs(visibility.min(MAX_VISIBILITY)))
-            .send()
-            .await
-        {
-            Ok(_) => {
-                if let Some(l) = self.leased.lock().expect("leased").get_mut(&receipt.handle) {
-                    l.until = Instant::now() + visibility;
-                }
-                Ok(true)
-            }
-            Err(e) if is_bad_receipt(e.code()) => Ok(false),
-            Err(e) => Err(sdk_error("sqs", e)),
+        if !self.set_visibility(queue, receipt, visibility).await? {
+            return Ok(false);
         }
+        if let Some(l) = self.leased.lock().expect("leased").get_mut(&receipt.handle) {
+            l.until = Instant::now() + visibility;
+        }
+        Ok(true)
     }
 }
 

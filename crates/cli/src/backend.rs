@@ -109,7 +109,7 @@ impl Scale {
 #[derive(Debug, Clone)]
 pub enum Opened {
     /// Embedded.
-    Local(Local),
+    Local(Box<Local>),
     /// Scale-out.
     Aws(Box<Scale>),
 }
@@ -126,7 +126,7 @@ impl Opened {
                 let local = Local::open_with(&args.data_dir, options).with_context(|| {
                     format!("opening data directory {}", args.data_dir.display())
                 })?;
-                Ok(Self::Local(local))
+                Ok(Self::Local(Box::new(local)))
             }
             BackendKind::Aws => Ok(Self::Aws(Box::new(Scale::from_env(duplicate).await?))),
         }

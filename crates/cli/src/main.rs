@@ -22,46 +22,42 @@ struct Cli {
     command: Command,
 }
 
+/// What `up` and `serve` share.
+#[derive(Debug, clap::Args)]
+struct HostArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Address of the HTTP listener (API, /health, /metrics).
+    #[arg(long, env = "TROUPE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The application manifest.
+    #[arg(long, env = "TROUPE_MANIFEST", default_value = "spin.toml")]
+    manifest: PathBuf,
+    #[command(flatten)]
+    embedding: EmbeddingArgs,
+    /// Run without the embedding model (no /v1/embeddings; search and chunking answer
+    /// `unavailable`).
+    #[arg(long, env = "TROUPE_NO_EMBEDDINGS")]
+    no_embeddings: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run everything in one process on the embedded backends: HTTP routes, queue,
-    /// blob and cron triggers.
+    /// Run everything in one process: HTTP routes, queue, blob and cron triggers, and
+    /// the embedding-job consumer.
     Up {
         #[command(flatten)]
-        backend: BackendArgs,
-        /// Address of the HTTP listener (API, /health, /metrics).
-        #[arg(long, env = "TROUPE_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// The application manifest.
-        #[arg(long, env = "TROUPE_MANIFEST", default_value = "spin.toml")]
-        manifest: PathBuf,
+        host: HostArgs,
         /// Enqueue every message twice, to prove handlers idempotent (testing only).
         #[arg(long, env = "TROUPE_DUPLICATE_DELIVERIES", hide = true)]
         duplicate_deliveries: bool,
-        #[command(flatten)]
-        embedding: EmbeddingArgs,
-        /// Run without the embedding model (no /v1/embeddings).
-        #[arg(long, env = "TROUPE_NO_EMBEDDINGS")]
-        no_embeddings: bool,
     },
     /// Run the functions alone (HTTP routes, queue, blob and cron triggers), without
     /// consuming embedding jobs: the scale-out shape, beside `troupe worker`. The model
     /// is still loaded, for search queries and chunking.
     Serve {
         #[command(flatten)]
-        backend: BackendArgs,
-        /// Address of the HTTP listener (API, /health, /metrics).
-        #[arg(long, env = "TROUPE_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// The application manifest.
-        #[arg(long, env = "TROUPE_MANIFEST", default_value = "spin.toml")]
-        manifest: PathBuf,
-        #[command(flatten)]
-        embedding: EmbeddingArgs,
-        /// Run without the embedding model (search and chunking then answer
-        /// `unavailable`).
-        #[arg(long, env = "TROUPE_NO_EMBEDDINGS")]
-        no_embeddings: bool,
+        host: HostArgs,
     },
     /// Create what the backend set needs, idempotently: with `--backend aws`, the
     /// bucket, every subscription's queue and DLQ with its redrive policy, the bucket's
@@ -197,25 +193,16 @@ fn embeddings_endpoint(
     (endpoint, Arc::new(move || metrics.encode()))
 }
 
-struct UpArgs {
-    backend: BackendArgs,
-    /// Consume embedding jobs in this process (`up`), or leave them to workers (`serve`).
-    consume_jobs: bool,
-    listen: SocketAddr,
-    manifest: PathBuf,
-    duplicate: bool,
-    embedding: Option<EmbeddingArgs>,
-}
-
-async fn up(args: UpArgs) -> Result<()> {
-    let UpArgs {
+/// `up` (`consume_jobs`) and `serve`.
+async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
+    let HostArgs {
         backend,
-        consume_jobs,
         listen,
         manifest,
-        duplicate,
         embedding,
+        no_embeddings,
     } = args;
+    let embedding = (!no_embeddings).then_some(embedding);
     let app = App::load(&manifest)?;
     let watched: Vec<(String, String)> = app
         .subscriptions
@@ -485,40 +472,10 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up {
-            backend,
-            listen,
-            manifest,
+            host,
             duplicate_deliveries,
-            embedding,
-            no_embeddings,
-        } => {
-            up(UpArgs {
-                backend,
-                consume_jobs: true,
-                listen,
-                manifest,
-                duplicate: duplicate_deliveries,
-                embedding: (!no_embeddings).then_some(embedding),
-            })
-            .await
-        }
-        Command::Serve {
-            backend,
-            listen,
-            manifest,
-            embedding,
-            no_embeddings,
-        } => {
-            up(UpArgs {
-                backend,
-                consume_jobs: false,
-                listen,
-                manifest,
-                duplicate: false,
-                embedding: (!no_embeddings).then_some(embedding),
-            })
-            .await
-        }
+        } => up(host, true, duplicate_deliveries).await,
+        Command::Serve { host } => up(host, false, false).await,
         Command::Init { backend, manifest } => init(backend, manifest).await,
         Command::Worker {
             backend,

@@ -4,6 +4,17 @@ use async_trait::async_trait;
 
 use crate::{Event, Result};
 
+/// Checks a state key or event-log subject: 1 to 1024 bytes.
+pub fn check_key(key: &str) -> crate::Result<()> {
+    if key.is_empty() || key.len() > 1024 {
+        return Err(crate::Error::invalid(
+            "key",
+            format!("must be 1..=1024 bytes, got {}", key.len()),
+        ));
+    }
+    Ok(())
+}
+
 /// A stored value with its version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

@@ -11,7 +11,10 @@ use troupe_core::Event;
 use troupe_host::{App, Backends, Runtime};
 
 fn main() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../..");
     let wasm = root.join("functions/dist/noop.wasm");
     assert!(
         wasm.is_file(),

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
+use troupe_core::state::check_key;
 use troupe_core::{Entry, Error, Event, Result, State};
 
 use crate::db::{Db, sql};
@@ -21,16 +22,6 @@ impl SqliteState {
 
 fn version(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
-}
-
-fn check_key(key: &str) -> Result<()> {
-    if key.is_empty() || key.len() > 1024 {
-        return Err(Error::invalid(
-            "key",
-            format!("must be 1..=1024 bytes, got {}", key.len()),
-        ));
-    }
-    Ok(())
 }
 
 #[async_trait]

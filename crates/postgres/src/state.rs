@@ -1,6 +1,7 @@
 //! Versioned key-value state and the per-subject event log.
 
 use async_trait::async_trait;
+use troupe_core::state::check_key;
 use troupe_core::{Entry, Error, Event, Result, State};
 
 use crate::{Pg, db};
@@ -16,16 +17,6 @@ impl PgState {
     pub fn new(pg: Pg) -> Self {
         Self { pg }
     }
-}
-
-fn check_key(key: &str) -> Result<()> {
-    if key.is_empty() || key.len() > 1024 {
-        return Err(Error::invalid(
-            "key",
-            format!("must be 1..=1024 bytes, got {}", key.len()),
-        ));
-    }
-    Ok(())
 }
 
 fn version(v: i64) -> u64 {

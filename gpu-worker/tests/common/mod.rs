@@ -11,7 +11,11 @@ use troupe_gpu_worker::{CandleBackend, Embedder, Tokens};
 pub fn model_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let root = std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("..");
         let status = std::process::Command::new(root.join("scripts/fetch-model.sh"))
             .status()
             .expect("fetch-model.sh");
