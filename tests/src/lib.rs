@@ -190,13 +190,14 @@ impl Child {
     /// Runs `troupe up` on `data_dir` with `manifest` (without the embedding model),
     /// waiting until it listens.
     pub fn up(data_dir: &Path, manifest: &Path) -> Self {
-        Self::spawn(data_dir, manifest, &["--no-embeddings".into()], &[])
+        Self::spawn("up", data_dir, manifest, &["--no-embeddings".into()], &[])
     }
 
     /// Like [`Child::up`], with the embedding model (fetched first if needed).
     pub fn up_with_embeddings(data_dir: &Path, manifest: &Path) -> Self {
         let model = model_dir();
         Self::spawn(
+            "up",
             data_dir,
             manifest,
             &["--model-dir".into(), model.display().to_string()],
@@ -212,7 +213,7 @@ impl Child {
             args.extend(["--model-dir".into(), model_dir().display().to_string()]);
         }
         components();
-        Self::spawn(data_dir, &repo_root().join("spin.toml"), &args, env)
+        Self::spawn("up", data_dir, &repo_root().join("spin.toml"), &args, env)
     }
 
     /// [`Child::pipeline`] on a backend set: `troupe init` first on AWS, then `troupe
@@ -224,9 +225,32 @@ impl Child {
         Self::pipeline(stack.data(), extra, &all)
     }
 
-    fn spawn(data_dir: &Path, manifest: &Path, extra: &[String], env: &[(&str, String)]) -> Self {
+    /// `troupe serve` (the functions without the embedding-job consumer) with the
+    /// repository's pipeline on a backend set, without the model.
+    pub fn serve_on(stack: &stack::Stack, env: &[(&str, String)]) -> Self {
+        let manifest = repo_root().join("spin.toml");
+        stack.init(&manifest);
+        components();
+        let mut all = stack.env();
+        all.extend(env.iter().cloned());
+        Self::spawn(
+            "serve",
+            stack.data(),
+            &manifest,
+            &["--no-embeddings".into()],
+            &all,
+        )
+    }
+
+    fn spawn(
+        command: &str,
+        data_dir: &Path,
+        manifest: &Path,
+        extra: &[String],
+        env: &[(&str, String)],
+    ) -> Self {
         let mut child = Command::new(troupe_bin())
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([command, "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--manifest")
             .arg(manifest)

@@ -44,8 +44,9 @@ fn objects_put_into_s3_become_one_document_each() {
     let Stack::Aws { aws, .. } = &stack else {
         unreachable!()
     };
-    // Without the model documents stop after registration, which is all this checks.
-    let up = Child::pipeline_on(&stack, &["--no-embeddings"], &[]);
+    // `troupe serve` without the model: documents stop after registration, which is
+    // all this checks.
+    let up = Child::serve_on(&stack, &[]);
     let s3 = runtime().block_on(aws.scale()).clients.s3;
     runtime().block_on(async {
         let put = |key: &str, body: &'static [u8]| {

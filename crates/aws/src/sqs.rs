@@ -20,7 +20,9 @@
 //!   policy (reason `max_deliveries`). Redrive moves messages back itself.
 //! - **S3 notifications.** A queue subscribed to a bucket's object-created topic
 //!   receives S3's own notification messages; they are decoded into Troupe's
-//!   object-created events on receipt ([`crate::notifications`]).
+//!   object-created events on receipt ([`crate::notifications`]), and a notification
+//!   repeated for the same write is dropped there, inside the dedupe window (S3 sends
+//!   past the publisher's dedupe).
 //!
 //! Differences from the embedded queue, all SQS's own: delays and visibility are whole
 //! seconds (rounded up; delays at most 15 minutes at send); a receive returns at most
@@ -410,8 +412,16 @@ impl SqsQueue {
             .unwrap_or_default())
     }
 
-    /// Claims `id` for queue `name` for `window`; false when it was seen inside it.
-    async fn claim(&self, name: &str, id: &str, window: Duration) -> Result<Option<(String, u64)>> {
+    /// Claims `id` for queue `name` for `window`; `None` when it was seen inside it.
+    /// A claim made for `owner` (an SQS message id) is its own again when that same
+    /// message is delivered again.
+    async fn claim(
+        &self,
+        name: &str,
+        id: &str,
+        window: Duration,
+        owner: Option<&str>,
+    ) -> Result<Option<(String, u64)>> {
         let Some(state) = &self.dedupe else {
             return Ok(Some((String::new(), 0)));
         };
@@ -419,7 +429,11 @@ impl SqsQueue {
             return Ok(Some((String::new(), 0)));
         }
         let key = format!("queue-dedupe/{}{name}/{id}", self.prefix);
-        let until = (now_ms() + u64::try_from(window.as_millis()).unwrap_or(u64::MAX)).to_string();
+        let until = now_ms() + u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let until = match owner {
+            Some(o) => format!("{until} {o}"),
+            None => until.to_string(),
+        };
         match state.put(&key, until.as_bytes(), Some(0)).await {
             Ok(v) => return Ok(Some((key, v))),
             Err(Error::Conflict { .. }) => {}
@@ -428,11 +442,12 @@ impl SqsQueue {
         let Some(entry) = state.get(&key).await? else {
             return Ok(None);
         };
-        let seen_until: u64 = std::str::from_utf8(&entry.value)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(u64::MAX);
-        if seen_until > now_ms() {
+        let stored = std::str::from_utf8(&entry.value).unwrap_or_default();
+        let (seen_until, seen_by) = stored.split_once(' ').unwrap_or((stored, ""));
+        if owner.is_some_and(|o| o == seen_by) {
+            return Ok(Some((key, entry.version)));
+        }
+        if seen_until.parse::<u64>().unwrap_or(u64::MAX) > now_ms() {
             return Ok(None);
         }
         match state.put(&key, until.as_bytes(), Some(entry.version)).await {
@@ -461,7 +476,7 @@ impl SqsQueue {
         let mut fresh = Vec::with_capacity(messages.len());
         let mut claims = Vec::with_capacity(messages.len());
         for m in messages {
-            if let Some(claim) = self.claim(name, &m.id, window).await? {
+            if let Some(claim) = self.claim(name, &m.id, window, None).await? {
                 fresh.push(m);
                 claims.push(claim);
                 if self.duplicate {
@@ -594,7 +609,7 @@ impl SqsQueue {
         let (id, body) = match m.attributes.get(ATTR_ID) {
             Some(id) => (id.clone(), m.body.into_bytes()),
             None => match self
-                .decode_s3(name, url, m.body.as_bytes(), &m.handle)
+                .decode_s3(name, url, m.body.as_bytes(), &m.handle, &m.message_id)
                 .await?
             {
                 Some(body) => {
@@ -726,6 +741,7 @@ impl SqsQueue {
         url: &str,
         body: &[u8],
         handle: &str,
+        message_id: &str,
     ) -> Result<Option<Vec<u8>>> {
         let subs = self.listing().await?;
         let logical = subs
@@ -743,7 +759,23 @@ impl SqsQueue {
                 Ok(None)
             }
             Ok(Notification::Created(mut events)) if events.len() == 1 => {
-                Ok(events.pop().map(|e| e.to_json()))
+                let Some(event) = events.pop() else {
+                    return Ok(None);
+                };
+                // S3 sent this straight to the queue, past the publisher's dedupe: a
+                // notification repeated for the same write (moto announces a multipart
+                // upload twice) is dropped here, inside the subscription's window.
+                let window = self.policy(name).await?.dedupe_window;
+                if self
+                    .claim(name, &event.id, window, Some(message_id))
+                    .await?
+                    .is_none()
+                {
+                    tracing::debug!(queue = name, event = %event.id, "dropped a repeated S3 notification");
+                    self.delete(url, handle).await?;
+                    return Ok(None);
+                }
+                Ok(Some(event.to_json()))
             }
             Ok(Notification::Created(events)) => {
                 let messages: Vec<Message> = events.iter().map(Message::from_event).collect();
