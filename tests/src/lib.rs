@@ -164,12 +164,17 @@ pub fn model_dir() -> &'static Path {
 
 /// The `troupe` binary built next to this test executable.
 pub fn troupe_bin() -> PathBuf {
+    workspace_bin("troupe")
+}
+
+/// A binary of this workspace, built beside the tests (`troupe`, `troupe-lambda`).
+pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps");
-    let bin = dir.join("troupe");
+    let bin = dir.join(name);
     assert!(
         bin.is_file(),
         "{} is missing: run `make test` (it builds the binary first)",

@@ -48,6 +48,11 @@ fn python() -> PathBuf {
     .clone()
 }
 
+/// A command installed by `scripts/setup-scale-out.sh` (e.g. `cargo-lambda`).
+pub fn tool(name: &str) -> PathBuf {
+    python().with_file_name(name)
+}
+
 fn start(kind: &str) -> Server {
     let mut child = Command::new(python())
         .arg(repo_root().join("scripts/test_servers.py"))

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use serde_json::{Value, json};
 use troupe_lambda::{Adapter, Config};
-use troupe_tests::stack::AwsStack;
-use troupe_tests::{components, model_dir, repo_root, troupe_bin};
+use troupe_tests::stack::{AwsStack, tool};
+use troupe_tests::{components, model_dir, repo_root, troupe_bin, workspace_bin};
 
 fn fixture(name: &str) -> Value {
     let path = repo_root().join("crates/lambda/tests/fixtures").join(name);
@@ -322,4 +322,119 @@ async fn one_component_per_function_refuses_other_triggers() {
         .await
         .unwrap();
     assert_eq!(r["ticked"], 0, "the api function has no schedule: {r}");
+}
+
+/// `cargo lambda invoke` against the emulator, answered by the function; its JSON
+/// response, or the error the function returned.
+fn invoke(port: u16, event: &Value) -> Result<Value, String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("event.json");
+    std::fs::write(&file, event.to_string()).expect("event file");
+    let out = Command::new(tool("cargo-lambda"))
+        .args(["lambda", "invoke", "-A", "127.0.0.1", "-P"])
+        .arg(port.to_string())
+        .args(["--output-format", "json", "--data-file"])
+        .arg(&file)
+        .env("CARGO_LAMBDA_COLOR", "never")
+        .output()
+        .expect("running cargo lambda invoke");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() {
+        serde_json::from_str(&stdout).map_err(|e| format!("{e}: {stdout}"))
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// Kills a child process when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The real `troupe-lambda` binary under cargo-lambda's Lambda runtime API emulator
+/// (`cargo lambda watch --only-lambda-apis`), invoked with `cargo lambda invoke`:
+/// the runtime loop, event decoding and responses as Lambda would see them.
+#[test]
+fn the_bootstrap_binary_answers_invocations_under_cargo_lambdas_emulator() {
+    components();
+    let stack = AwsStack::new();
+    let manifest = repo_root().join("spin.toml");
+    stack.init(&manifest);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let _emulator = Killed(
+        Command::new(tool("cargo-lambda"))
+            .args([
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "--timeout",
+                "120",
+                "-A",
+                "127.0.0.1",
+                "-P",
+            ])
+            .arg(port.to_string())
+            .current_dir(repo_root())
+            .env("CARGO_LAMBDA_COLOR", "never")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cargo lambda watch"),
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the emulator did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _function = Killed(
+        Command::new(workspace_bin("troupe-lambda"))
+            .envs(stack.env())
+            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt"))
+            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+            .env("TROUPE_MANIFEST", &manifest)
+            .env("TROUPE_COMPONENT", "api")
+            .env("TROUPE_DATA_DIR", dir.path())
+            .env("TROUPE_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("troupe-lambda"),
+    );
+
+    // A function URL request for an unknown document: the api component's 404.
+    let r = invoke(port, &get("/v1/documents/no-such-document")).expect("invoked");
+    assert_eq!(r["statusCode"], 404, "{r}");
+    assert_eq!(body(&r)["error"]["code"], "not_found", "{r}");
+
+    // An upload through API Gateway, then the document it registered.
+    let r = invoke(port, &fixture("apigw-v2-post.json")).expect("invoked");
+    assert_eq!(r["statusCode"], 202, "{r}");
+    let id = body(&r)["id"].as_str().expect("an id").to_owned();
+    let r = invoke(port, &get(&format!("/v1/documents/{id}"))).expect("invoked");
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert_eq!(body(&r)["name"], "fjord.txt", "{r}");
+
+    // An SQS record the function cannot place is a partial batch failure.
+    let r = invoke(port, &fixture("sqs-foreign-queue.json")).expect("invoked");
+    assert_eq!(
+        r["batchItemFailures"][0]["itemIdentifier"], "059f36b4-87a3-44ab-83d2-661975830a7d",
+        "{r}"
+    );
+
+    // An event it does not know is an invocation error that says what it got.
+    let err = invoke(port, &json!({"hello": "world"})).expect_err("refused");
+    assert!(err.contains("unrecognised Lambda event"), "{err}");
 }
