@@ -5,6 +5,7 @@ use std::path::Path;
 use candle_core::Device;
 
 use crate::Result;
+use crate::cpu::CpuBert;
 use crate::model::Bert;
 
 /// Embeds batches of token-id lists. Owned by the batcher's thread; never shared.
@@ -21,11 +22,21 @@ pub trait EmbeddingBackend: Send {
     }
 }
 
-/// all-MiniLM-L6-v2 on candle: CPU, or CUDA when built with `cuda` and a GPU is there.
+/// all-MiniLM-L6-v2: Troupe's packed CPU encoder, or candle on CUDA when built with
+/// `cuda` and a GPU is there.
 #[derive(Debug)]
 pub struct CandleBackend {
-    model: Bert,
+    model: Encoder,
     max_batch_tokens: usize,
+}
+
+/// Which implementation of the same encoder runs.
+#[derive(Debug)]
+enum Encoder {
+    /// Packed, unpadded, on the CPU ([`crate::cpu`]).
+    Cpu(CpuBert),
+    /// candle tensors on `device` ([`crate::model`]).
+    Candle(Bert),
 }
 
 /// The device to run on: the first CUDA GPU when built with `cuda` and one is
@@ -41,13 +52,30 @@ pub fn best_device() -> Device {
 impl CandleBackend {
     /// Positions (tokens per input) the model accepts.
     pub fn max_positions(&self) -> usize {
-        self.model.max_positions
+        match &self.model {
+            Encoder::Cpu(m) => m.max_positions,
+            Encoder::Candle(m) => m.max_positions,
+        }
     }
 
-    /// Loads the model from `dir`.
+    /// Loads the model from `dir`: the packed CPU encoder for [`Device::Cpu`], candle's
+    /// tensors on any other device.
     pub fn load(dir: &Path, device: &Device, max_batch_tokens: usize) -> Result<Self> {
+        let model = match device {
+            Device::Cpu => Encoder::Cpu(CpuBert::load(dir)?),
+            _ => Encoder::Candle(Bert::load(dir, device)?),
+        };
         Ok(Self {
-            model: Bert::load(dir, device)?,
+            model,
+            max_batch_tokens,
+        })
+    }
+
+    /// Loads the model from `dir` as candle tensors on `device`, even on the CPU (the
+    /// CUDA path's code, kept checked against the same reference on CPU-only builds).
+    pub fn load_candle(dir: &Path, device: &Device, max_batch_tokens: usize) -> Result<Self> {
+        Ok(Self {
+            model: Encoder::Candle(Bert::load(dir, device)?),
             max_batch_tokens,
         })
     }
@@ -55,7 +83,10 @@ impl CandleBackend {
 
 impl EmbeddingBackend for CandleBackend {
     fn embed(&mut self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        self.model.embed(batch)
+        match &self.model {
+            Encoder::Cpu(m) => m.embed(batch),
+            Encoder::Candle(m) => m.embed(batch),
+        }
     }
 
     fn max_batch_tokens(&self) -> usize {
@@ -63,6 +94,9 @@ impl EmbeddingBackend for CandleBackend {
     }
 
     fn dims(&self) -> usize {
-        self.model.dims
+        match &self.model {
+            Encoder::Cpu(m) => m.dims(),
+            Encoder::Candle(m) => m.dims,
+        }
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //!
-//! - [`model`]: the BERT encoder on candle-nn building blocks, with pooling.
+//! - [`cpu`]: the encoder on the CPU, packed without padding (GEMMs via `gemm`).
+//! - [`model`]: the BERT encoder on candle-nn building blocks, with pooling (CUDA).
 //! - [`tokenize`]: the tokenizer with sentence-transformers' truncation.
 //! - [`backend`]: the [`EmbeddingBackend`] trait and [`CandleBackend`].
 //! - [`batcher`]: token-budget, length-grouped batching on the backend thread.
@@ -35,6 +36,7 @@
 pub mod backend;
 pub mod batcher;
 pub mod consumer;
+pub mod cpu;
 pub mod embedder;
 pub mod error;
 pub mod metrics;

@@ -35,6 +35,41 @@ pub struct Config {
     pub layer_norm_eps: f64,
 }
 
+/// Reads and checks `config.json` in `dir`; returns it with the weights' path.
+pub(crate) fn read_config(dir: &Path) -> Result<(Config, std::path::PathBuf)> {
+    let config_path = dir.join("config.json");
+    let weights_path = dir.join("model.safetensors");
+    for p in [&config_path, &weights_path] {
+        if !p.is_file() {
+            return Err(Error::ModelMissing { path: p.clone() });
+        }
+    }
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::ModelInvalid {
+        path: config_path.clone(),
+        why: e.to_string(),
+    })?;
+    let c: Config = serde_json::from_str(&text).map_err(|e| Error::ModelInvalid {
+        path: config_path.clone(),
+        why: e.to_string(),
+    })?;
+    if c.hidden_act != "gelu" {
+        return Err(Error::ModelInvalid {
+            path: config_path,
+            why: format!(
+                "hidden_act `{}` is not supported (only `gelu`)",
+                c.hidden_act
+            ),
+        });
+    }
+    if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
+        return Err(Error::ModelInvalid {
+            path: config_path,
+            why: "hidden_size must be a multiple of num_attention_heads".into(),
+        });
+    }
+    Ok((c, weights_path))
+}
+
 /// A dense layer with its weight stored transposed and contiguous (`[in, out]`), so
 /// each call is one plain row-major GEMM over all tokens of the batch.
 struct Dense {
@@ -139,36 +174,7 @@ fn norm(vb: &VarBuilder<'_>, name: &str, h: usize, eps: f64) -> Result<LayerNorm
 impl Bert {
     /// Loads `config.json` and `model.safetensors` from `dir` onto `device`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let config_path = dir.join("config.json");
-        let weights_path = dir.join("model.safetensors");
-        for p in [&config_path, &weights_path] {
-            if !p.is_file() {
-                return Err(Error::ModelMissing { path: p.clone() });
-            }
-        }
-        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::ModelInvalid {
-            path: config_path.clone(),
-            why: e.to_string(),
-        })?;
-        let c: Config = serde_json::from_str(&text).map_err(|e| Error::ModelInvalid {
-            path: config_path.clone(),
-            why: e.to_string(),
-        })?;
-        if c.hidden_act != "gelu" {
-            return Err(Error::ModelInvalid {
-                path: config_path,
-                why: format!(
-                    "hidden_act `{}` is not supported (only `gelu`)",
-                    c.hidden_act
-                ),
-            });
-        }
-        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
-            return Err(Error::ModelInvalid {
-                path: config_path,
-                why: "hidden_size must be a multiple of num_attention_heads".into(),
-            });
-        }
+        let (c, weights_path) = read_config(dir)?;
         let tensors = candle_core::safetensors::load(&weights_path, device).map_err(|e| {
             Error::ModelInvalid {
                 path: weights_path.clone(),

@@ -1,0 +1,391 @@
+//! all-MiniLM-L6-v2 on the CPU without padding: the inputs of a batch are packed into
+//! one `tokens × hidden` matrix, so every dense layer is a single GEMM over real tokens
+//! only, and attention runs per (input, head) over that input's own tokens — no mask,
+//! no wasted rows. GEMMs use the `gemm` crate across rayon's threads; the element-wise
+//! steps are fused into passes over rows ([`kernels`]) and spread over the same threads.
+//!
+//! Numerically this is the same computation as [`crate::model::Bert`] (the candle
+//! encoder, used on CUDA) and as sentence-transformers.
+
+mod gemm;
+mod kernels;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+
+use self::gemm::{View, matmul};
+use self::kernels::simd;
+use crate::{Error, Result};
+
+/// Rows of a matrix each rayon task takes in element-wise passes.
+const ROWS_PER_TASK: usize = 32;
+/// Below this many multiply-adds a GEMM stays on the calling thread.
+const THREADED_GEMM_MACS: usize = 1 << 21;
+
+/// `y = x·W + b` with `W` stored `[in, out]` row-major.
+struct Dense {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+impl Dense {
+    /// `out = x·W + b (+ out when residual)`, over `rows` rows.
+    fn apply(&self, x: &[f32], rows: usize, out: &mut [f32], residual: bool) {
+        let out = &mut out[..rows * self.outputs];
+        if !residual {
+            out.fill(0.0);
+        }
+        par_rows(out, self.outputs, |chunk| kernels::add_bias(chunk, &self.b));
+        matmul(
+            out,
+            self.outputs,
+            View::dense(&x[..rows * self.inputs], rows, self.inputs),
+            View::dense(&self.w, self.inputs, self.outputs),
+            true,
+            rows * self.inputs * self.outputs >= THREADED_GEMM_MACS,
+        );
+    }
+}
+
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    eps: f32,
+}
+
+impl Norm {
+    fn apply(&self, xs: &mut [f32]) {
+        par_rows(xs, self.gamma.len(), |chunk| {
+            kernels::layer_norm(chunk, &self.gamma, &self.beta, self.eps);
+        });
+    }
+}
+
+struct Layer {
+    /// Q, K and V in one `[h, 3h]` product; Q's part carries attention's 1/√d.
+    qkv: Dense,
+    attn_out: Dense,
+    attn_norm: Norm,
+    up: Dense,
+    down: Dense,
+    out_norm: Norm,
+}
+
+/// The encoder with its pooling, on the CPU.
+pub struct CpuBert {
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    embed_norm: Norm,
+    layers: Vec<Layer>,
+    hidden: usize,
+    heads: usize,
+    intermediate: usize,
+    vocab: usize,
+    /// Tokens the model accepts per input.
+    pub max_positions: usize,
+}
+
+impl std::fmt::Debug for CpuBert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuBert")
+            .field("layers", &self.layers.len())
+            .field("hidden", &self.hidden)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `f` on `rows_per_task`-row pieces of `xs` (rows `width` wide) in parallel.
+fn par_rows(xs: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync) {
+    let piece = width * ROWS_PER_TASK;
+    if xs.len() <= piece {
+        simd(|| f(xs));
+    } else {
+        xs.par_chunks_mut(piece).for_each(|chunk| simd(|| f(chunk)));
+    }
+}
+
+/// Named tensors of a safetensors file, read as flat `f32` arrays.
+struct Weights {
+    tensors: HashMap<String, Tensor>,
+    prefix: &'static str,
+}
+
+impl Weights {
+    fn get(&self, name: &str, shape: &[usize]) -> candle_core::Result<Vec<f32>> {
+        let full = format!("{}{name}", self.prefix);
+        let t = self
+            .tensors
+            .get(&full)
+            .ok_or_else(|| candle_core::Error::Msg(format!("tensor `{full}` is missing")))?;
+        if t.dims() != shape {
+            return Err(candle_core::Error::Msg(format!(
+                "tensor `{full}` has shape {:?}, expected {shape:?}",
+                t.dims()
+            )));
+        }
+        t.to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()
+    }
+
+    /// Linear layers `[out, in]` fused along the output and stored `[in, Σout]`.
+    fn dense(&self, names: &[&str], inputs: usize, outputs: usize) -> candle_core::Result<Dense> {
+        let mut w = vec![0.0; inputs * outputs * names.len()];
+        let mut b = Vec::with_capacity(outputs * names.len());
+        let width = outputs * names.len();
+        for (part, name) in names.iter().enumerate() {
+            let wp = self.get(&format!("{name}.weight"), &[outputs, inputs])?;
+            for o in 0..outputs {
+                for i in 0..inputs {
+                    w[i * width + part * outputs + o] = wp[o * inputs + i];
+                }
+            }
+            b.extend(self.get(&format!("{name}.bias"), &[outputs])?);
+        }
+        Ok(Dense {
+            w,
+            b,
+            inputs,
+            outputs: width,
+        })
+    }
+
+    fn norm(&self, name: &str, h: usize, eps: f64) -> candle_core::Result<Norm> {
+        Ok(Norm {
+            gamma: self.get(&format!("{name}.weight"), &[h])?,
+            beta: self.get(&format!("{name}.bias"), &[h])?,
+            eps: eps as f32,
+        })
+    }
+}
+
+impl CpuBert {
+    /// Loads `config.json` and `model.safetensors` from `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let (c, weights_path) = crate::model::read_config(dir)?;
+        let tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu).map_err(|e| {
+            Error::ModelInvalid {
+                path: weights_path.clone(),
+                why: e.to_string(),
+            }
+        })?;
+        // Some exports prefix every name with `bert.`.
+        let prefix = if tensors.contains_key("bert.embeddings.word_embeddings.weight") {
+            "bert."
+        } else {
+            ""
+        };
+        let w = Weights { tensors, prefix };
+        let h = c.hidden_size;
+        let loaded = (|| -> candle_core::Result<Self> {
+            let mut layers = Vec::with_capacity(c.num_hidden_layers);
+            for i in 0..c.num_hidden_layers {
+                let l = |n: &str| format!("encoder.layer.{i}.{n}");
+                let mut qkv = w.dense(
+                    &[
+                        &l("attention.self.query"),
+                        &l("attention.self.key"),
+                        &l("attention.self.value"),
+                    ],
+                    h,
+                    h,
+                )?;
+                let scale = 1.0 / ((h / c.num_attention_heads) as f32).sqrt();
+                for row in qkv.w.chunks_exact_mut(3 * h) {
+                    row[..h].iter_mut().for_each(|x| *x *= scale);
+                }
+                qkv.b[..h].iter_mut().for_each(|x| *x *= scale);
+                layers.push(Layer {
+                    qkv,
+                    attn_out: w.dense(&[&l("attention.output.dense")], h, h)?,
+                    attn_norm: w.norm(&l("attention.output.LayerNorm"), h, c.layer_norm_eps)?,
+                    up: w.dense(&[&l("intermediate.dense")], h, c.intermediate_size)?,
+                    down: w.dense(&[&l("output.dense")], c.intermediate_size, h)?,
+                    out_norm: w.norm(&l("output.LayerNorm"), h, c.layer_norm_eps)?,
+                });
+            }
+            Ok(Self {
+                word: w.get("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
+                position: w.get(
+                    "embeddings.position_embeddings.weight",
+                    &[c.max_position_embeddings, h],
+                )?,
+                token_type: w.get(
+                    "embeddings.token_type_embeddings.weight",
+                    &[c.type_vocab_size, h],
+                )?,
+                embed_norm: w.norm("embeddings.LayerNorm", h, c.layer_norm_eps)?,
+                layers,
+                hidden: h,
+                heads: c.num_attention_heads,
+                intermediate: c.intermediate_size,
+                vocab: c.vocab_size,
+                max_positions: c.max_position_embeddings,
+            })
+        })();
+        loaded.map_err(|e| Error::ModelInvalid {
+            path: weights_path,
+            why: e.to_string(),
+        })
+    }
+
+    /// Output width.
+    pub fn dims(&self) -> usize {
+        self.hidden
+    }
+
+    /// Embeds `ids` (one token-id list per input, at most `max_positions` each):
+    /// encodes, mean-pools over each input's tokens, L2-normalises.
+    pub fn embed(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let h = self.hidden;
+        // An empty input still has one position (sentence-transformers always adds
+        // [CLS]/[SEP]; this only guards a caller that sends none).
+        let lens: Vec<usize> = ids.iter().map(|v| v.len().max(1)).collect();
+        if let Some(&n) = lens.iter().max()
+            && n > self.max_positions
+        {
+            return Err(Error::Invalid(format!(
+                "{n} tokens exceed the model's {} positions",
+                self.max_positions
+            )));
+        }
+        if let Some(&bad) = ids.iter().flatten().find(|&&id| id as usize >= self.vocab) {
+            return Err(Error::Invalid(format!(
+                "token id {bad} is outside the model's vocabulary of {}",
+                self.vocab
+            )));
+        }
+        let offsets: Vec<usize> = lens
+            .iter()
+            .scan(0, |acc, &l| {
+                let start = *acc;
+                *acc += l;
+                Some(start)
+            })
+            .collect();
+        let tokens: usize = lens.iter().sum();
+        let mut x = vec![0.0f32; tokens * h];
+        for ((v, &off), &len) in ids.iter().zip(&offsets).zip(&lens) {
+            for p in 0..len {
+                let id = v.get(p).copied().unwrap_or(0) as usize;
+                let row = &mut x[(off + p) * h..(off + p + 1) * h];
+                let (w, pos, ty) = (
+                    &self.word[id * h..(id + 1) * h],
+                    &self.position[p * h..(p + 1) * h],
+                    &self.token_type[..h],
+                );
+                for i in 0..h {
+                    row[i] = w[i] + pos[i] + ty[i];
+                }
+            }
+        }
+        self.embed_norm.apply(&mut x);
+        let mut scratch = Scratch::new(tokens, h, self.intermediate);
+        for layer in &self.layers {
+            self.layer(layer, &mut x, &lens, &offsets, &mut scratch);
+        }
+        Ok(offsets
+            .iter()
+            .zip(&lens)
+            .map(|(&off, &len)| {
+                let mut v = vec![0.0; h];
+                kernels::mean_unit(&x[off * h..(off + len) * h], &mut v);
+                v
+            })
+            .collect())
+    }
+
+    fn layer(
+        &self,
+        l: &Layer,
+        x: &mut [f32],
+        lens: &[usize],
+        offsets: &[usize],
+        s: &mut Scratch,
+    ) {
+        let h = self.hidden;
+        let tokens = x.len() / h;
+        l.qkv.apply(x, tokens, &mut s.qkv, false);
+        self.attention(&s.qkv, lens, offsets, &mut s.ctx);
+        // attn = LayerNorm(ctx·Wo + bo + x)
+        s.attn.copy_from_slice(x);
+        l.attn_out.apply(&s.ctx, tokens, &mut s.attn, true);
+        l.attn_norm.apply(&mut s.attn);
+        // x = LayerNorm(GELU(attn·W1 + b1)·W2 + b2 + attn)
+        l.up.apply(&s.attn, tokens, &mut s.up, false);
+        par_rows(&mut s.up, self.intermediate, kernels::gelu);
+        x.copy_from_slice(&s.attn);
+        l.down.apply(&s.up, tokens, x, true);
+        l.out_norm.apply(x);
+    }
+
+    /// Scaled dot-product attention of each input with itself, head by head, from the
+    /// packed `[tokens, 3h]` Q|K|V rows into `ctx` (`[tokens, h]`).
+    fn attention(&self, qkv: &[f32], lens: &[usize], offsets: &[usize], ctx: &mut [f32]) {
+        let h = self.hidden;
+        let d = h / self.heads;
+        let tasks: Vec<(usize, usize)> = (0..lens.len())
+            .flat_map(|i| (0..self.heads).map(move |head| (i, head)))
+            .collect();
+        let outs: Vec<Vec<f32>> = tasks
+            .par_iter()
+            .map(|&(i, head)| {
+                let (off, len) = (offsets[i], lens[i]);
+                let rows = &qkv[off * 3 * h..(off + len) * 3 * h];
+                let part = |which: usize| View {
+                    data: &rows[which * h + head * d..],
+                    rows: len,
+                    cols: d,
+                    stride: 3 * h,
+                    step: 1,
+                };
+                let mut out = vec![0.0; len * d];
+                SCORES.with_borrow_mut(|scores| {
+                    scores.resize(len * len, 0.0);
+                    matmul(scores, len, part(0), part(1).t(), false, false);
+                    simd(|| kernels::softmax_rows(scores, len));
+                    matmul(&mut out, d, View::dense(scores, len, len), part(2), false, false);
+                });
+                out
+            })
+            .collect();
+        for (&(i, head), out) in tasks.iter().zip(outs) {
+            let off = offsets[i];
+            for (r, src) in out.chunks_exact(d).enumerate() {
+                let at = (off + r) * h + head * d;
+                ctx[at..at + d].copy_from_slice(src);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's attention score matrix, reused across calls.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A layer's intermediate matrices, allocated once per batch.
+struct Scratch {
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    attn: Vec<f32>,
+    up: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(tokens: usize, h: usize, intermediate: usize) -> Self {
+        Self {
+            qkv: vec![0.0; tokens * 3 * h],
+            ctx: vec![0.0; tokens * h],
+            attn: vec![0.0; tokens * h],
+            up: vec![0.0; tokens * intermediate],
+        }
+    }
+}
