@@ -401,7 +401,10 @@ fn the_bootstrap_binary_answers_invocations_under_cargo_lambdas_emulator() {
     let _function = Killed(
         Command::new(workspace_bin("troupe-lambda"))
             .envs(stack.env())
-            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt"))
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{port}/.rt"),
+            )
             .env("AWS_LAMBDA_FUNCTION_NAME", "_")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")

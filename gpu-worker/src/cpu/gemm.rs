@@ -129,7 +129,9 @@ mod tests {
 
     #[test]
     fn strided_and_transposed_products_match_the_definition() {
-        let data: Vec<f32> = (0..600).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let data: Vec<f32> = (0..600)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
         // a: 7×5 rows 12 apart; b: the transpose of a 9×5 block rows 11 apart.
         let a = View {
             data: &data,

@@ -1,18 +1,54 @@
 //! The element-wise parts of the encoder — LayerNorm, erf-GELU, softmax, pooling —
-//! written as plain loops over rows that the compiler vectorises; [`simd`] compiles
-//! them for the widest instruction set the CPU has (AVX2 + FMA on x86-64 where present).
+//! written as plain loops over rows that the compiler vectorises. Each public kernel
+//! runs its loop through [`pulp`]'s dispatch, which compiles it for the widest
+//! instruction set the CPU has (AVX2 + FMA on x86-64 where present); the loops are
+//! `#[inline(always)]` so that they are compiled inside that context.
 //!
 //! `exp` and `erf` are branch-free polynomial approximations (so they vectorise),
 //! accurate to a few units in the last place of `f32` over the ranges used here.
 
-/// Runs `f` compiled for the best SIMD level this CPU supports.
-#[inline(always)]
-pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
-    pulp::Arch::new().dispatch(
-        #[inline(always)]
-        || f(),
-    )
+/// `pub(crate) fn $name(args)` running `$kernel(args)` compiled for the best SIMD level
+/// this CPU supports. (A plain struct implements `WithSimd` so that the kernel is
+/// inlined into pulp's target-feature function; a closure there is not reliably.)
+macro_rules! vectorised {
+    ($(#[$doc:meta])* fn $name:ident => $kernel:ident($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        pub(crate) fn $name<'a>($($arg: $ty),*) {
+            struct Op<'a> {
+                $($arg: $ty,)*
+                _life: std::marker::PhantomData<&'a ()>,
+            }
+            impl pulp::WithSimd for Op<'_> {
+                type Output = ();
+                #[inline(always)]
+                fn with_simd<S: pulp::Simd>(self, _: S) {
+                    $kernel($(self.$arg),*)
+                }
+            }
+            pulp::Arch::new().dispatch(Op {
+                $($arg,)*
+                _life: std::marker::PhantomData,
+            })
+        }
+    };
 }
+
+vectorised!(
+    /// BERT's GELU, `x·Φ(x)` with the exact (erf) normal CDF, in place.
+    fn gelu => gelu_loop(xs: &'a mut [f32])
+);
+vectorised!(
+    /// Adds `bias` to every `bias.len()`-wide row of `xs`.
+    fn add_bias => add_bias_loop(xs: &'a mut [f32], bias: &'a [f32])
+);
+vectorised!(
+    /// LayerNorm of each `gamma.len()`-wide row of `xs`, in place.
+    fn layer_norm => layer_norm_loop(xs: &'a mut [f32], gamma: &'a [f32], beta: &'a [f32], eps: f32)
+);
+vectorised!(
+    /// Softmax of each `width`-wide row of `xs`, in place.
+    fn softmax_rows => softmax_rows_loop(xs: &'a mut [f32], width: usize)
+);
 
 /// `e^x` for `x ≤ 88`; inputs below -87 give a tiny positive number instead of a
 /// denormal (softmax only ever asks for `x ≤ 0`).
@@ -27,14 +63,16 @@ pub(crate) fn exp(x: f32) -> f32 {
     let r = x - n * LN2_HI - n * LN2_LO;
     // Taylor series of e^r for |r| ≤ ln2/2: relative error below 2e-7.
     let p = 1.0f32 / 720.0;
-    let p = p.mul_add(r, 1.0 / 120.0);
-    let p = p.mul_add(r, 1.0 / 24.0);
-    let p = p.mul_add(r, 1.0 / 6.0);
-    let p = p.mul_add(r, 0.5);
-    let p = p.mul_add(r, 1.0);
-    let p = p.mul_add(r, 1.0);
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    p * scale
+    let p = p * r + 1.0 / 120.0;
+    let p = p * r + 1.0 / 24.0;
+    let p = p * r + 1.0 / 6.0;
+    let p = p * r + 0.5;
+    let p = p * r + 1.0;
+    let p = p * r + 1.0;
+    // 2^n built from its exponent bits: n + 127 + 2^23 holds n + 127 in its low
+    // mantissa bits (integer arithmetic only, so this stays vectorised).
+    let biased = (n + (127.0 + 8_388_608.0)).to_bits() & 0xff;
+    p * f32::from_bits(biased << 23)
 }
 
 /// The error function: a rational approximation `x·P(x²)/Q(x²)` on [-4, 4] (beyond
@@ -44,32 +82,85 @@ pub(crate) fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let p = -2.726_142_3e-10f32;
-    let p = p.mul_add(x2, 2.770_681_4e-8);
-    let p = p.mul_add(x2, -2.101_024e-6);
-    let p = p.mul_add(x2, -5.692_506_4e-5);
-    let p = p.mul_add(x2, -7.349_906e-4);
-    let p = p.mul_add(x2, -2.954_6e-3);
-    let p = p.mul_add(x2, -1.609_603_3e-2);
+    let p = p * x2 + 2.770_681_4e-8;
+    let p = p * x2 + -2.101_024e-6;
+    let p = p * x2 + -5.692_506_4e-5;
+    let p = p * x2 + -7.349_906e-4;
+    let p = p * x2 + -2.954_6e-3;
+    let p = p * x2 + -1.609_603_3e-2;
     let q = -1.456_607_2e-5f32;
-    let q = q.mul_add(x2, -2.133_740_6e-4);
-    let q = q.mul_add(x2, -1.682_827e-3);
-    let q = q.mul_add(x2, -7.373_329e-3);
-    let q = q.mul_add(x2, -1.426_474e-2);
+    let q = q * x2 + -2.133_740_6e-4;
+    let q = q * x2 + -1.682_827e-3;
+    let q = q * x2 + -7.373_329e-3;
+    let q = q * x2 + -1.426_474e-2;
     x * p / q
 }
 
 /// BERT's GELU, `x·Φ(x)` with the exact (erf) normal CDF, in place.
 #[inline(always)]
-pub(crate) fn gelu(xs: &mut [f32]) {
+fn gelu_loop(xs: &mut [f32]) {
     const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
     for x in xs {
         *x = 0.5 * *x * (1.0 + erf(*x * FRAC_1_SQRT_2));
     }
 }
 
+/// Lanes a reduction keeps apart so it vectorises (floating-point sums are not
+/// reassociated by the compiler on its own).
+const LANES: usize = 16;
+
+/// The sum of `xs`.
+#[inline(always)]
+fn sum(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder().iter().sum::<f32>();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// The sum of `(x - mean)²` over `xs`.
+#[inline(always)]
+fn sum_sq_dev(xs: &[f32], mean: f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks
+        .remainder()
+        .iter()
+        .map(|x| (x - mean) * (x - mean))
+        .sum::<f32>();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += (x - mean) * (x - mean);
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// The largest of `xs` (-∞ when empty).
+#[inline(always)]
+fn max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = if x > *a { x } else { *a };
+        }
+    }
+    acc.iter().fold(rest, |m, &x| m.max(x))
+}
+
 /// Adds `bias` to every `bias.len()`-wide row of `xs`.
 #[inline(always)]
-pub(crate) fn add_bias(xs: &mut [f32], bias: &[f32]) {
+fn add_bias_loop(xs: &mut [f32], bias: &[f32]) {
     for row in xs.chunks_exact_mut(bias.len()) {
         for (x, b) in row.iter_mut().zip(bias) {
             *x += b;
@@ -79,11 +170,11 @@ pub(crate) fn add_bias(xs: &mut [f32], bias: &[f32]) {
 
 /// LayerNorm of each `gamma.len()`-wide row of `xs`, in place.
 #[inline(always)]
-pub(crate) fn layer_norm(xs: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+fn layer_norm_loop(xs: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let h = gamma.len();
     for row in xs.chunks_exact_mut(h) {
-        let mean = row.iter().sum::<f32>() / h as f32;
-        let var = row.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / h as f32;
+        let mean = sum(row) / h as f32;
+        let var = sum_sq_dev(row, mean) / h as f32;
         let inv = 1.0 / (var + eps).sqrt();
         for ((x, g), b) in row.iter_mut().zip(gamma).zip(beta) {
             *x = (*x - mean) * inv * g + b;
@@ -93,15 +184,13 @@ pub(crate) fn layer_norm(xs: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) 
 
 /// Softmax of each `width`-wide row of `xs`, in place.
 #[inline(always)]
-pub(crate) fn softmax_rows(xs: &mut [f32], width: usize) {
+fn softmax_rows_loop(xs: &mut [f32], width: usize) {
     for row in xs.chunks_exact_mut(width) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let mut sum = 0.0;
+        let max = max(row);
         for x in row.iter_mut() {
             *x = exp(*x - max);
-            sum += *x;
         }
-        let inv = 1.0 / sum;
+        let inv = 1.0 / sum(row);
         for x in row.iter_mut() {
             *x *= inv;
         }
@@ -147,7 +236,11 @@ mod tests {
         let mut worst: f64 = 0.0;
         for i in -6000..=6000 {
             let x = i as f32 / 1000.0;
-            let want = if x.abs() > 5.0 { x.signum() as f64 } else { erf64(x as f64) };
+            let want = if x.abs() > 5.0 {
+                x.signum() as f64
+            } else {
+                erf64(x as f64)
+            };
             worst = worst.max((erf(x) as f64 - want).abs());
         }
         assert!(worst < 1e-6, "max |error| {worst}");
@@ -168,7 +261,7 @@ mod tests {
     #[test]
     fn softmax_and_layer_norm_match_their_definitions() {
         let mut xs = vec![1.0, 2.0, 3.0, -1000.0, 0.5, 0.5, 0.5, 0.5];
-        simd(|| softmax_rows(&mut xs, 4));
+        softmax_rows(&mut xs, 4);
         let e: Vec<f64> = [1.0f64, 2.0, 3.0].iter().map(|x| x.exp()).collect();
         let s: f64 = e.iter().sum();
         for (g, w) in xs.iter().zip(e.iter().map(|x| x / s)) {
@@ -178,9 +271,14 @@ mod tests {
         assert!(xs[4..].iter().all(|&x| (x - 0.25).abs() < 1e-7));
 
         let mut row = vec![1.0, 2.0, 3.0, 4.0];
-        layer_norm(&mut row, &[1.0, 1.0, 2.0, 2.0], &[0.0, 0.0, 0.0, 1.0], 0.0);
+        layer_norm_loop(&mut row, &[1.0, 1.0, 2.0, 2.0], &[0.0, 0.0, 0.0, 1.0], 0.0);
         let inv = 1.0 / 1.25f32.sqrt();
-        let want = [-1.5 * inv, -0.5 * inv, 2.0 * 0.5 * inv, 2.0 * 1.5 * inv + 1.0];
+        let want = [
+            -1.5 * inv,
+            -0.5 * inv,
+            2.0 * 0.5 * inv,
+            2.0 * 1.5 * inv + 1.0,
+        ];
         for (g, w) in row.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{g} vs {w}");
         }

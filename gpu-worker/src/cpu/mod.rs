@@ -18,7 +18,6 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use self::gemm::{View, matmul};
-use self::kernels::simd;
 use crate::{Error, Result};
 
 /// Rows of a matrix each rayon task takes in element-wise passes.
@@ -102,12 +101,12 @@ impl std::fmt::Debug for CpuBert {
 }
 
 /// Runs `f` on `rows_per_task`-row pieces of `xs` (rows `width` wide) in parallel.
-fn par_rows(xs: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync) {
+fn par_rows(xs: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
     let piece = width * ROWS_PER_TASK;
     if xs.len() <= piece {
-        simd(|| f(xs));
+        f(xs);
     } else {
-        xs.par_chunks_mut(piece).for_each(|chunk| simd(|| f(chunk)));
+        xs.par_chunks_mut(piece).for_each(f);
     }
 }
 
@@ -302,14 +301,7 @@ impl CpuBert {
             .collect())
     }
 
-    fn layer(
-        &self,
-        l: &Layer,
-        x: &mut [f32],
-        lens: &[usize],
-        offsets: &[usize],
-        s: &mut Scratch,
-    ) {
+    fn layer(&self, l: &Layer, x: &mut [f32], lens: &[usize], offsets: &[usize], s: &mut Scratch) {
         let h = self.hidden;
         let tokens = x.len() / h;
         l.qkv.apply(x, tokens, &mut s.qkv, false);
@@ -350,8 +342,15 @@ impl CpuBert {
                 SCORES.with_borrow_mut(|scores| {
                     scores.resize(len * len, 0.0);
                     matmul(scores, len, part(0), part(1).t(), false, false);
-                    simd(|| kernels::softmax_rows(scores, len));
-                    matmul(&mut out, d, View::dense(scores, len, len), part(2), false, false);
+                    kernels::softmax_rows(scores, len);
+                    matmul(
+                        &mut out,
+                        d,
+                        View::dense(scores, len, len),
+                        part(2),
+                        false,
+                        false,
+                    );
                 });
                 out
             })
