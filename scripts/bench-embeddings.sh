@@ -14,6 +14,6 @@ export TROUPE_MODEL_DIR="$root/models/all-MiniLM-L6-v2" TROUPE_BENCH_INPUTS="$wo
 "$py" "$root/scripts/bench_embeddings.py" inputs "$work/inputs.json"
 (cd "$root" && cargo bench --locked --workspace --bench throughput --no-run -q)
 bench=$(cd "$root" && cargo bench --locked --workspace --bench throughput --no-run 2>&1 | grep -o '/[^ )]*throughput-[0-9a-f]*' | tail -1)
-/usr/bin/time -f '{"engine": "troupe (candle)", "peak_rss_kb": %M}' -o "$work/troupe.rss" "$bench" > "$work/troupe.jsonl"
+/usr/bin/time -f '{"engine": "troupe", "peak_rss_kb": %M}' -o "$work/troupe.rss" "$bench" > "$work/troupe.jsonl"
 /usr/bin/time -f '{"engine": "sentence-transformers", "peak_rss_kb": %M}' -o "$work/st.rss" "$py" "$root/scripts/bench_embeddings.py" run "$work/inputs.json" > "$work/st.jsonl"
 "$py" "$root/scripts/bench_embeddings.py" report "$work/troupe.jsonl" "$work/st.jsonl" "$work/troupe.rss" "$work/st.rss"

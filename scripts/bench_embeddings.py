@@ -41,16 +41,37 @@ def run(path):
             print(json.dumps({"engine": "sentence-transformers", "mix": mix, "batch": batch, "texts": len(texts),
                               "tokens": total, "seconds": secs, "tokens_per_s": total / secs,
                               "torch": torch.__version__, "threads": torch.get_num_threads()}))
+    # The GEMM alone at the encoder's layer shapes (same as the Rust bench).
+    for m, k, n in GEMM_SHAPES:
+        a, b = torch.full((m, k), 0.5), torch.full((k, n), 0.25)
+        a @ b
+        flop = 2.0 * m * k * n
+        iters = int(-(-2e10 // flop))
+        start = time.perf_counter()
+        for _ in range(iters):
+            a @ b
+        secs = time.perf_counter() - start
+        print(json.dumps({"engine": "sentence-transformers", "gemm": f"{m}x{k}x{n}", "gflops": flop * iters / secs / 1e9}))
+
+
+GEMM_SHAPES = ((4096, 384, 1152), (4096, 384, 1536), (4096, 1536, 384), (16, 384, 1536))
 
 
 def report(troupe, st, troupe_rss, st_rss):
-    rows = lambda p: {(r["mix"], r["batch"]): r for r in map(json.loads, pathlib.Path(p).read_text().splitlines())}
+    lines = lambda p: list(map(json.loads, pathlib.Path(p).read_text().splitlines()))
+    rows = lambda p: {(r["mix"], r["batch"]): r for r in lines(p) if "mix" in r}
+    gemms = lambda p: {r["gemm"]: r["gflops"] for r in lines(p) if "gemm" in r}
     t, s = rows(troupe), rows(st)
     print("| mix | batch | tokens | troupe tokens/s | sentence-transformers tokens/s | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
     for key in t:
         a, b = t[key], s[key]
         print(f"| {key[0]} | {key[1]} | {a['tokens']} | {a['tokens_per_s']:,.0f} | {b['tokens_per_s']:,.0f} | {a['tokens_per_s'] / b['tokens_per_s']:.2f}× |")
+    tg, sg = gemms(troupe), gemms(st)
+    print("\n| GEMM m×k×n (f32, 2 threads) | troupe (gemm crate) GFLOP/s | PyTorch GFLOP/s | ratio |")
+    print("|---|---:|---:|---:|")
+    for shape in tg:
+        print(f"| {shape} | {tg[shape]:.0f} | {sg[shape]:.0f} | {tg[shape] / sg[shape]:.2f}× |")
     for p in (troupe_rss, st_rss):
         r = json.loads(pathlib.Path(p).read_text().strip().splitlines()[-1])
         print(f"\npeak RSS, {r['engine']}: {r['peak_rss_kb'] / 1024:.0f} MiB")

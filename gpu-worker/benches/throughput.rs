@@ -1,5 +1,8 @@
-//! Embedding throughput (tokens/s) of the candle backend on chunk mixes of ~16, ~128
+//! Embedding throughput (tokens/s) of the worker's backend on chunk mixes of ~16, ~128
 //! and ~256 tokens at several batch sizes.
+//!
+//! Then the rate of the GEMM alone at the encoder's layer shapes (`gemm` crate, both
+//! threads), the ceiling for a GEMM-bound forward pass.
 //!
 //! Run through `scripts/bench-embeddings.sh`, which writes the inputs, runs this and
 //! sentence-transformers on the same inputs, and prints the side-by-side table. Reads
@@ -9,6 +12,7 @@
 use std::time::Instant;
 
 use troupe_gpu_worker::backend::{EmbeddingBackend, best_device};
+use troupe_gpu_worker::cpu::gemm::{View, matmul};
 use troupe_gpu_worker::{CandleBackend, Tokens};
 
 fn main() {
@@ -42,8 +46,35 @@ fn main() {
             let secs = start.elapsed().as_secs_f64();
             println!(
                 "{}",
-                serde_json::json!({"engine": "troupe (candle)", "mix": mix, "batch": batch, "texts": ids.len(), "tokens": total, "seconds": secs, "tokens_per_s": total as f64 / secs})
+                serde_json::json!({"engine": "troupe", "mix": mix, "batch": batch, "texts": ids.len(), "tokens": total, "seconds": secs, "tokens_per_s": total as f64 / secs})
             );
         }
     }
+    for (m, k, n) in GEMM_SHAPES {
+        let a = vec![0.5f32; m * k];
+        let b = vec![0.25f32; k * n];
+        let mut c = vec![0.0f32; m * n];
+        let (a, b) = (View::dense(&a, m, k), View::dense(&b, k, n));
+        matmul(&mut c, n, a, b, false, true);
+        let flop = 2.0 * (m * k * n) as f64;
+        let iters = (2e10 / flop).ceil() as usize;
+        let start = Instant::now();
+        for _ in 0..iters {
+            matmul(&mut c, n, a, b, false, true);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({"engine": "troupe", "gemm": format!("{m}x{k}x{n}"), "gflops": flop * iters as f64 / secs / 1e9})
+        );
+    }
 }
+
+/// tokens × in × out of the encoder's dense layers (a batch of 4,096 tokens) and of
+/// a single 16-token input.
+const GEMM_SHAPES: [(usize, usize, usize); 4] = [
+    (4096, 384, 1152),
+    (4096, 384, 1536),
+    (4096, 1536, 384),
+    (16, 384, 1536),
+];

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::embedder;
-use troupe_gpu_worker::{CandleBackend, Tokens};
+use common::{embedder, model_dir};
+use troupe_gpu_worker::{CandleBackend, EmbeddingBackend, Tokens};
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a
@@ -49,6 +49,45 @@ fn reference() -> Vec<Case> {
                 .collect(),
         })
         .collect()
+}
+
+/// Both encoders — the packed CPU one the worker runs on CPUs, and candle's, which
+/// runs on CUDA — on every case in one padded/packed batch, against the reference and
+/// each other.
+#[test]
+fn both_encoders_match_the_reference_in_one_mixed_batch() {
+    let dir = model_dir();
+    let cases = reference();
+    let tokens = Tokens::load(dir, 256).unwrap();
+    let ids: Vec<Vec<u32>> = cases
+        .iter()
+        .map(|c| tokens.encode(&c.text).unwrap())
+        .collect();
+    let device = candle_core::Device::Cpu;
+    let mut cpu = CandleBackend::load(dir, &device, 1 << 20).unwrap();
+    let mut candle = CandleBackend::load_candle(dir, &device, 1 << 20).unwrap();
+    let (a, b) = (cpu.embed(&ids).unwrap(), candle.embed(&ids).unwrap());
+    for ((c, x), y) in cases.iter().zip(&a).zip(&b) {
+        for (engine, v) in [("cpu", x), ("candle", y)] {
+            let cos = cosine(v, &c.embedding);
+            assert!(cos >= 0.9999, "{} ({engine}): cosine {cos}", c.name);
+        }
+        let cos = cosine(x, y);
+        assert!(
+            cos >= 0.99999,
+            "{}: the encoders differ, cosine {cos}",
+            c.name
+        );
+    }
+    // Bad input is an error, not a panic: an id outside the vocabulary, too many tokens.
+    for bad in [vec![101, 999_999, 102], vec![101; 513]] {
+        let err = cpu.embed(&[bad]).unwrap_err().to_string();
+        assert!(
+            err.contains("vocabulary") || err.contains("positions"),
+            "{err}"
+        );
+    }
+    assert!(cpu.embed(&[]).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

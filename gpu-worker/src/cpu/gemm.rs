@@ -6,12 +6,17 @@ use gemm::Parallelism;
 
 /// A row-major view of `rows × cols` elements of `data`, `stride` apart between rows
 /// and `step` apart within a row (a transposed view swaps the two).
-#[derive(Clone, Copy)]
-pub(crate) struct View<'a> {
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    /// The elements (the view starts at the first).
     pub data: &'a [f32],
+    /// Rows.
     pub rows: usize,
+    /// Columns.
     pub cols: usize,
+    /// Elements between the starts of consecutive rows.
     pub stride: usize,
+    /// Elements between consecutive columns of a row.
     pub step: usize,
 }
 
@@ -48,7 +53,11 @@ impl<'a> View<'a> {
 
 /// `dst = (dst if accumulate) + a × b`, where `dst` is `a.rows × b.cols` with rows
 /// `dst_stride` apart. Spreads over rayon's threads when `threads`.
-pub(crate) fn matmul(
+///
+/// # Panics
+///
+/// When the shapes disagree or a view reaches past its slice (a caller's bug).
+pub fn matmul(
     dst: &mut [f32],
     dst_stride: usize,
     a: View<'_>,

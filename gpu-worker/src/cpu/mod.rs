@@ -7,7 +7,7 @@
 //! Numerically this is the same computation as [`crate::model::Bert`] (the candle
 //! encoder, used on CUDA) and as sentence-transformers.
 
-mod gemm;
+pub mod gemm;
 mod kernels;
 
 use std::cell::RefCell;
