@@ -5,6 +5,7 @@
 //! 128; both are overridden here, or long inputs would not match the reference.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
@@ -13,12 +14,13 @@ use crate::{Error, Result};
 /// sentence-transformers' `max_seq_length` for all-MiniLM-L6-v2.
 pub const MAX_TOKENS: usize = 256;
 
-/// Text → token ids.
+/// Text → token ids. Cheap to clone (the tokenizers are shared; copying one means
+/// copying its 30k-entry vocabulary).
 #[derive(Clone)]
 pub struct Tokens {
-    inner: Tokenizer,
+    inner: Arc<Tokenizer>,
     /// The same tokenizer without truncation, for token boundaries of whole documents.
-    whole: Tokenizer,
+    whole: Arc<Tokenizer>,
     /// Where inputs are cut.
     max_tokens: usize,
 }
@@ -61,8 +63,8 @@ impl Tokens {
             })?;
         inner.with_padding(None);
         Ok(Self {
-            inner,
-            whole,
+            inner: Arc::new(inner),
+            whole: Arc::new(whole),
             max_tokens,
         })
     }
