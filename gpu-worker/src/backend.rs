@@ -12,8 +12,14 @@ use crate::model::Bert;
 pub trait EmbeddingBackend: Send {
     /// One unit vector per input, in order.
     fn embed(&mut self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>>;
-    /// Padded tokens (longest × count) one batch may hold.
+    /// Tokens one batch may hold: padded (longest × count) when the backend
+    /// [`pads`](Self::pads), real ones when it packs.
     fn max_batch_tokens(&self) -> usize;
+    /// Whether a batch is computed padded to its longest input (so the batcher keeps
+    /// lengths together); `false` for a backend that packs inputs without padding.
+    fn pads(&self) -> bool {
+        true
+    }
     /// Output width.
     fn dims(&self) -> usize;
     /// Runs a tiny input end to end.
@@ -91,6 +97,10 @@ impl EmbeddingBackend for CandleBackend {
 
     fn max_batch_tokens(&self) -> usize {
         self.max_batch_tokens
+    }
+
+    fn pads(&self) -> bool {
+        matches!(self.model, Encoder::Candle(_))
     }
 
     fn dims(&self) -> usize {

@@ -3,7 +3,8 @@
 //! Callers' texts arrive as [`Item`]s over a bounded channel. The thread takes
 //! everything pending, drops items whose caller went away, sorts the rest by length
 //! (so a batch carries little padding), cuts them into batches of at most
-//! `max_batch_tokens` padded tokens, runs each, and answers every caller on its own
+//! `max_batch_tokens` computed tokens (padded, unless the backend packs its inputs
+//! without padding), runs each, and answers every caller on its own
 //! oneshot. Everything taken in one round is answered before the next round starts,
 //! so long inputs are never starved by a stream of short ones.
 
@@ -33,8 +34,9 @@ pub struct Item {
 pub struct BatchStats {
     /// Inputs in the batch.
     pub texts: usize,
-    /// Tokens including padding (longest × texts): what the budget bounds.
-    pub padded_tokens: usize,
+    /// Tokens the backend computed, what the budget bounds: longest × texts when it
+    /// pads, the real tokens when it packs.
+    pub computed_tokens: usize,
     /// Tokens without padding.
     pub tokens: usize,
     /// Longest wait of an input before its batch ran.
@@ -51,18 +53,24 @@ pub type Observer = Box<dyn FnMut(&BatchStats) + Send>;
 /// chunk into a batch of 250-token ones would waste most of its row).
 pub const MAX_PADDING: f64 = 0.15;
 
-/// Splits `lens` (sorted ascending) into consecutive batches whose longest × count
-/// stays within `budget` and whose padding stays within [`MAX_PADDING`] of the real
-/// tokens; an input longer than the budget goes alone.
-pub fn plan(lens: &[usize], budget: usize) -> Vec<Range<usize>> {
+/// Splits `lens` (sorted ascending) into consecutive batches within `budget`. When
+/// the backend `pads`, a batch costs longest × count and its padding stays within
+/// [`MAX_PADDING`] of the real tokens; when it packs, a batch costs its real tokens.
+/// An input longer than the budget goes alone.
+pub fn plan(lens: &[usize], budget: usize, pads: bool) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut real = 0usize;
     for (i, &len) in lens.iter().enumerate() {
         // Sorted: the newest item is the longest so far.
         let padded = len.max(1) * (i - start + 1);
-        let wasteful = padded as f64 > (real + len) as f64 * (1.0 + MAX_PADDING);
-        if i > start && (padded > budget || wasteful) {
+        let (cost, wasteful) = if pads {
+            let wasteful = padded as f64 > (real + len) as f64 * (1.0 + MAX_PADDING);
+            (padded, wasteful)
+        } else {
+            (real + len, false)
+        };
+        if i > start && (cost > budget || wasteful) {
             out.push(start..i);
             start = i;
             real = 0;
@@ -83,6 +91,7 @@ pub fn run(
     taken: Arc<AtomicU64>,
 ) {
     let budget = backend.max_batch_tokens();
+    let pads = backend.pads();
     while let Some(first) = rx.blocking_recv() {
         let mut pending = first;
         while let Ok(more) = rx.try_recv() {
@@ -93,7 +102,7 @@ pub fn run(
         pending.sort_by_key(|i| i.ids.len());
         let lens: Vec<usize> = pending.iter().map(|i| i.ids.len()).collect();
         let mut items = pending.into_iter();
-        for range in plan(&lens, budget) {
+        for range in plan(&lens, budget, pads) {
             let mut batch: Vec<Item> = items.by_ref().take(range.len()).collect();
             // Callers may have left while earlier batches ran.
             batch.retain(|i| !i.reply.is_closed());
@@ -113,7 +122,11 @@ pub fn run(
             let result = backend.embed(&ids);
             let stats = BatchStats {
                 texts: ids.len(),
-                padded_tokens: ids.iter().map(Vec::len).max().unwrap_or(0) * ids.len(),
+                computed_tokens: if pads {
+                    ids.iter().map(Vec::len).max().unwrap_or(0) * ids.len()
+                } else {
+                    ids.iter().map(Vec::len).sum()
+                },
                 tokens: ids.iter().map(Vec::len).sum(),
                 max_wait,
                 inference: started.elapsed(),
@@ -160,7 +173,7 @@ mod tests {
     fn plans_respect_the_budget_and_keep_order() {
         let lens = [2, 3, 3, 5, 8, 8, 8, 13, 40, 250];
         for budget in [16, 64, 256, 1000] {
-            let batches = plan(&lens, budget);
+            let batches = plan(&lens, budget, true);
             let covered: Vec<usize> = batches.iter().flat_map(|r| r.clone()).collect();
             assert_eq!(covered, (0..lens.len()).collect::<Vec<_>>());
             for r in &batches {
@@ -172,11 +185,18 @@ mod tests {
             }
         }
         assert_eq!(
-            plan(&[100, 100, 100, 250], 100_000),
+            plan(&[100, 100, 100, 250], 100_000, true),
             vec![0..3, 3..4],
             "a 250-token input would pad three 100-token ones by 150 each"
         );
-        assert!(plan(&[], 10).is_empty());
+        assert!(plan(&[], 10, true).is_empty());
+        // A packing backend pays for real tokens only: no padding splits.
+        assert_eq!(plan(&[100, 100, 100, 250], 100_000, false), vec![0..4]);
+        assert_eq!(plan(&[100, 100, 100, 250], 300, false), vec![0..3, 3..4]);
+        for r in plan(&lens, 64, false) {
+            let real: usize = lens[r.clone()].iter().sum();
+            assert!(real <= 64 || r.len() == 1, "{r:?} holds {real}");
+        }
     }
 
     #[test]
@@ -184,7 +204,7 @@ mod tests {
         let lens: Vec<usize> = (0..200).map(|i| 20 + (i * 37) % 237).collect::<Vec<_>>();
         let mut lens = lens;
         lens.sort_unstable();
-        for r in plan(&lens, 16_384) {
+        for r in plan(&lens, 16_384, true) {
             let real: usize = lens[r.clone()].iter().sum();
             let padded = lens[r.end - 1] * r.len();
             assert!(

@@ -66,7 +66,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Records one batch.
     pub fn record(&self, s: &BatchStats) {
-        self.batch_tokens.observe(s.padded_tokens as f64);
+        self.batch_tokens.observe(s.computed_tokens as f64);
         self.batch_texts.observe(s.texts as f64);
         self.queue_wait.observe(s.max_wait.as_secs_f64());
         self.inference.observe(s.inference.as_secs_f64());

@@ -161,7 +161,10 @@ async fn batches_stay_within_budget_and_callers_get_their_own_vectors_in_order()
         }
     }
     let stats = seen.lock().unwrap().clone();
-    assert!(stats.iter().all(|s| s.padded_tokens <= budget), "{stats:?}");
+    assert!(
+        stats.iter().all(|s| s.computed_tokens <= budget),
+        "{stats:?}"
+    );
     assert!(
         stats.iter().any(|s| s.texts > 5),
         "requests were batched together: {stats:?}"

@@ -57,6 +57,16 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
+/// Milliseconds since `event` occurred (its `time`); `None` when that is not RFC 3339.
+pub fn age_ms(event: &Event) -> Option<u64> {
+    let at = humantime::parse_rfc3339_weak(&event.time).ok()?;
+    Some(
+        std::time::SystemTime::now()
+            .duration_since(at)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    )
+}
+
 /// A fresh time-ordered id (UUIDv7).
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()

@@ -58,7 +58,10 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
         match documents::verdict(&tenant, &id, settled_as)? {
             Verdict::Agrees => {}
             Verdict::Disagrees => return Ok(Outcome::Ok),
-            Verdict::Pending => return Ok(Outcome::Retry(Some(200))),
+            // The status projection has not recorded it yet (it reacts to the same
+            // event): look again soon, then less often — the wait doubles with the
+            // event's age, so ten deliveries cover several seconds of lag.
+            Verdict::Pending => return Ok(Outcome::Retry(Some(pending_wait(event)))),
         }
         // One body for every endpoint: the record as `GET` shows it.
         let body = payload(event)?;
@@ -71,6 +74,12 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
         }
         Ok(outcome)
     })
+}
+
+/// How long to wait for the status projection: the event's age, within 20 ms–2 s.
+fn pending_wait(event: &Event) -> u32 {
+    let age = troupe_guest::age_ms(event).unwrap_or(200);
+    u32::try_from(age.clamp(20, 2_000)).unwrap_or(2_000)
 }
 
 fn deliver(event: &Event, url: &str, secret: &str, body: &[u8]) -> Result<Outcome> {

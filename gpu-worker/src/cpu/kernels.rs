@@ -38,8 +38,12 @@ vectorised!(
     fn gelu => gelu_loop(xs: &'a mut [f32])
 );
 vectorised!(
-    /// Adds `bias` to every `bias.len()`-wide row of `xs`.
-    fn add_bias => add_bias_loop(xs: &'a mut [f32], bias: &'a [f32])
+    /// Sets every `bias.len()`-wide row of `xs` to `bias`.
+    fn fill_rows => fill_rows_loop(xs: &'a mut [f32], bias: &'a [f32])
+);
+vectorised!(
+    /// Sets each `bias.len()`-wide row of `xs` to that row of `ys` plus `bias`.
+    fn sum_rows => sum_rows_loop(xs: &'a mut [f32], ys: &'a [f32], bias: &'a [f32])
 );
 vectorised!(
     /// LayerNorm of each `gamma.len()`-wide row of `xs`, in place.
@@ -158,12 +162,19 @@ fn max(xs: &[f32]) -> f32 {
     acc.iter().fold(rest, |m, &x| m.max(x))
 }
 
-/// Adds `bias` to every `bias.len()`-wide row of `xs`.
 #[inline(always)]
-fn add_bias_loop(xs: &mut [f32], bias: &[f32]) {
+fn fill_rows_loop(xs: &mut [f32], bias: &[f32]) {
     for row in xs.chunks_exact_mut(bias.len()) {
-        for (x, b) in row.iter_mut().zip(bias) {
-            *x += b;
+        row.copy_from_slice(bias);
+    }
+}
+
+#[inline(always)]
+fn sum_rows_loop(xs: &mut [f32], ys: &[f32], bias: &[f32]) {
+    let h = bias.len();
+    for (row, src) in xs.chunks_exact_mut(h).zip(ys.chunks_exact(h)) {
+        for ((x, y), b) in row.iter_mut().zip(src).zip(bias) {
+            *x = y + b;
         }
     }
 }

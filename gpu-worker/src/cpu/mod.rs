@@ -22,6 +22,12 @@ use crate::{Error, Result};
 
 /// Rows of a matrix each rayon task takes in element-wise passes.
 const ROWS_PER_TASK: usize = 32;
+/// Tokens encoded together: larger batches run as consecutive groups of about this
+/// size (measured on a 2-core Zen 3 with 32 MB of L3: see BENCHMARKS.md).
+const GROUP_TOKENS: usize = 2048;
+/// Batches up to this many tokens reuse one set of intermediate matrices (~14 KB a
+/// token); larger ones allocate their own and free them after.
+const KEPT_SCRATCH_TOKENS: usize = 4096;
 /// Below this many multiply-adds a GEMM stays on the calling thread.
 const THREADED_GEMM_MACS: usize = 1 << 21;
 
@@ -34,18 +40,26 @@ struct Dense {
 }
 
 impl Dense {
-    /// `out = x·W + b (+ out when residual)`, over `rows` rows.
-    fn apply(&self, x: &[f32], rows: usize, out: &mut [f32], residual: bool) {
-        let out = &mut out[..rows * self.outputs];
-        if !residual {
-            out.fill(0.0);
+    /// `out = x·W + b (+ residual)`, over `rows` rows.
+    fn apply(&self, x: &[f32], rows: usize, out: &mut [f32], residual: Option<&[f32]>) {
+        let width = self.outputs;
+        let out = &mut out[..rows * width];
+        // The bias (plus the residual) first, in one pass; the GEMM accumulates onto it.
+        match residual {
+            None => par_rows(out, width, |chunk| kernels::fill_rows(chunk, &self.b)),
+            Some(res) => {
+                let piece = width * ROWS_PER_TASK;
+                out.par_chunks_mut(piece)
+                    .zip(res[..rows * width].par_chunks(piece))
+                    .for_each(|(o, r)| kernels::sum_rows(o, r, &self.b));
+            }
         }
-        par_rows(out, self.outputs, |chunk| kernels::add_bias(chunk, &self.b));
+        let w = View::dense(&self.w, self.inputs, self.outputs);
         matmul(
             out,
-            self.outputs,
+            width,
             View::dense(&x[..rows * self.inputs], rows, self.inputs),
-            View::dense(&self.w, self.inputs, self.outputs),
+            w,
             true,
             rows * self.inputs * self.outputs >= THREADED_GEMM_MACS,
         );
@@ -89,6 +103,7 @@ pub struct CpuBert {
     vocab: usize,
     /// Tokens the model accepts per input.
     pub max_positions: usize,
+    scratch: std::sync::Mutex<Scratch>,
 }
 
 impl std::fmt::Debug for CpuBert {
@@ -227,6 +242,7 @@ impl CpuBert {
                 intermediate: c.intermediate_size,
                 vocab: c.vocab_size,
                 max_positions: c.max_position_embeddings,
+                scratch: std::sync::Mutex::default(),
             })
         })();
         loaded.map_err(|e| Error::ModelInvalid {
@@ -243,11 +259,7 @@ impl CpuBert {
     /// Embeds `ids` (one token-id list per input, at most `max_positions` each):
     /// encodes, mean-pools over each input's tokens, L2-normalises.
     pub fn embed(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        let h = self.hidden;
-        // An empty input still has one position (sentence-transformers always adds
-        // [CLS]/[SEP]; this only guards a caller that sends none).
-        let lens: Vec<usize> = ids.iter().map(|v| v.len().max(1)).collect();
-        if let Some(&n) = lens.iter().max()
+        if let Some(n) = ids.iter().map(Vec::len).max()
             && n > self.max_positions
         {
             return Err(Error::Invalid(format!(
@@ -261,6 +273,29 @@ impl CpuBert {
                 self.vocab
             )));
         }
+        // Large batches run as consecutive groups of about GROUP_TOKENS tokens, whose
+        // activations stay in cache between one step and the next.
+        let mut out = Vec::with_capacity(ids.len());
+        let mut start = 0;
+        while start < ids.len() {
+            let mut end = start;
+            let mut tokens = 0;
+            while end < ids.len() && (end == start || tokens + ids[end].len() <= GROUP_TOKENS) {
+                tokens += ids[end].len().max(1);
+                end += 1;
+            }
+            out.extend(self.embed_group(&ids[start..end]));
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// [`Self::embed`] for one group of checked inputs.
+    fn embed_group(&self, ids: &[Vec<u32>]) -> Vec<Vec<f32>> {
+        let h = self.hidden;
+        // An empty input still has one position (sentence-transformers always adds
+        // [CLS]/[SEP]; this only guards a caller that sends none).
+        let lens: Vec<usize> = ids.iter().map(|v| v.len().max(1)).collect();
         let offsets: Vec<usize> = lens
             .iter()
             .scan(0, |acc, &l| {
@@ -286,11 +321,20 @@ impl CpuBert {
             }
         }
         self.embed_norm.apply(&mut x);
-        let mut scratch = Scratch::new(tokens, h, self.intermediate);
-        for layer in &self.layers {
-            self.layer(layer, &mut x, &lens, &offsets, &mut scratch);
+        {
+            let mut scratch = self
+                .scratch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            scratch.fit(tokens, h, self.intermediate);
+            for layer in &self.layers {
+                self.layer(layer, &mut x, &lens, &offsets, &mut scratch);
+            }
+            if tokens > KEPT_SCRATCH_TOKENS {
+                *scratch = Scratch::default();
+            }
         }
-        Ok(offsets
+        offsets
             .iter()
             .zip(&lens)
             .map(|(&off, &len)| {
@@ -298,23 +342,21 @@ impl CpuBert {
                 kernels::mean_unit(&x[off * h..(off + len) * h], &mut v);
                 v
             })
-            .collect())
+            .collect()
     }
 
     fn layer(&self, l: &Layer, x: &mut [f32], lens: &[usize], offsets: &[usize], s: &mut Scratch) {
         let h = self.hidden;
         let tokens = x.len() / h;
-        l.qkv.apply(x, tokens, &mut s.qkv, false);
+        l.qkv.apply(x, tokens, &mut s.qkv, None);
         self.attention(&s.qkv, lens, offsets, &mut s.ctx);
         // attn = LayerNorm(ctx·Wo + bo + x)
-        s.attn.copy_from_slice(x);
-        l.attn_out.apply(&s.ctx, tokens, &mut s.attn, true);
+        l.attn_out.apply(&s.ctx, tokens, &mut s.attn, Some(&*x));
         l.attn_norm.apply(&mut s.attn);
         // x = LayerNorm(GELU(attn·W1 + b1)·W2 + b2 + attn)
-        l.up.apply(&s.attn, tokens, &mut s.up, false);
+        l.up.apply(&s.attn, tokens, &mut s.up, None);
         par_rows(&mut s.up, self.intermediate, kernels::gelu);
-        x.copy_from_slice(&s.attn);
-        l.down.apply(&s.up, tokens, x, true);
+        l.down.apply(&s.up, tokens, x, Some(&s.attn));
         l.out_norm.apply(x);
     }
 
@@ -370,7 +412,9 @@ thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A layer's intermediate matrices, allocated once per batch.
+/// A layer's intermediate matrices, kept between batches of up to
+/// [`KEPT_SCRATCH_TOKENS`] tokens (so their pages are not faulted in again each time).
+#[derive(Default)]
 struct Scratch {
     qkv: Vec<f32>,
     ctx: Vec<f32>,
@@ -379,12 +423,11 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(tokens: usize, h: usize, intermediate: usize) -> Self {
-        Self {
-            qkv: vec![0.0; tokens * 3 * h],
-            ctx: vec![0.0; tokens * h],
-            attn: vec![0.0; tokens * h],
-            up: vec![0.0; tokens * intermediate],
-        }
+    /// Sizes every matrix for `tokens` rows.
+    fn fit(&mut self, tokens: usize, h: usize, intermediate: usize) {
+        self.qkv.resize(tokens * 3 * h, 0.0);
+        self.ctx.resize(tokens * h, 0.0);
+        self.attn.resize(tokens * h, 0.0);
+        self.up.resize(tokens * intermediate, 0.0);
     }
 }
