@@ -172,7 +172,7 @@ async fn whole_body(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if !declared.is_some_and(|n| n <= GATHERED_BODY_BYTES) {
+    if declared.is_none_or(|n| n > GATHERED_BODY_BYTES) {
         return Ok(request);
     }
     let (parts, body) = request.into_parts();
