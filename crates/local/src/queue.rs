@@ -373,6 +373,18 @@ impl Queue for SqliteQueue {
             })
             .await?;
         self.wake(&[queue.to_owned()]);
+        // A short delay: wake the consumers when it is over, rather than at their next
+        // poll (up to POLL_INTERVAL later).
+        if let RetryOutcome::Scheduled(delay) = outcome
+            && delay < POLL_INTERVAL
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let waker = self.waker(queue);
+            runtime.spawn(async move {
+                tokio::time::sleep(delay).await;
+                waker.notify_waiters();
+            });
+        }
         Ok(outcome)
     }
 
