@@ -2,9 +2,10 @@
 //! [`EmbeddingBackend`] owned by one OS thread, a token-budget batcher in front of it,
 //! and an async [`Embedder`] that admits, tokenizes and collects replies.
 //!
-//! The model is all-MiniLM-L6-v2 (384 dimensions), run on candle — CPU by default,
-//! CUDA with the `cuda` feature — matching sentence-transformers' output (mean pooling,
-//! L2 normalisation, truncation at 256 tokens).
+//! The model is all-MiniLM-L6-v2 (384 dimensions) — on the CPU Troupe's own packed
+//! encoder ([`cpu`]), on CUDA (the `cuda` feature) candle ([`model`]) — matching
+//! sentence-transformers' output (mean pooling, L2 normalisation, truncation at 256
+//! tokens).
 //!
 //! # Layout
 //!
