@@ -151,3 +151,50 @@ async fn data_survives_reopening() {
     let q = SqliteQueue::new(Db::open(&path, Durability::Full).unwrap(), Arc::new(clock));
     assert_eq!(q.receive("a", 1, NO_WAIT).await.unwrap().len(), 1);
 }
+
+/// Time as tokio's (paused) clock tells it, so queue delays and tokio timers agree.
+#[derive(Debug)]
+struct TokioClock {
+    start_ms: u64,
+    origin: tokio::time::Instant,
+}
+
+impl troupe_core::Clock for TokioClock {
+    fn now_ms(&self) -> u64 {
+        self.start_ms + u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A message retried with a short delay reaches a waiting consumer when the delay
+/// ends, not at the consumer's next 100 ms poll.
+#[tokio::test(start_paused = true)]
+async fn a_short_retry_delay_wakes_waiting_consumers_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("q.db"), Durability::Normal).unwrap();
+    let clock = TokioClock {
+        start_ms: 1_700_000_000_000,
+        origin: tokio::time::Instant::now(),
+    };
+    let q = SqliteQueue::new(db, Arc::new(clock)).with_seed(42);
+    sub(&q, "s", "t").await;
+    q.publish("t", &[msg("a")]).await.unwrap();
+    let got = q.receive("s", 1, NO_WAIT).await.unwrap();
+    let outcome = q
+        .retry(
+            "s",
+            &got[0].receipt,
+            Some(Duration::from_millis(30)),
+            "not yet",
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, RetryOutcome::Scheduled(Duration::from_millis(30)));
+    let start = tokio::time::Instant::now();
+    let again = q.receive("s", 1, Duration::from_secs(5)).await.unwrap();
+    let waited = start.elapsed();
+    assert_eq!(again.len(), 1);
+    assert!(
+        waited >= Duration::from_millis(25) && waited < Duration::from_millis(60),
+        "redelivered after {waited:?}"
+    );
+}
