@@ -89,7 +89,7 @@ impl CandleBackend {
 
 impl EmbeddingBackend for CandleBackend {
     fn embed(&mut self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        match &self.model {
+        match &mut self.model {
             Encoder::Cpu(m) => m.embed(batch),
             Encoder::Candle(m) => m.embed(batch),
         }

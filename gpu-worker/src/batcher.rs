@@ -120,14 +120,15 @@ pub fn run(
                 .max()
                 .unwrap_or_default();
             let result = backend.embed(&ids);
+            let tokens = ids.iter().map(Vec::len).sum();
             let stats = BatchStats {
                 texts: ids.len(),
                 computed_tokens: if pads {
                     ids.iter().map(Vec::len).max().unwrap_or(0) * ids.len()
                 } else {
-                    ids.iter().map(Vec::len).sum()
+                    tokens
                 },
-                tokens: ids.iter().map(Vec::len).sum(),
+                tokens,
                 max_wait,
                 inference: started.elapsed(),
             };

@@ -147,38 +147,7 @@ impl WasiHttpHooks for Outbound {
             tracing::warn!(url.scheme = %scheme, server.address = %host, server.port = port, "outbound request denied: host not in allowed_outbound_hosts");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
-        Box::new(async move {
-            let request = whole_body(request).await?;
-            let default: &mut dyn WasiHttpHooks = Default::default();
-            Box::into_pin(default.send_request(request, options, fut)).await
-        })
+        let default: &mut dyn WasiHttpHooks = Default::default();
+        default.send_request(request, options, fut)
     }
-}
-
-/// Bodies up to this size with a declared length are gathered before sending.
-const GATHERED_BODY_BYTES: u64 = 1 << 20;
-
-/// Gathers a small request body with a declared `Content-Length` before the request
-/// goes out, so headers and body leave in one write. Streamed in pieces, the body's
-/// write waits behind the headers' unacknowledged segment (Nagle's algorithm; the
-/// sender's socket has no `TCP_NODELAY`) until the receiver's delayed ACK, ~200 ms
-/// a webhook on Linux. Larger or unsized bodies still stream.
-async fn whole_body(
-    request: http::Request<wasmtime_wasi_http::WasiBody>,
-) -> Result<http::Request<wasmtime_wasi_http::WasiBody>, wasmtime_wasi_http::Error> {
-    use http_body_util::BodyExt as _;
-    let declared = request
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_none_or(|n| n > GATHERED_BODY_BYTES) {
-        return Ok(request);
-    }
-    let (parts, body) = request.into_parts();
-    let bytes = body.collect().await?.to_bytes();
-    let body = http_body_util::Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync();
-    Ok(http::Request::from_parts(parts, body))
 }

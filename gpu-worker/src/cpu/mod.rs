@@ -103,7 +103,7 @@ pub struct CpuBert {
     vocab: usize,
     /// Tokens the model accepts per input.
     pub max_positions: usize,
-    scratch: std::sync::Mutex<Scratch>,
+    scratch: Scratch,
 }
 
 impl std::fmt::Debug for CpuBert {
@@ -242,7 +242,7 @@ impl CpuBert {
                 intermediate: c.intermediate_size,
                 vocab: c.vocab_size,
                 max_positions: c.max_position_embeddings,
-                scratch: std::sync::Mutex::default(),
+                scratch: Scratch::default(),
             })
         })();
         loaded.map_err(|e| Error::ModelInvalid {
@@ -258,7 +258,7 @@ impl CpuBert {
 
     /// Embeds `ids` (one token-id list per input, at most `max_positions` each):
     /// encodes, mean-pools over each input's tokens, L2-normalises.
-    pub fn embed(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+    pub fn embed(&mut self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         if let Some(n) = ids.iter().map(Vec::len).max()
             && n > self.max_positions
         {
@@ -291,7 +291,7 @@ impl CpuBert {
     }
 
     /// [`Self::embed`] for one group of checked inputs.
-    fn embed_group(&self, ids: &[Vec<u32>]) -> Vec<Vec<f32>> {
+    fn embed_group(&mut self, ids: &[Vec<u32>]) -> Vec<Vec<f32>> {
         let h = self.hidden;
         // An empty input still has one position (sentence-transformers always adds
         // [CLS]/[SEP]; this only guards a caller that sends none).
@@ -321,18 +321,13 @@ impl CpuBert {
             }
         }
         self.embed_norm.apply(&mut x);
-        {
-            let mut scratch = self
-                .scratch
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            scratch.fit(tokens, h, self.intermediate);
-            for layer in &self.layers {
-                self.layer(layer, &mut x, &lens, &offsets, &mut scratch);
-            }
-            if tokens > KEPT_SCRATCH_TOKENS {
-                *scratch = Scratch::default();
-            }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.fit(tokens, h, self.intermediate);
+        for layer in &self.layers {
+            self.layer(layer, &mut x, &lens, &offsets, &mut scratch);
+        }
+        if tokens <= KEPT_SCRATCH_TOKENS {
+            self.scratch = scratch;
         }
         offsets
             .iter()
