@@ -19,7 +19,7 @@ use spin_sdk::http_component;
 use troupe_guest::documents::{self, Document};
 use troupe_guest::events::{self, BlobRef, Deleted, Uploaded};
 use troupe_guest::http::{error, json};
-use troupe_guest::{DEFAULT_TENANT, Event, blobs, bucket, config_u64, describe, new_id, state};
+use troupe_guest::{DEFAULT_TENANT, Event, blobs, bucket, config_u64, describe, new_id};
 use troupe_text::Kind;
 
 /// Default upload limit: 50 MB.
@@ -51,7 +51,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             if accepts_sse(&req) {
                 sse::stream(out, tenant, &id).await
             } else {
-                match state::read_events(&documents::log_subject(tenant, &id)) {
+                match documents::trail(tenant, &id) {
                     Ok(log) => json(out, 200, &serde_json::Value::Array(log.iter().map(cloud_event).collect())).await,
                     Err(e) => error(out, 503, "unavailable", &describe(&e)).await,
                 }

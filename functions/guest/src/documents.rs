@@ -160,6 +160,26 @@ pub fn log_subject(tenant: &str, id: &str) -> String {
     format!("{tenant}/{id}")
 }
 
+/// A document's audit trail in the order things happened: by each event's `time`, log
+/// order among equal times (an event without a readable time keeps its place after
+/// the one logged before it). The log itself is in arrival order, and `status`
+/// receives each topic on its own subscription, so a later event can arrive first.
+pub fn trail(tenant: &str, id: &str) -> std::result::Result<Vec<crate::Event>, HostError> {
+    let log = state::read_events(&log_subject(tenant, id))?;
+    let mut last = std::time::Duration::ZERO;
+    let mut dated: Vec<_> = log
+        .into_iter()
+        .map(|event| {
+            if let Some(at) = crate::unix_time(&event) {
+                last = at;
+            }
+            (last, event)
+        })
+        .collect();
+    dated.sort_by_key(|(at, _)| *at); // stable: equal times keep log order
+    Ok(dated.into_iter().map(|(_, event)| event).collect())
+}
+
 /// Whether `id` can be a document id (it becomes part of keys and paths).
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')

@@ -67,6 +67,15 @@ pub fn age_ms(event: &Event) -> Option<u64> {
     )
 }
 
+/// When `event` occurred (its `time`) since the Unix epoch; `None` when that is not
+/// RFC 3339 or lies before 1970.
+pub fn unix_time(event: &Event) -> Option<std::time::Duration> {
+    humantime::parse_rfc3339_weak(&event.time)
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+}
+
 /// A fresh time-ordered id (UUIDv7).
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
