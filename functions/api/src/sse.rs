@@ -83,7 +83,8 @@ fn complete(doc: &documents::Document) -> bool {
 fn releasable<'a>(trail: &'a [Event], sent: &HashSet<String>, complete: bool) -> Vec<&'a Event> {
     // An event without a readable time cannot be dated, so it is never held.
     let waited = |e: &Event| age_ms(e).is_none_or(|age| age >= CAUSE_WAIT_MS);
-    let started = trail.iter().any(|e| is(e, events::UPLOADED)) || trail.first().is_some_and(waited);
+    let started =
+        trail.iter().any(|e| is(e, events::UPLOADED)) || trail.first().is_some_and(waited);
     if !started {
         return Vec::new();
     }
