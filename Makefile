@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:8080
 # The functions workspace builds for wasm32-wasip2; its pure libraries test natively.
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
-.PHONY: setup functions model scale-out-tools build run worker test bench fmt lint clean
+.PHONY: setup functions model scale-out-tools build run worker test bench package-lambda image image-cuda fmt lint clean
 
 ## setup: toolchain target, function components, embedding model (idempotent)
 setup: functions model
@@ -51,6 +51,21 @@ bench: build
 	./scripts/bench-embeddings.sh
 	./scripts/bench-pipeline.sh
 
+## package-lambda: dist/troupe-lambda.zip, the bundle infra/aws deploys (cargo-lambda + zig)
+package-lambda:
+	@./scripts/package-lambda.sh
+
+## image, image-cuda: the container images infra/k8s and infra/aws run (needs Docker)
+image:
+	docker build -t troupe:latest .
+
+CUDA_COMPUTE_CAP ?= 90
+image-cuda:
+	docker build -t troupe:cuda --build-arg FEATURES=cuda \
+	  --build-arg BUILD_IMAGE=nvidia/cuda:12.6.3-devel-ubuntu24.04 \
+	  --build-arg RUN_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu24.04 \
+	  --build-arg CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) .
+
 fmt:
 	cargo fmt --all
 	cd functions && cargo fmt --all
@@ -62,4 +77,4 @@ lint:
 	cd functions && cargo clippy --release --locked -- -D warnings
 
 clean:
-	rm -rf target functions/target functions/dist models
+	rm -rf target functions/target functions/dist models dist

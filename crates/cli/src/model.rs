@@ -16,7 +16,8 @@ pub struct EmbeddingArgs {
         default_value = "models/all-MiniLM-L6-v2"
     )]
     pub model_dir: PathBuf,
-    /// Padded tokens (longest input × inputs) per inference batch.
+    /// Tokens per inference batch: real tokens on the CPU encoder (it packs inputs
+    /// without padding), padded tokens (longest input × inputs) on CUDA.
     #[arg(long, env = "TROUPE_MAX_BATCH_TOKENS", default_value_t = 16_384)]
     pub max_batch_tokens: usize,
     /// Texts admitted and not yet embedded; beyond it requests get 429.

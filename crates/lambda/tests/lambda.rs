@@ -359,11 +359,22 @@ impl Drop for Killed {
 /// The real `troupe-lambda` binary under cargo-lambda's Lambda runtime API emulator
 /// (`cargo lambda watch --only-lambda-apis`), invoked with `cargo lambda invoke`:
 /// the runtime loop, event decoding and responses as Lambda would see them.
+/// With `TROUPE_LAMBDA_BUNDLE` set to an unpacked `make package-lambda` bundle, its
+/// `bootstrap`, `spin.toml` and components run instead of the workspace's.
 #[test]
 fn the_bootstrap_binary_answers_invocations_under_cargo_lambdas_emulator() {
     components();
     let stack = AwsStack::new();
-    let manifest = repo_root().join("spin.toml");
+    let (bootstrap, manifest) = match std::env::var_os("TROUPE_LAMBDA_BUNDLE") {
+        Some(dir) => {
+            let dir = std::path::PathBuf::from(dir);
+            (dir.join("bootstrap"), dir.join("spin.toml"))
+        }
+        None => (
+            workspace_bin("troupe-lambda"),
+            repo_root().join("spin.toml"),
+        ),
+    };
     stack.init(&manifest);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -399,7 +410,7 @@ fn the_bootstrap_binary_answers_invocations_under_cargo_lambdas_emulator() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let _function = Killed(
-        Command::new(workspace_bin("troupe-lambda"))
+        Command::new(&bootstrap)
             .envs(stack.env())
             .env(
                 "AWS_LAMBDA_RUNTIME_API",
