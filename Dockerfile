@@ -28,13 +28,17 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain none
 WORKDIR /src
+# The toolchain rust-toolchain.toml names (with wasm32-wasip2), in its own layer.
+COPY rust-toolchain.toml .
+RUN rustup toolchain install
 COPY . .
-# The toolchain rust-toolchain.toml names (with wasm32-wasip2), the components, the
-# model (verified by its sha256), then the binary; build caches stay out of the image.
-RUN --mount=type=cache,target=/cache \
+# The components, the model (verified by its sha256), then the binary. Build caches
+# stay out of the image, one per base image and feature set (objects compiled against
+# one glibc must not be linked on another).
+ARG BUILD_IMAGE
+RUN --mount=type=cache,id=troupe-build-${BUILD_IMAGE}-${FEATURES},target=/cache \
     --mount=type=cache,target=/root/.cargo/registry \
-    rustup toolchain install \
- && ./scripts/build-functions.sh \
+    ./scripts/build-functions.sh \
  && ./scripts/fetch-model.sh \
  && cargo build --release --locked -p troupe-cli ${FEATURES:+--features "$FEATURES"} \
  && install -D "$CARGO_TARGET_DIR/release/troupe" /out/bin/troupe \

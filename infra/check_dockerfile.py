@@ -53,7 +53,7 @@ if not entry or not any(copied_to.endswith("/" + entry[0][0]) for copied_to in c
     problems.append(f"the final stage's ENTRYPOINT {entry} is not a file copied into it")
 cmd = [c.value for c in final if c.cmd == "CMD"]
 for arg in (cmd[0] if cmd else []):
-    if arg.startswith("/app/") and not any(arg.startswith(d) for d in copied):
+    if arg.startswith("/app/") and not any(arg.startswith(d.rstrip("/") + "/") for d in copied):
         problems.append(f"CMD argument {arg} is not under a copied folder")
 
 if problems:

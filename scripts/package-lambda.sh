@@ -11,7 +11,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 ./scripts/build-functions.sh
-./scripts/fetch-model.sh >/dev/null
+TROUPE_MODEL_DIR="$root/models/all-MiniLM-L6-v2" ./scripts/fetch-model.sh >/dev/null
 ./scripts/setup-scale-out.sh
 venv="${TROUPE_PY_ENV:-$HOME/.cache/troupe-tools/py}"
 target="${CARGO_TARGET_DIR:-$root/target}"
@@ -20,7 +20,8 @@ PATH="$venv/bin:$PATH" cargo lambda build --release --locked --x86-64 -p troupe-
 bootstrap="$target/lambda/troupe-lambda/bootstrap"
 
 # Amazon Linux 2023 ships glibc 2.34: a newer symbol would fail at cold start.
-newest=$(objdump -T "$bootstrap" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
+newest=$(objdump -T "$bootstrap" | { grep -o 'GLIBC_[0-9.]*' || true; } | sort -uV | tail -1)
+newest="${newest:-GLIBC_2.0}"
 if [ "$(printf '%s\n' "$newest" GLIBC_2.34 | sort -V | tail -1)" != GLIBC_2.34 ]; then
   echo "package-lambda: $bootstrap needs $newest, newer than provided.al2023's GLIBC_2.34" >&2
   exit 1
@@ -31,7 +32,10 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/functions/dist" "$stage/models"
 cp "$bootstrap" "$stage/bootstrap"
 cp spin.toml "$stage/"
-cp functions/dist/*.wasm "$stage/functions/dist/"
+# Only the components the manifest names (functions/dist may hold stale ones).
+for wasm in $(grep -o 'functions/dist/[A-Za-z0-9_-]*\.wasm' spin.toml | sort -u); do
+  cp "$wasm" "$stage/functions/dist/"
+done
 cp -r models/all-MiniLM-L6-v2 "$stage/models/"
 # Lambda's limit is 250 MB unzipped.
 size=$(du -sm "$stage" | cut -f1)

@@ -9,14 +9,20 @@ use serde_json::{Value, json};
 use troupe_core::{Event, State};
 use troupe_tests::{InProcess, get};
 
-const APP: &str = r#"
+/// The `api` component alone; `wait_ms` is how long the stream holds an event for the
+/// events that precede it (`cause_wait_ms`).
+fn app(wait_ms: u64) -> String {
+    format!(
+        r#"
 [[trigger.http]]
 route = "/v1/documents/..."
 component = "api"
 [component.api]
-source = "{dist}/api.wasm"
-variables = { stream_max_ms = "20000" }
-"#;
+source = "{{dist}}/api.wasm"
+variables = {{ stream_max_ms = "20000", cause_wait_ms = "{wait_ms}" }}
+"#
+    )
+}
 
 const TENANT: &str = "default";
 
@@ -45,6 +51,7 @@ async fn record(host: &InProcess, doc: &str, status: &str, done: u32, total: u32
         "size": 1, "blob": { "bucket": "documents", "key": format!("docs/{TENANT}/{doc}") },
         "status": status, "progress": { "done": done, "total": total },
         "batches_done": (1..=done).collect::<Vec<_>>(), "chunks": 2, "error": null,
+        "sha256": "5ad0", "title": "A", "pages": null, "sniffed_type": "text/plain",
         "created_at": now, "updated_at": now, "progressed_ms": 0,
     });
     host.local
@@ -98,7 +105,7 @@ fn open_stream(url: String) -> tokio::task::JoinHandle<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trail_is_in_event_time_order_whatever_the_log_order() {
-    let host = InProcess::start(APP).await;
+    let host = InProcess::start(&app(60_000)).await;
     let doc = "0196b000-0000-7000-8000-000000000001";
     let t = chrono::Utc::now();
     record(&host, doc, "processing", 1, 2).await;
@@ -109,6 +116,9 @@ async fn the_trail_is_in_event_time_order_whatever_the_log_order() {
             event(doc, "troupe.embedding.completed", "job-1-completed", t, 40),
             event(doc, "troupe.document.uploaded", "uploaded", t, 0),
             event(doc, "troupe.document.inspected", "inspected", t, 20),
+            // Same millisecond: the stage orders them, whatever the log says.
+            event(doc, "troupe.document.indexed", "indexed", t, 50),
+            event(doc, "troupe.embedding.completed", "job-2-completed", t, 50),
         ],
     )
     .await;
@@ -126,17 +136,24 @@ async fn the_trail_is_in_event_time_order_whatever_the_log_order() {
         .map(|e| e["id"].as_str().expect("id"))
         .collect();
     // Equal times keep log order: extracted was logged before inspected.
-    let want: Vec<String> = ["uploaded", "extracted", "inspected", "job-1-completed"]
-        .iter()
-        .map(|n| format!("{doc}-{n}"))
-        .collect();
+    let want: Vec<String> = [
+        "uploaded",
+        "extracted",
+        "inspected",
+        "job-1-completed",
+        "job-2-completed",
+        "indexed",
+    ]
+    .iter()
+    .map(|n| format!("{doc}-{n}"))
+    .collect();
     assert_eq!(ids, want);
     host.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_stream_waits_for_causes_logged_late_and_ends_on_the_settling_event() {
-    let host = InProcess::start(APP).await;
+    let host = InProcess::start(&app(60_000)).await;
     let doc = "0196b000-0000-7000-8000-000000000002";
     let t = chrono::Utc::now();
     // `extracted` is logged before `uploaded`, which is still in flight.
@@ -193,26 +210,61 @@ async fn the_live_stream_waits_for_causes_logged_late_and_ends_on_the_settling_e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cause_that_never_arrives_delays_the_stream_but_does_not_stall_it() {
-    let host = InProcess::start(APP).await;
-    let doc = "0196b000-0000-7000-8000-000000000003";
-    // `uploaded` was dead-lettered on its way to `status`, long ago.
+    let host = InProcess::start(&app(2_000)).await;
+    let addr = host.addr;
+    let stream_of = |doc: &'static str| {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            open_stream(format!("http://{addr}/v1/documents/{doc}/events")),
+        )
+    };
+    // Long ago, `uploaded` was dead-lettered on its way to `status`.
+    let failed = "0196b000-0000-7000-8000-000000000003";
     let t = chrono::Utc::now() - chrono::Duration::seconds(30);
-    record(&host, doc, "failed", 0, 0).await;
+    record(&host, failed, "failed", 0, 0).await;
     log(
         &host,
         &[
-            event(doc, "troupe.document.extracted", "extracted", t, 20),
-            event(doc, "troupe.document.failed", "failed", t, 900),
+            event(failed, "troupe.document.extracted", "extracted", t, 20),
+            event(failed, "troupe.document.failed", "failed", t, 900),
         ],
     )
     .await;
-    let text = tokio::time::timeout(
-        Duration::from_secs(10),
-        open_stream(format!("http://{}/v1/documents/{doc}/events", host.addr)),
+    // And a batch's completion, which the record will never count.
+    let indexed = "0196b000-0000-7000-8000-000000000004";
+    record(&host, indexed, "indexed", 1, 2).await;
+    log(
+        &host,
+        &[
+            event(indexed, "troupe.document.uploaded", "uploaded", t, 0),
+            event(indexed, "troupe.document.extracted", "extracted", t, 20),
+            event(
+                indexed,
+                "troupe.embedding.completed",
+                "job-1-completed",
+                t,
+                40,
+            ),
+            event(indexed, "troupe.document.indexed", "indexed", t, 80),
+        ],
     )
-    .await
-    .expect("the stream ends")
-    .expect("stream thread");
+    .await;
+
+    let text = stream_of(failed)
+        .await
+        .expect("the stream ends")
+        .expect("thread");
     assert_eq!(streamed(&text), ["extracted", "failed"], "{text}");
+    // Not at the stream's 20 s limit: once the held `indexed` has waited, it is sent
+    // and the stream ends.
+    let text = stream_of(indexed)
+        .await
+        .expect("the stream ends")
+        .expect("thread");
+    assert_eq!(
+        streamed(&text),
+        ["uploaded", "extracted", "completed", "indexed"],
+        "{text}"
+    );
     host.shutdown().await;
 }

@@ -6,23 +6,25 @@
 //!
 //! The stream follows the document's life in order. `status` logs each topic from its
 //! own subscription, so an event can be logged before the one that caused it; the
-//! stream therefore sends the trail in event-time order and holds back what could
-//! still be overtaken: nothing goes out before the `uploaded` event is logged, and the
-//! settling event waits until the record has counted every batch. Each wait ends after
-//! [`CAUSE_WAIT_MS`], so a cause that never arrives (dead-lettered) delays the stream
-//! but never stalls it.
+//! stream therefore sends the trail in event-time order ([`documents::trail`]) and
+//! holds back what could still be overtaken: nothing goes out before the `uploaded`
+//! event is logged, and the settling event waits until the record has folded
+//! everything that precedes it. Each hold ends once the held event is
+//! `cause_wait_ms` old (variable, default 5 s), so a cause that never arrives
+//! (dead-lettered) delays the stream but never stalls it.
 
 use std::collections::HashSet;
 
 use futures::SinkExt as _;
 use spin_sdk::http::{Fields, OutgoingResponse, ResponseOutparam};
-use troupe_guest::documents::{self, Status};
+use troupe_guest::documents::{self, Document, Status};
 use troupe_guest::{Event, age_ms, config_u64, events, now_ms};
 
 /// How often the log is polled for new events.
 const POLL_MS: u64 = 200;
 
-/// How long an event is held back waiting for the events that precede it.
+/// Default of `cause_wait_ms`: how long an event is held back waiting for the events
+/// that precede it.
 const CAUSE_WAIT_MS: u64 = 5_000;
 
 pub async fn stream(out: ResponseOutparam, tenant: &str, id: &str) {
@@ -36,11 +38,15 @@ pub async fn stream(out: ResponseOutparam, tenant: &str, id: &str) {
     let mut body = response.take_body();
     out.set(response);
     let deadline = now_ms() + config_u64("stream_max_ms", 55_000);
+    let hold = Hold {
+        wait_ms: config_u64("cause_wait_ms", CAUSE_WAIT_MS),
+    };
     let mut sent = HashSet::new();
     loop {
         // The record before the trail: an event is logged before it is folded into
-        // the record, so the trail read next holds everything the record counts.
-        let complete = matches!(documents::load(tenant, id), Ok(Some((d, _))) if complete(&d));
+        // the record, so the trail read next holds everything the record reflects.
+        let record = documents::load(tenant, id).ok().flatten().map(|(d, _)| d);
+        let folded_all = record.as_ref().is_some_and(folded_all);
         let trail = match documents::trail(tenant, id) {
             Ok(trail) => trail,
             Err(e) => {
@@ -53,7 +59,7 @@ pub async fn stream(out: ResponseOutparam, tenant: &str, id: &str) {
                 return;
             }
         };
-        for event in releasable(&trail, &sent, complete) {
+        for event in hold.releasable(&trail, &sent, folded_all) {
             let data = serde_json::to_string(&crate::cloud_event(event)).unwrap_or_default();
             let frame = format!("id: {}\nevent: {}\ndata: {data}\n\n", event.id, event.type_);
             if body.send(frame.into_bytes()).await.is_err() {
@@ -61,50 +67,70 @@ pub async fn stream(out: ResponseOutparam, tenant: &str, id: &str) {
             }
             sent.insert(event.id.clone());
         }
-        let all_sent = trail.iter().all(|e| sent.contains(&e.id));
-        if (complete && all_sent) || now_ms() >= deadline {
+        // Settled, and its settling event sent (the record had folded everything
+        // before it, or the wait for that ran out): nothing more is coming.
+        let settled = record.is_some_and(|d| d.status.settled());
+        let ended =
+            settled && trail.iter().all(|e| sent.contains(&e.id)) && trail.iter().any(settles);
+        if ended || now_ms() >= deadline {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(POLL_MS));
     }
 }
 
-/// Whether the document has settled with nothing left to log: an indexed document
-/// has counted all its batches (`status` may fold `indexed` before the last
-/// `embedding.completed`, which arrives on another subscription).
-fn complete(doc: &documents::Document) -> bool {
+/// Whether the record has folded every event that precedes its settling event: an
+/// indexed document has its extraction, its inspection and all its batches (`status`
+/// may fold `indexed` first, as each arrives on its own subscription).
+fn folded_all(doc: &Document) -> bool {
     doc.status.settled()
-        && (doc.status != Status::Indexed || doc.progress.done >= doc.progress.total)
+        && (doc.status != Status::Indexed
+            || (doc.chunks.is_some()
+                && doc.sha256.is_some()
+                && doc.progress.total > 0
+                && doc.progress.done >= doc.progress.total))
 }
 
-/// The unsent events of `trail` that can go out now, in order: none until the
-/// `uploaded` event is logged, and none from a settling event on until the record is
-/// [`complete`] — unless the wait has lasted [`CAUSE_WAIT_MS`].
-fn releasable<'a>(trail: &'a [Event], sent: &HashSet<String>, complete: bool) -> Vec<&'a Event> {
-    // An event without a readable time cannot be dated, so it is never held.
-    let waited = |e: &Event| age_ms(e).is_none_or(|age| age >= CAUSE_WAIT_MS);
-    let started =
-        trail.iter().any(|e| is(e, events::UPLOADED)) || trail.first().is_some_and(waited);
-    if !started {
-        return Vec::new();
+/// Whether `event` settles a document.
+fn settles(event: &Event) -> bool {
+    events::stage(events::topic_of(event)) == events::stage(events::INDEXED)
+}
+
+/// The stream's hold-back rule.
+struct Hold {
+    wait_ms: u64,
+}
+
+impl Hold {
+    /// Whether `event` has been held long enough (an event without a readable time
+    /// cannot be dated, so it is never held).
+    fn waited(&self, event: &Event) -> bool {
+        age_ms(event).is_none_or(|age| age >= self.wait_ms)
     }
-    let mut out = Vec::new();
-    for event in trail.iter().filter(|e| !sent.contains(&e.id)) {
-        let settles = [events::INDEXED, events::FAILED, events::DELETED]
+
+    /// The unsent events of `trail` that can go out now, in order: none until the
+    /// `uploaded` event is logged, and none from a settling event on until the record
+    /// has [`folded_all`] — unless the held event has waited long enough.
+    fn releasable<'a>(
+        &self,
+        trail: &'a [Event],
+        sent: &HashSet<String>,
+        folded_all: bool,
+    ) -> Vec<&'a Event> {
+        let started = trail
             .iter()
-            .any(|t| is(event, t));
-        if settles && !complete && !waited(event) {
-            break; // what follows waits too, so the order holds
+            .any(|e| events::topic_of(e) == events::UPLOADED)
+            || trail.first().is_some_and(|e| self.waited(e));
+        if !started {
+            return Vec::new();
         }
-        out.push(event);
+        let mut out = Vec::new();
+        for event in trail.iter().filter(|e| !sent.contains(&e.id)) {
+            if settles(event) && !folded_all && !self.waited(event) {
+                break; // what follows waits too, so the order holds
+            }
+            out.push(event);
+        }
+        out
     }
-    out
-}
-
-/// Whether `event` is on `topic` (its type is the topic with a version suffix).
-fn is(event: &Event, topic: &str) -> bool {
-    event
-        .type_
-        .strip_prefix(topic)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(".v"))
 }

@@ -160,23 +160,25 @@ pub fn log_subject(tenant: &str, id: &str) -> String {
     format!("{tenant}/{id}")
 }
 
-/// A document's audit trail in the order things happened: by each event's `time`, log
-/// order among equal times (an event without a readable time keeps its place after
-/// the one logged before it). The log itself is in arrival order, and `status`
-/// receives each topic on its own subscription, so a later event can arrive first.
+/// A document's audit trail in the order things happened: by each event's `time`,
+/// then by its stage in the document's life ([`crate::events::stage`]: times have
+/// millisecond precision), then in log order. An event without a readable time is
+/// placed as if it happened at the latest time logged before it. The log itself is
+/// in arrival order, and `status` receives each topic on its own subscription, so a
+/// later event can arrive first.
 pub fn trail(tenant: &str, id: &str) -> std::result::Result<Vec<crate::Event>, HostError> {
     let log = state::read_events(&log_subject(tenant, id))?;
-    let mut last = std::time::Duration::ZERO;
+    let mut latest = std::time::Duration::ZERO;
     let mut dated: Vec<_> = log
         .into_iter()
         .map(|event| {
-            if let Some(at) = crate::unix_time(&event) {
-                last = at;
-            }
-            (last, event)
+            let at = crate::unix_time(&event).unwrap_or(latest);
+            latest = latest.max(at);
+            let stage = crate::events::stage(crate::events::topic_of(&event));
+            ((at, stage), event)
         })
         .collect();
-    dated.sort_by_key(|(at, _)| *at); // stable: equal times keep log order
+    dated.sort_by_key(|(key, _)| *key); // stable: log order among equals
     Ok(dated.into_iter().map(|(_, event)| event).collect())
 }
 

@@ -33,6 +33,23 @@ pub fn type_of(topic: &str) -> String {
     format!("{topic}.v1")
 }
 
+/// The topic of `event` (its type without the `.v1` suffix).
+pub fn topic_of(event: &crate::Event) -> &str {
+    event.type_.strip_suffix(".v1").unwrap_or(&event.type_)
+}
+
+/// Where an event of `topic` falls in a document's life: an event is caused only by
+/// events of a lower stage. Orders events that share a timestamp.
+pub fn stage(topic: &str) -> u8 {
+    match topic {
+        UPLOADED => 0,
+        EXTRACTED | INSPECTED => 1,
+        INDEXED | FAILED | DELETED => 3,
+        COMPENSATED => 4,
+        _ => 2, // embedding jobs and their completions, and anything newer
+    }
+}
+
 /// Where an object lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobRef {

@@ -23,7 +23,7 @@ fn fold(event: &Event) -> Result<Outcome> {
     };
     state::append_event(&documents::log_subject(&tenant, &id), event)
         .map_err(host(format!("appending to the audit trail of {id}")))?;
-    let topic = event.type_.strip_suffix(".v1").unwrap_or(&event.type_);
+    let topic = events::topic_of(event);
     if topic == events::UPLOADED {
         documents::register(&tenant, &events::data::<Uploaded>(event)?)?;
         return Ok(Outcome::Ok);
