@@ -1,8 +1,9 @@
 //! The element-wise parts of the encoder — LayerNorm, erf-GELU, softmax, pooling —
 //! written as plain loops over rows that the compiler vectorises. Each public kernel
 //! runs its loop through [`pulp`]'s dispatch, which compiles it for the widest
-//! instruction set the CPU has (AVX2 + FMA on x86-64 where present); the loops are
-//! `#[inline(always)]` so that they are compiled inside that context.
+//! instruction set the CPU has (AVX-512 or AVX2 + FMA on x86-64; the workspace turns
+//! on pulp's `x86-v4`); the loops are `#[inline(always)]` so that they are compiled
+//! inside that context.
 //!
 //! `exp` and `erf` are branch-free polynomial approximations (so they vectorise),
 //! accurate to a few units in the last place of `f32` over the ranges used here.
