@@ -72,9 +72,16 @@ fn both_encoders_match_the_reference_in_one_mixed_batch() {
             let cos = cosine(v, &c.embedding);
             assert!(cos >= 0.9999, "{} ({engine}): cosine {cos}", c.name);
         }
+        // Both f32, they agree to rounding; with the CPU encoder's dense layers in
+        // bf16 (AMX), to what the reference allows.
+        let agree = if troupe_gpu_worker::cpu::bf16_dense_layers() {
+            0.9999
+        } else {
+            0.99999
+        };
         let cos = cosine(x, y);
         assert!(
-            cos >= 0.99999,
+            cos >= agree,
             "{}: the encoders differ, cosine {cos}",
             c.name
         );

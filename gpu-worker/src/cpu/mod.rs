@@ -7,6 +7,7 @@
 //! Numerically this is the same computation as [`crate::model::Bert`] (the candle
 //! encoder, used on CUDA) and as sentence-transformers.
 
+mod amx;
 pub mod gemm;
 mod kernels;
 
@@ -19,6 +20,12 @@ use rayon::prelude::*;
 
 use self::gemm::{View, matmul};
 use crate::{Error, Result};
+
+/// Whether this process runs the encoder's dense layers in bf16 on AMX tiles (CPUs
+/// that have them, unless `TROUPE_CPU_BF16=0`); otherwise everything is f32.
+pub fn bf16_dense_layers() -> bool {
+    amx::available()
+}
 
 /// Rows of a matrix each rayon task takes in element-wise passes.
 const ROWS_PER_TASK: usize = 32;
@@ -37,9 +44,24 @@ struct Dense {
     b: Vec<f32>,
     inputs: usize,
     outputs: usize,
+    /// `w` packed for AMX bf16 tiles, where the CPU has them ([`amx`]).
+    tiles: Option<amx::Packed>,
+}
+
+thread_local! {
+    /// The bf16 copy of a dense layer's input, for AMX.
+    static BF16_INPUT: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Dense {
+    /// Packs the weights for AMX when this process uses it.
+    fn tiled(mut self) -> Self {
+        if amx::available() {
+            self.tiles = amx::Packed::new(&self.w, self.inputs, self.outputs);
+        }
+        self
+    }
+
     /// `out = x·W + b (+ residual)`, over `rows` rows.
     fn apply(&self, x: &[f32], rows: usize, out: &mut [f32], residual: Option<&[f32]>) {
         let width = self.outputs;
@@ -53,6 +75,11 @@ impl Dense {
                     .zip(res[..rows * width].par_chunks(piece))
                     .for_each(|(o, r)| kernels::sum_rows(o, r, &self.b));
             }
+        }
+        if let Some(tiles) = &self.tiles {
+            let x = &x[..rows * self.inputs];
+            BF16_INPUT.with_borrow_mut(|xs| tiles.matmul_acc(x, rows, out, xs));
+            return;
         }
         let w = View::dense(&self.w, self.inputs, self.outputs);
         matmul(
@@ -168,6 +195,7 @@ impl Weights {
             b,
             inputs,
             outputs: width,
+            tiles: None,
         })
     }
 
@@ -217,11 +245,15 @@ impl CpuBert {
                 }
                 qkv.b[..h].iter_mut().for_each(|x| *x *= scale);
                 layers.push(Layer {
-                    qkv,
-                    attn_out: w.dense(&[&l("attention.output.dense")], h, h)?,
+                    qkv: qkv.tiled(),
+                    attn_out: w.dense(&[&l("attention.output.dense")], h, h)?.tiled(),
                     attn_norm: w.norm(&l("attention.output.LayerNorm"), h, c.layer_norm_eps)?,
-                    up: w.dense(&[&l("intermediate.dense")], h, c.intermediate_size)?,
-                    down: w.dense(&[&l("output.dense")], c.intermediate_size, h)?,
+                    up: w
+                        .dense(&[&l("intermediate.dense")], h, c.intermediate_size)?
+                        .tiled(),
+                    down: w
+                        .dense(&[&l("output.dense")], c.intermediate_size, h)?
+                        .tiled(),
                     out_norm: w.norm(&l("output.LayerNorm"), h, c.layer_norm_eps)?,
                 });
             }
