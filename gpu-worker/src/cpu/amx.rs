@@ -47,7 +47,7 @@ pub struct Packed {
 impl Packed {
     /// Packs row-major `w` (`k × n`); `None` when a dimension is not a multiple of 32.
     pub fn new(w: &[f32], k: usize, n: usize) -> Option<Self> {
-        if k % K_STEP != 0 || n % BLOCK != 0 || w.len() != k * n {
+        if !k.is_multiple_of(K_STEP) || !n.is_multiple_of(BLOCK) || w.len() != k * n {
             return None;
         }
         let mut data = vec![0u16; k * n];
