@@ -78,7 +78,7 @@ impl Packed {
         xs[..rows * k]
             .par_chunks_mut(k * BLOCK)
             .zip(x[..rows * k].par_chunks(k * BLOCK))
-            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d = bf16(s)));
+            .for_each(|(d, s)| super::kernels::to_bf16(s, d));
         let full = rows / BLOCK;
         let col_blocks = n / BLOCK;
         // A task: one 32-row block, half its column blocks (two tasks a row block
@@ -120,15 +120,7 @@ impl Packed {
     }
 }
 
-/// `x` rounded to the nearest bf16 (ties to even); NaN stays NaN.
-#[inline(always)]
-fn bf16(x: f32) -> u16 {
-    let bits = x.to_bits();
-    if x.is_nan() {
-        return ((bits >> 16) | 0x40) as u16;
-    }
-    (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
-}
+use super::kernels::bf16;
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);

@@ -54,6 +54,10 @@ vectorised!(
     /// Softmax of each `width`-wide row of `xs`, in place.
     fn softmax_rows => softmax_rows_loop(xs: &'a mut [f32], width: usize)
 );
+vectorised!(
+    /// `dst[i]` = `src[i]` rounded to the nearest bf16 (ties to even; NaN stays NaN).
+    fn to_bf16 => to_bf16_loop(src: &'a [f32], dst: &'a mut [u16])
+);
 
 /// `e^x` for `x ≤ 88`; inputs below -87 give a tiny positive number instead of a
 /// denormal (softmax only ever asks for `x ≤ 0`).
@@ -108,6 +112,23 @@ fn gelu_loop(xs: &mut [f32]) {
     for x in xs {
         *x = 0.5 * *x * (1.0 + erf(*x * FRAC_1_SQRT_2));
     }
+}
+
+/// See [`to_bf16`]: branch-free, so it vectorises.
+#[inline(always)]
+fn to_bf16_loop(src: &[f32], dst: &mut [u16]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = bf16(x);
+    }
+}
+
+/// `x` rounded to the nearest bf16 (ties to even); NaN stays a (quiet) NaN.
+#[inline(always)]
+pub(crate) fn bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16;
+    let nan = (bits & 0x7FFF_FFFF) > 0x7F80_0000;
+    (if nan { (bits >> 16) | 0x40 } else { rounded }) as u16
 }
 
 /// Lanes a reduction keeps apart so it vectorises (floating-point sums are not
