@@ -37,6 +37,12 @@ pub fn available() -> bool {
     })
 }
 
+thread_local! {
+    /// Per-thread scratch of [`Packed::matmul_acc`]: the bf16 input, the padded tail block.
+    static SCRATCH: std::cell::RefCell<(Vec<u16>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// A weight matrix packed for B tiles.
 pub struct Packed {
     data: Vec<u16>,
@@ -64,9 +70,21 @@ impl Packed {
         Some(Self { data, k, n })
     }
 
-    /// `out[r] += x[r]·W` for `rows` rows of `x` (`rows × k`) into `out` (`rows × n`);
-    /// `xs` is scratch for the bf16 copy of `x`.
-    pub fn matmul_acc(&self, x: &[f32], rows: usize, out: &mut [f32], xs: &mut Vec<u16>) {
+    /// `out[r] += x[r]·W` for `rows` rows of `x` (`rows × k`) into `out` (`rows × n`).
+    pub fn matmul_acc(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        SCRATCH.with_borrow_mut(|(xs, tail)| self.matmul_in(x, rows, out, xs, tail));
+    }
+
+    /// [`Self::matmul_acc`] with the calling thread's scratch: `xs` for the bf16 copy
+    /// of `x`, `tail` for the last partial block of rows.
+    fn matmul_in(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut [f32],
+        xs: &mut Vec<u16>,
+        tail_block: &mut Vec<f32>,
+    ) {
         let (k, n) = (self.k, self.n);
         assert!(
             x.len() >= rows * k && out.len() >= rows * n,
@@ -99,7 +117,9 @@ impl Packed {
         let tail = rows - full * BLOCK;
         if tail > 0 {
             // The last rows through a padded block, so tiles never read past `out`.
-            let mut scratch = vec![0f32; BLOCK * n];
+            let scratch = tail_block;
+            scratch.clear();
+            scratch.resize(BLOCK * n, 0.0);
             scratch[..tail * n].copy_from_slice(&out[full * BLOCK * n..rows * n]);
             let c = SendPtr(scratch.as_mut_ptr());
             halves.par_iter().for_each(|half| {
@@ -333,12 +353,11 @@ mod tests {
         let w = values(k * n, 7);
         let packed = Packed::new(&w, k, n).expect("tile-aligned");
         let round = |v: f32| f32::from_bits(u32::from(bf16(v)) << 16);
-        let mut xs = Vec::new();
         for rows in [1, 16, 32, 45, 64, 70] {
             let x = values(rows * k, rows as u32);
             let start = values(rows * n, 99);
             let mut out = start.clone();
-            packed.matmul_acc(&x, rows, &mut out, &mut xs);
+            packed.matmul_acc(&x, rows, &mut out);
             for r in 0..rows {
                 for j in 0..n {
                     let want: f64 = f64::from(start[r * n + j])

@@ -48,11 +48,6 @@ struct Dense {
     tiles: Option<amx::Packed>,
 }
 
-thread_local! {
-    /// The bf16 copy of a dense layer's input, for AMX.
-    static BF16_INPUT: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
-}
-
 impl Dense {
     /// Packs the weights for AMX when this process uses it.
     fn tiled(mut self) -> Self {
@@ -78,7 +73,7 @@ impl Dense {
         }
         if let Some(tiles) = &self.tiles {
             let x = &x[..rows * self.inputs];
-            BF16_INPUT.with_borrow_mut(|xs| tiles.matmul_acc(x, rows, out, xs));
+            tiles.matmul_acc(x, rows, out);
             return;
         }
         let w = View::dense(&self.w, self.inputs, self.outputs);
