@@ -2,7 +2,7 @@
 //! hands texts to the batcher thread and collects each caller's vectors in order.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -30,6 +30,10 @@ impl Default for Options {
         }
     }
 }
+
+/// Longest text [`troupe_core::Embeddings::token_spans`] takes in one call: callers
+/// tokenize a long document window by window, so no single call holds the host.
+pub const MAX_SPANS_TEXT: usize = 1 << 20;
 
 /// Characters of an input kept before tokenizing: far beyond what 256 word pieces
 /// (each at most ~100 characters) can span.
@@ -241,8 +245,28 @@ impl troupe_core::Embeddings for Embedder {
     }
 
     async fn token_spans(&self, text: String) -> troupe_core::Result<Vec<(u32, u32)>> {
+        if text.len() > MAX_SPANS_TEXT {
+            return Err(troupe_core::Error::invalid(
+                "text",
+                format!(
+                    "{} bytes is over the {} bytes token-spans takes in one call; call it on consecutive windows of the text",
+                    text.len(),
+                    MAX_SPANS_TEXT
+                ),
+            ));
+        }
+        /// Tells the blocking tokenizer to stop once the caller's future is dropped
+        /// (the guest timed out or trapped).
+        struct CancelOnDrop(Arc<AtomicBool>);
+        impl Drop for CancelOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _guard = CancelOnDrop(cancelled.clone());
         let tokens = self.tokens.clone();
-        tokio::task::spawn_blocking(move || tokens.spans(&text))
+        tokio::task::spawn_blocking(move || tokens.spans(&text, &cancelled))
             .await
             .map_err(|e| troupe_core::Error::backend("embeddings", e))?
             .map_err(Into::into)

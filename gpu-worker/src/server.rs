@@ -33,12 +33,21 @@ fn json(status: u16, value: &serde_json::Value) -> Response<Full<Bytes>> {
 }
 
 /// Reads a body of at most [`MAX_BODY`] bytes; a larger one is a 413 response.
+/// A body must arrive whole within this time.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reads a body of at most [`MAX_BODY`] bytes within [`BODY_TIMEOUT`]; a larger one
+/// is a 413 response, a slower one a 408.
 pub async fn read_body(body: Incoming) -> Result<Bytes, (u16, serde_json::Value)> {
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) => Err((
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) => Err((
             413,
             serde_json::json!({"error": {"code": "too_large", "message": format!("request body over {MAX_BODY} bytes or unreadable: {e}")}}),
+        )),
+        Err(_) => Err((
+            408,
+            serde_json::json!({"error": {"code": "too_slow", "message": format!("the request body did not arrive within {BODY_TIMEOUT:?}")}}),
         )),
     }
 }
@@ -80,6 +89,16 @@ async fn handle(
     }
 }
 
+/// Connections served at once; the next ones wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// A client that has not sent its request head by then is disconnected.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Longest pause after failed accepts (out of file descriptors, mostly): doubling
+/// from 10 ms, so a persistent failure costs no CPU.
+const MAX_ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -88,14 +107,31 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = std::time::Duration::ZERO;
     tokio::pin!(shutdown);
     loop {
+        // Past the cap, stop accepting: clients queue in the backlog, not in memory.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
+                Ok((s, _)) => {
+                    backoff = std::time::Duration::ZERO;
+                    s
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
+                    backoff = (backoff * 2).clamp(std::time::Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
@@ -106,9 +142,12 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(handle(embedder, metrics, req).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _permit = permit;
             let _ = conn.await;
         });
     }

@@ -317,3 +317,56 @@ async fn queue_work_waits_for_admission_instead_of_failing() {
     }
     assert!(e.is_running());
 }
+
+#[test]
+fn token_spans_in_windows_match_the_whole_text_and_stop_when_cancelled() {
+    use std::sync::atomic::AtomicBool;
+    let tokens = Tokens::load(&model_dir(), 256).unwrap();
+    // Several windows' worth, with multi-byte characters and long runs of spaces.
+    let mut text = String::new();
+    for i in 0..9000 {
+        text.push_str(&format!("Magma número {i} rises through the crust; "));
+        if i % 500 == 0 {
+            text.push_str(&" ".repeat(3000));
+        }
+    }
+    assert!(text.len() > 5 * troupe_gpu_worker::tokenize::SPAN_WINDOW);
+    let windowed = tokens.spans(&text, &AtomicBool::new(false)).unwrap();
+    // The reference: the whole text tokenized at once (what the host did before).
+    let whole = {
+        let mut t = tokenizers::Tokenizer::from_file(model_dir().join("tokenizer.json")).unwrap();
+        t.with_truncation(None).unwrap();
+        t.with_padding(None);
+        let enc = t.encode(text.as_str(), false).unwrap();
+        enc.get_offsets()
+            .iter()
+            .map(|&(s, e)| (s as u32, e as u32))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(windowed.len(), whole.len());
+    assert_eq!(windowed, whole);
+    // Windows cover the text exactly, in order, each within the bound.
+    let mut at = 0;
+    for (start, piece) in troupe_gpu_worker::tokenize::windows(&text, 1000) {
+        assert_eq!(start, at);
+        assert!(piece.len() <= 1000);
+        at += piece.len();
+    }
+    assert_eq!(at, text.len());
+    // A caller that has gone stops the work.
+    assert!(matches!(
+        tokens.spans(&text, &AtomicBool::new(true)),
+        Err(troupe_gpu_worker::Error::Stopped)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_spans_refuse_oversized_text_with_a_clear_error() {
+    use troupe_core::Embeddings as _;
+    let (e, _) = embedder(16_384, 4096);
+    let big = "word ".repeat((troupe_gpu_worker::embedder::MAX_SPANS_TEXT / 5) + 1);
+    let err = e.token_spans(big).await.unwrap_err().to_string();
+    assert!(err.contains("windows"), "{err}");
+    let ok = e.token_spans("two words".into()).await.unwrap();
+    assert_eq!(ok, [(0, 3), (4, 9)]);
+}

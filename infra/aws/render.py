@@ -73,7 +73,10 @@ def render():
         "TROUPE_MODEL_DIR": "/var/task/models/all-MiniLM-L6-v2",
         "TROUPE_S3_BUCKET": {"Ref": "BucketName"},
         "TROUPE_QUEUE_PREFIX": {"Ref": "QueuePrefix"},
-        "TROUPE_DATABASE_URL": {"Fn::Sub": "postgres://troupe:{{resolve:secretsmanager:${DatabaseSecret}:SecretString:password}}@${Database.Endpoint.Address}:5432/troupe"},
+        # TLS always (RDS forces it from PostgreSQL 15 on); the password is read from
+        # the secret at start-up, never kept in the environment.
+        "TROUPE_DATABASE_URL": {"Fn::Sub": "postgres://troupe@${Database.Endpoint.Address}:5432/troupe?sslmode=require"},
+        "TROUPE_DATABASE_PASSWORD_SECRET": {"Ref": "DatabaseSecret"},
     }
     r["Bucket"] = {
         "Type": "AWS::S3::Bucket",

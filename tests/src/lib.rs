@@ -261,6 +261,8 @@ impl Child {
             .arg(manifest)
             .args(extra)
             .env("TROUPE_LOG", "warn")
+            // Webhook receivers in tests listen on loopback.
+            .env("TROUPE_ALLOW_PRIVATE_OUTBOUND", "true")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .spawn()

@@ -54,9 +54,21 @@ pub fn tool(name: &str) -> PathBuf {
 }
 
 fn start(kind: &str) -> Server {
+    start_with(kind, &[])
+}
+
+/// Starts a server of `scripts/test_servers.py` of its own (`postgres --tls DIR`);
+/// returns its URL and the process, which stops when dropped (its input closes).
+pub fn start_server(kind: &str, args: &[&str]) -> (String, std::process::Child) {
+    let s = start_with(kind, args);
+    (s.url, s._child)
+}
+
+fn start_with(kind: &str, args: &[&str]) -> Server {
     let mut child = Command::new(python())
         .arg(repo_root().join("scripts/test_servers.py"))
         .arg(kind)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -49,6 +49,12 @@ timeout_ms = 300
 [component.outbound]
 source = "{dist}/outbound.wasm"
 allowed_outbound_hosts = ["http://127.0.0.1:*"]
+[[trigger.http]]
+route = "/anywhere"
+component = "anywhere"
+[component.anywhere]
+source = "{dist}/outbound.wasm"
+allowed_outbound_hosts = ["http://*:*", "https://*:*"]
 [component.spin]
 source = "{dist}/spin_loop.wasm"
 [component.spin.tool.troupe]
@@ -162,6 +168,42 @@ async fn outbound_http_reaches_only_listed_hosts() {
         body.contains("outbound refused") && body.contains("Denied"),
         "{body}"
     );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_rule_reaches_no_loopback_link_local_or_private_address() {
+    let host = InProcess::start(APP).await;
+    let port = host.addr.port();
+    let base = format!("http://{}", host.addr);
+    // Each is refused after resolution, before any connection is made.
+    for target in [
+        format!("http://127.0.0.1:{port}/hello"),
+        format!("http://localhost:{port}/hello"),
+        format!("http://[::1]:{port}/hello"),
+        format!("http://[::ffff:127.0.0.1]:{port}/hello"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://10.0.0.1/".to_owned(),
+        "http://192.168.0.1/".to_owned(),
+        "http://0.0.0.0/".to_owned(),
+        "https://127.0.0.1/".to_owned(),
+    ] {
+        let url = format!("{base}/anywhere?url={target}");
+        let (status, body) = tokio::task::spawn_blocking(move || get(&url))
+            .await
+            .unwrap();
+        assert_eq!(status, 502, "{target}: {body}");
+        assert!(
+            body.contains("outbound refused") && body.contains("DestinationIpProhibited"),
+            "{target}: {body}"
+        );
+    }
+    // A rule that names the address still reaches it.
+    let url = format!("{base}/outbound?url=http://127.0.0.1:{port}/hello");
+    let (status, _) = tokio::task::spawn_blocking(move || get(&url))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
     host.shutdown().await;
 }
 

@@ -66,13 +66,16 @@ impl Settings {
     }
 }
 
-/// SDK clients for S3 and SQS, configured from the environment.
+/// SDK clients for S3, SQS and Secrets Manager, configured from the environment.
 #[derive(Debug, Clone)]
 pub struct Clients {
     /// S3.
     pub s3: aws_sdk_s3::Client,
     /// SQS.
     pub sqs: aws_sdk_sqs::Client,
+    /// Secrets Manager: the database password, read at start-up rather than kept in
+    /// an environment variable.
+    pub secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl Clients {
@@ -107,7 +110,48 @@ impl Clients {
         Self {
             s3: aws_sdk_s3::Client::from_conf(s3),
             sqs: aws_sdk_sqs::Client::new(config),
+            secrets: aws_sdk_secretsmanager::Client::new(config),
         }
+    }
+
+    /// The password held by a Secrets Manager secret (ARN or name): its string's
+    /// `password` field when it is a JSON object (as RDS and CloudFormation's
+    /// `GenerateSecretString` write it), else the whole string.
+    pub async fn secret_password(&self, id: &str) -> Result<String> {
+        let out = self
+            .secrets
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::backend(
+                    "secretsmanager",
+                    format!(
+                        "reading secret `{id}`: {}",
+                        aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                    ),
+                )
+            })?;
+        let text = out.secret_string().ok_or_else(|| {
+            Error::invalid(
+                "secret",
+                format!("secret `{id}` holds no string (a binary secret?)"),
+            )
+        })?;
+        Ok(match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(map)) => map
+                .get("password")
+                .and_then(|p| p.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "secret",
+                        format!("secret `{id}` is a JSON object without a string `password`"),
+                    )
+                })?,
+            _ => text.to_owned(),
+        })
     }
 }
 

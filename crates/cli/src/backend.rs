@@ -74,7 +74,20 @@ impl Scale {
             )
         })?;
         let clients = troupe_aws::Clients::from_env().await;
-        Self::connect(clients, settings, &url, duplicate).await
+        let password = match (
+            std::env::var("TROUPE_DATABASE_PASSWORD").ok(),
+            std::env::var("TROUPE_DATABASE_PASSWORD_SECRET").ok(),
+        ) {
+            (Some(p), _) => Some(p),
+            (None, Some(secret)) => Some(
+                clients
+                    .secret_password(&secret)
+                    .await
+                    .context("reading the database password (TROUPE_DATABASE_PASSWORD_SECRET)")?,
+            ),
+            (None, None) => None,
+        };
+        Self::connect_with(clients, settings, &url, password.as_deref(), duplicate).await
     }
 
     /// Connects with these clients, settings and database URL.
@@ -84,7 +97,18 @@ impl Scale {
         database_url: &str,
         duplicate: bool,
     ) -> Result<Self> {
-        let pg = troupe_postgres::Pg::connect(database_url, PG_CONNECTIONS)
+        Self::connect_with(clients, settings, database_url, None, duplicate).await
+    }
+
+    /// [`Scale::connect`] with the database password given apart from the URL.
+    pub async fn connect_with(
+        clients: troupe_aws::Clients,
+        settings: troupe_aws::Settings,
+        database_url: &str,
+        password: Option<&str>,
+        duplicate: bool,
+    ) -> Result<Self> {
+        let pg = troupe_postgres::Pg::connect_with(database_url, password, PG_CONNECTIONS)
             .await
             .context("connecting to Postgres (TROUPE_DATABASE_URL)")?;
         let state = troupe_postgres::PgState::new(pg.clone());

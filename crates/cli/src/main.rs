@@ -39,6 +39,18 @@ struct HostArgs {
     /// `unavailable`).
     #[arg(long, env = "TROUPE_NO_EMBEDDINGS")]
     no_embeddings: bool,
+    /// Connections the HTTP listener keeps open at once; past it a new one is
+    /// answered 503 and closed.
+    #[arg(long, env = "TROUPE_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Connections one client address may keep open at once.
+    #[arg(long, env = "TROUPE_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256)]
+    max_connections_per_client: usize,
+    /// Let components whose `allowed_outbound_hosts` has a wildcard host (`notify`'s
+    /// `https://*:*`) reach loopback, link-local and private addresses too. Off, only
+    /// a rule naming such a host (`http://10.0.0.5:8080`) reaches it.
+    #[arg(long, env = "TROUPE_ALLOW_PRIVATE_OUTBOUND")]
+    allow_private_outbound: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +213,9 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
         manifest,
         embedding,
         no_embeddings,
+        max_connections,
+        max_connections_per_client,
+        allow_private_outbound,
     } = args;
     let embedding = (!no_embeddings).then_some(embedding);
     let app = App::load(&manifest)?;
@@ -219,6 +234,12 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
     let mut host_options = Options {
         cache_dir: Some(data_dir.join("cache")),
         native_subscriptions: vec![WORKER_SUBSCRIPTION.to_owned()],
+        http: troupe_host::admission::HttpLimits {
+            max_connections,
+            max_connections_per_client,
+            ..Default::default()
+        },
+        allow_private_outbound,
         ..Default::default()
     };
     let mut embedder = None;

@@ -41,7 +41,8 @@ fn main() {
         vectors: Arc::new(local.vectors.clone()),
         embeddings: None,
     };
-    let runtime = Runtime::new(&app, &backends, Some(&dir.path().join("cache"))).expect("runtime");
+    let runtime =
+        Runtime::new(&app, &backends, Some(&dir.path().join("cache")), false).expect("runtime");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -12,10 +12,19 @@ use crate::store::Ctx;
 
 type Guest<T> = wasmtime::Result<Result<T, GuestError>>;
 
+/// A backend error as the guest sees it. An engine's own failure (which may name
+/// files, hosts or SQL) stays in the host's log; the guest, and whoever it answers,
+/// learns which backend failed and that a retry may help.
 fn guest_error(e: CoreError) -> GuestError {
     match e {
         CoreError::Conflict { .. } => GuestError::Conflict,
         CoreError::Invalid { .. } | CoreError::NoSuchQueue(_) => GuestError::Invalid(e.to_string()),
+        CoreError::Backend { backend, .. } => {
+            tracing::warn!(error = %e, "a backend call from a component failed");
+            GuestError::Unavailable(format!(
+                "the {backend} backend failed; retry later (the host's log has the details)"
+            ))
+        }
         other => GuestError::Unavailable(other.to_string()),
     }
 }
@@ -133,6 +142,9 @@ impl config::Host for Ctx {
 impl logging::Host for Ctx {
     async fn log(&mut self, level: logging::Level, message: String) -> wasmtime::Result<()> {
         let component = self.env.id.as_str();
+        let Some(message) = self.env.log_gate.admit(component, message) else {
+            return Ok(());
+        };
         match level {
             logging::Level::Trace => {
                 tracing::trace!(target: "troupe::guest", component, "{message}")

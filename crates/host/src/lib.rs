@@ -14,6 +14,7 @@
 //! - [`server`]: the HTTP listener: routes, `/health`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry.
 
+pub mod admission;
 pub mod bindings;
 pub mod imports;
 pub mod manifest;
@@ -93,6 +94,11 @@ pub struct Options {
     /// The subscriptions exist already (`troupe init` made them): do not declare them
     /// at start (a Lambda cold start should not call SQS eighteen times).
     pub assume_declared: bool,
+    /// Connection and request-body limits of the HTTP listener.
+    pub http: admission::HttpLimits,
+    /// Outbound rules with a wildcard host may reach loopback, link-local and private
+    /// addresses (by default only rules naming such a host may).
+    pub allow_private_outbound: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -126,6 +132,8 @@ pub struct Shared {
     pub tasks: tokio_util::task::TaskTracker,
     /// Native endpoints and extra metrics.
     pub options: Options,
+    /// Bytes of request bodies being buffered, all requests together.
+    pub(crate) body_budget: admission::BodyBudget,
 }
 
 impl Shared {
@@ -214,9 +222,17 @@ impl Host {
         let runtime = {
             let (app, backends) = (app.clone(), backends.clone());
             let cache_dir = options.cache_dir.clone();
-            tokio::task::spawn_blocking(move || Runtime::new(&app, &backends, cache_dir.as_deref()))
-                .await
-                .context("compiling components")??
+            let allow_private_outbound = options.allow_private_outbound;
+            tokio::task::spawn_blocking(move || {
+                Runtime::new(
+                    &app,
+                    &backends,
+                    cache_dir.as_deref(),
+                    allow_private_outbound,
+                )
+            })
+            .await
+            .context("compiling components")??
         };
         check_exports(&app, &runtime)?;
         let declared: std::collections::HashSet<&str> = app
@@ -270,6 +286,7 @@ impl Host {
                 backends,
                 metrics: metrics::Metrics::default(),
                 tasks: tokio_util::task::TaskTracker::new(),
+                body_budget: admission::BodyBudget::new(&options.http),
                 options,
             }),
         })

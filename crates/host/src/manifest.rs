@@ -17,7 +17,7 @@ mod raw;
 #[cfg(test)]
 mod tests;
 
-pub use outbound::OutboundRule;
+pub use outbound::{OutboundRule, is_public};
 use raw::{RawDelivery, RawLimits, RawManifest};
 
 /// Why a manifest was refused.
@@ -89,6 +89,13 @@ pub struct ComponentDef {
     pub memory_limit: usize,
     /// Invocations allowed at once.
     pub max_concurrency: usize,
+    /// Largest request body the host reads for it (HTTP components); a larger
+    /// declared or sent body is refused with 413 before any slot is taken.
+    pub max_body_bytes: u64,
+    /// Event streams (`Accept: text/event-stream`) open at once: long-lived, so they
+    /// draw from their own pool and never hold the slots other requests need (0:
+    /// they share `max_concurrency`).
+    pub max_streams: usize,
 }
 
 /// `trigger.http`.
@@ -169,6 +176,13 @@ pub struct CronTrigger {
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MEMORY_MB: u64 = 128;
 const DEFAULT_CONCURRENCY: usize = 16;
+/// Request body a component gets unless its manifest says more.
+const DEFAULT_MAX_BODY: u64 = 1 << 20;
+/// Largest `max_body_bytes` (the host buffers a body before invoking).
+const MAX_BODY: u64 = 1 << 30;
+/// Event streams a component serves from their own pool unless its manifest says
+/// otherwise: none, they share its slots.
+const DEFAULT_STREAMS: usize = 0;
 const DEFAULT_BATCH: usize = 10;
 /// Invocations at once, per component and across the app (the pooling allocator
 /// reserves address space for each).
@@ -291,9 +305,23 @@ impl App {
                     "must be at least 1".into(),
                 ));
             }
+            let max_body_bytes = match &limits.max_body_bytes {
+                None => DEFAULT_MAX_BODY,
+                Some(v) => body_limit(v, &variables)
+                    .map_err(|why| invalid(field("tool.troupe.max_body_bytes"), why))?,
+            };
+            let max_streams = limits.max_streams.unwrap_or(DEFAULT_STREAMS);
+            if max_streams > MAX_CONCURRENCY {
+                return Err(invalid(
+                    field("tool.troupe.max_streams"),
+                    format!("must be 0..={MAX_CONCURRENCY}"),
+                ));
+            }
             components.insert(
                 id.clone(),
                 ComponentDef {
+                    max_body_bytes,
+                    max_streams,
                     id: id.clone(),
                     source,
                     allowed_outbound_hosts,
@@ -496,6 +524,28 @@ fn delivery(
         return Err(("batch_size", "must be 1..=1000".into()));
     }
     Ok((policy, batch))
+}
+
+/// `max_body_bytes`: a whole number of bytes, or a string naming variables that
+/// expands to one.
+fn body_limit(
+    value: &toml::Value,
+    vars: &BTreeMap<String, String>,
+) -> std::result::Result<u64, String> {
+    let n = match value {
+        toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| format!("{n} is negative"))?,
+        toml::Value::String(s) => {
+            let text = expand(s, vars)?;
+            text.trim()
+                .parse()
+                .map_err(|_| format!("`{s}` gives `{text}`, not a whole number of bytes"))?
+        }
+        other => return Err(format!("{other} is neither a number nor a string")),
+    };
+    if n == 0 || n > MAX_BODY {
+        return Err(format!("{n} must be 1..={MAX_BODY}"));
+    }
+    Ok(n)
 }
 
 /// Expands `{{ name }}` references to application variables.

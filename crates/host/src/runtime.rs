@@ -74,6 +74,8 @@ pub struct Loaded {
     pub exports: Exports,
     /// Bulkhead: invocations at once.
     pub slots: Arc<Semaphore>,
+    /// Event streams at once, apart from `slots`.
+    pub streams: Arc<Semaphore>,
 }
 
 /// The engine and every component of the app.
@@ -108,9 +110,9 @@ pub fn engine(app: &App) -> Result<Engine> {
     let slots: usize = app
         .components
         .values()
-        .map(|c| c.max_concurrency)
+        .map(|c| c.max_concurrency + c.max_streams)
         .sum::<usize>()
-        .clamp(16, 1000);
+        .clamp(16, 2000);
     let max_memory = app
         .components
         .values()
@@ -212,7 +214,12 @@ impl std::hash::Hasher for HashWriter<'_> {
 
 impl Runtime {
     /// Compiles (or reads from `cache_dir`) and pre-instantiates every component.
-    pub fn new(app: &App, backends: &Backends, cache_dir: Option<&Path>) -> Result<Self> {
+    pub fn new(
+        app: &App,
+        backends: &Backends,
+        cache_dir: Option<&Path>,
+        allow_private_outbound: bool,
+    ) -> Result<Self> {
         let engine = engine(app)?;
         let mut linker: Linker<Ctx> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
@@ -249,7 +256,9 @@ impl Runtime {
                 backends: backends.clone(),
                 variables: def.variables.clone(),
                 allowed: Arc::new(def.allowed_outbound_hosts.clone()),
+                allow_private_outbound,
                 memory_limit: def.memory_limit,
+                log_gate: Default::default(),
             });
             components.insert(
                 def.id.clone(),
@@ -258,6 +267,7 @@ impl Runtime {
                     env,
                     exports,
                     slots: Arc::new(Semaphore::new(def.max_concurrency)),
+                    streams: Arc::new(Semaphore::new(def.max_streams)),
                 }),
             );
         }

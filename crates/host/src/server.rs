@@ -17,10 +17,11 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::Shared;
+use crate::admission::{BodyError, ConnectionGate, read_body};
 use crate::runtime::{Exports, Fault, Runtime};
 
 /// Largest body a native endpoint reads.
-const MAX_NATIVE_BODY: usize = 16 << 20;
+const MAX_NATIVE_BODY: u64 = 16 << 20;
 
 /// A client that has not sent its request head by then is disconnected.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -46,21 +47,50 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<HyperOut
     )
 }
 
+/// A JSON error body naming the request, for failures whose detail stays in the
+/// host's log (under the same request id): `{"error": {"code", "message",
+/// "request_id"}}`.
+fn failure(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response<HyperOutgoingBody> {
+    json(
+        status,
+        &serde_json::json!({"error": {"code": code, "message": message, "request_id": request_id}}),
+    )
+}
+
+/// Header carrying the request id on every answer.
+const REQUEST_ID: &str = "x-request-id";
+
 /// Accepts connections until `shutdown` resolves, then lets open requests finish.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let gate = ConnectionGate::new(&shared.options.http);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
+                    // Out of file descriptors, mostly: wait for some to close.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
+        };
+        let admitted = match gate.admit(peer.ip()) {
+            Ok(a) => a,
+            Err(refused) => {
+                tracing::debug!(client.address = %peer, ?refused, "connection refused");
+                // Best effort: a full socket buffer just means a bare close.
+                let _ = stream.try_write(&refused.answer());
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
@@ -75,6 +105,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _admitted = admitted;
             if let Err(e) = conn.await {
                 tracing::debug!(client.address = %peer, error = %e, "connection ended with an error");
             }
@@ -107,6 +138,19 @@ async fn handle<B: RequestBody>(
     shared: Arc<Shared>,
     req: Request<B>,
 ) -> Response<HyperOutgoingBody> {
+    let request_id = uuid::Uuid::now_v7().simple().to_string();
+    let mut resp = route(shared, req, &request_id).await;
+    if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
+}
+
+async fn route<B: RequestBody>(
+    shared: Arc<Shared>,
+    req: Request<B>,
+    request_id: &str,
+) -> Response<HyperOutgoingBody> {
     let path = req.uri().path().to_owned();
     if let Some((_, _, endpoint)) = shared
         .options
@@ -115,22 +159,24 @@ async fn handle<B: RequestBody>(
         .find(|(m, p, _)| m == req.method() && *p == path)
     {
         let endpoint = endpoint.clone();
-        return match http_body_util::Limited::new(req.into_body(), MAX_NATIVE_BODY)
-            .collect()
-            .await
+        let declared = content_length(&req);
+        return match read_body(
+            req.into_body(),
+            declared,
+            MAX_NATIVE_BODY,
+            &shared.options.http,
+            &shared.body_budget,
+        )
+        .await
         {
             Ok(body) => {
-                let (status, value) = endpoint(body.to_bytes()).await;
+                let (status, value) = endpoint(body.bytes.clone()).await;
                 json(
                     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                     &value,
                 )
             }
-            Err(e) => error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                &format!("request body over {MAX_NATIVE_BODY} bytes or unreadable: {e}"),
-            ),
+            Err(e) => body_refused(e),
         };
     }
     match (req.method(), path.as_str()) {
@@ -156,7 +202,7 @@ async fn handle<B: RequestBody>(
             resp
         }
         _ => match shared.app.route(&path) {
-            Some(component) => invoke(&shared, component, req).await,
+            Some(component) => invoke(&shared, component, req, request_id).await,
             None => error(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -200,10 +246,19 @@ async fn health(shared: &Shared) -> Response<HyperOutgoingBody> {
     )
 }
 
+/// Whether the client asks for an event stream (a long-lived response).
+fn wants_stream<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")))
+}
+
 async fn invoke<B: RequestBody>(
     shared: &Arc<Shared>,
     id: &str,
     req: Request<B>,
+    request_id: &str,
 ) -> Response<HyperOutgoingBody> {
     let runtime: &Runtime = &shared.runtime;
     let Some(loaded) = runtime.component(id).cloned() else {
@@ -226,25 +281,59 @@ async fn invoke<B: RequestBody>(
         trigger = "http",
         http.request.method = %req.method(),
         url.path = %req.uri().path(),
+        request.id = %request_id,
         http.response.status_code = tracing::field::Empty,
     );
-    let permit = match tokio::time::timeout(
-        loaded.def.timeout,
-        loaded.slots.clone().acquire_owned(),
+    // The body first, whole, before any slot is taken: a slow client holds its
+    // connection, never a slot.
+    let limit = loaded.def.max_body_bytes;
+    let declared = content_length(&req);
+    let stream = wants_stream(&req);
+    let (parts, body) = req.into_parts();
+    let body = match read_body(
+        body,
+        declared,
+        limit,
+        &shared.options.http,
+        &shared.body_budget,
     )
     .await
     {
-        Ok(Ok(p)) => p,
-        _ => {
-            shared.metrics.invoked(id, "http", "overloaded", 0.0);
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                &format!(
+        Ok(b) => b,
+        Err(e) => {
+            shared.metrics.invoked(id, "http", "refused", 0.0);
+            if let BodyError::Broken(why) = &e {
+                tracing::debug!(parent: &span, error = %why, "request body broken off");
+            }
+            return body_refused(e);
+        }
+    };
+    // The body's share of the buffer budget is held until the invocation ends.
+    let req = Request::from_parts(parts, Full::new(body.bytes.clone()));
+    // Event streams are long-lived: they draw from their own pool when the component
+    // has one, and are refused at once, not queued, when it is full.
+    let permit = if stream && loaded.def.max_streams > 0 {
+        match loaded.streams.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                shared.metrics.invoked(id, "http", "overloaded", 0.0);
+                return busy(&format!(
+                    "{} event streams are open on this route, as many as it serves; retry shortly",
+                    loaded.def.max_streams
+                ));
+            }
+        }
+    } else {
+        let wait = loaded.def.timeout.min(shared.options.http.slot_wait);
+        match tokio::time::timeout(wait, loaded.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                shared.metrics.invoked(id, "http", "overloaded", 0.0);
+                return busy(&format!(
                     "component `{id}` is at its concurrency limit ({}); retry later",
                     loaded.def.max_concurrency
-                ),
-            );
+                ));
+            }
         }
     };
     let started = Instant::now();
@@ -263,7 +352,15 @@ async fn invoke<B: RequestBody>(
         });
     let (request, out) = match prepared {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &format!("{e:#}")),
+        Err(e) => {
+            tracing::warn!(parent: &span, error = %format!("{e:#}"), "request not handed to the component");
+            return failure(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the request could not be handed to the function",
+                request_id,
+            );
+        }
     };
     let (shared2, loaded2, id2) = (shared.clone(), loaded.clone(), id.to_owned());
     // Tracked, so shutdown waits for guests still streaming a body or publishing
@@ -271,6 +368,7 @@ async fn invoke<B: RequestBody>(
     let task = shared.tasks.spawn(
         async move {
             let _permit = permit;
+            let _body = body;
             let limit = loaded2.def.timeout;
             // Epoch interruption stops running guest code; this also bounds time
             // spent waiting on the host (sleeps, slow outbound calls).
@@ -290,6 +388,9 @@ async fn invoke<B: RequestBody>(
                 Err(_) => Err(Fault::Timeout(limit)),
             };
             let label = outcome.as_ref().err().map_or("ok", Fault::label);
+            if let Err(fault) = &outcome {
+                tracing::warn!(error = %fault, "the component failed");
+            }
             shared2
                 .metrics
                 .invoked(&id2, "http", label, started.elapsed().as_secs_f64());
@@ -299,30 +400,100 @@ async fn invoke<B: RequestBody>(
     );
     let resp = match rx.await {
         Ok(Ok(resp)) => resp,
-        Ok(Err(code)) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "component_error",
-            &format!("{code:?}"),
-        ),
+        Ok(Err(code)) => {
+            tracing::warn!(parent: &span, error = ?code, "the component answered with an error code");
+            failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "component_error",
+                &format!("the function `{id}` failed to answer; the host's log has the details"),
+                request_id,
+            )
+        }
         Err(_) => match task.await {
-            Ok(Err(Fault::Timeout(t))) => error(
+            Ok(Err(Fault::Timeout(t))) => failure(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout",
-                &format!("component `{id}` did not respond within {t:?}"),
+                &format!("the function `{id}` did not answer within {t:?}"),
+                request_id,
             ),
-            Ok(Err(fault)) => error(
+            // The detail (a trap's backtrace, a panic's message) is logged, not sent.
+            Ok(Err(fault)) => failure(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 fault.label(),
-                &format!("component `{id}` {fault}"),
+                &format!(
+                    "the function `{id}` failed ({}); the host's log has the details",
+                    fault.label()
+                ),
+                request_id,
             ),
-            Ok(Ok(())) => error(
+            Ok(Ok(())) => failure(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "no_response",
-                &format!("component `{id}` returned without setting a response"),
+                &format!("the function `{id}` returned without an answer"),
+                request_id,
             ),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "panic", &e.to_string()),
+            Err(e) => {
+                tracing::error!(parent: &span, error = %e, "the invocation task failed");
+                failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; the host's log has the details",
+                    request_id,
+                )
+            }
         },
     };
     span.record("http.response.status_code", resp.status().as_u16());
     resp
+}
+
+/// The declared `Content-Length`, if any.
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// The answer to a body that was not read whole.
+fn body_refused(e: BodyError) -> Response<HyperOutgoingBody> {
+    match e {
+        BodyError::TooLarge(limit) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &format!("the request body is larger than the limit of {limit} bytes for this route"),
+        ),
+        BodyError::TooSlow { rate } => {
+            let mut r = error(
+                StatusCode::REQUEST_TIMEOUT,
+                "too_slow",
+                &format!(
+                    "the request body arrived slower than {rate} bytes/s; send it faster or in smaller parts"
+                ),
+            );
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            r
+        }
+        BodyError::Busy => busy(
+            "the server is receiving as many request bodies as it buffers at once; retry shortly",
+        ),
+        BodyError::Broken(_) => error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request body could not be read whole",
+        ),
+    }
+}
+
+/// 503 with `Retry-After`: the request may succeed shortly.
+fn busy(message: &str) -> Response<HyperOutgoingBody> {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message);
+    r.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    r
 }

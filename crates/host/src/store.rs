@@ -23,8 +23,104 @@ pub struct ComponentEnv {
     pub variables: BTreeMap<String, String>,
     /// Outbound allow-list.
     pub allowed: Arc<Vec<OutboundRule>>,
+    /// Wildcard outbound rules may reach loopback, link-local and private addresses
+    /// (the operator said so; by default only rules naming such a host may).
+    pub allow_private_outbound: bool,
     /// Linear-memory cap, bytes.
     pub memory_limit: usize,
+    /// Bounds what its `logging.log` calls write, all instances together.
+    pub log_gate: LogGate,
+}
+
+/// Bounds a component's log lines in size ([`LogGate::MAX_LINE`]) and rate
+/// ([`LogGate::PER_SECOND`], bursts of [`LogGate::BURST`]): a guest cannot fill the
+/// disk or drown the host's own lines. Lines over the rate are dropped and counted;
+/// the next line let through says how many went.
+pub struct LogGate {
+    limiter: governor::DefaultDirectRateLimiter,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for LogGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogGate").finish_non_exhaustive()
+    }
+}
+
+impl Default for LogGate {
+    fn default() -> Self {
+        let quota = governor::Quota::per_second(
+            std::num::NonZeroU32::new(Self::PER_SECOND).unwrap_or(std::num::NonZeroU32::MIN),
+        )
+        .allow_burst(std::num::NonZeroU32::new(Self::BURST).unwrap_or(std::num::NonZeroU32::MIN));
+        Self {
+            limiter: governor::RateLimiter::direct(quota),
+            dropped: Default::default(),
+        }
+    }
+}
+
+impl LogGate {
+    /// Longest message kept, bytes; the rest is cut.
+    pub const MAX_LINE: usize = 4096;
+    /// Lines per second, sustained.
+    pub const PER_SECOND: u32 = 100;
+    /// Lines at once after a quiet spell.
+    pub const BURST: u32 = 500;
+
+    /// The message to log, cut to size, or `None` when the component is over its
+    /// rate.
+    pub fn admit(&self, component: &str, mut message: String) -> Option<String> {
+        use std::sync::atomic::Ordering;
+        if self.limiter.check().is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(
+                target: "troupe::guest",
+                component,
+                dropped,
+                "log lines dropped: the component logs more than {} lines/s",
+                Self::PER_SECOND
+            );
+        }
+        if message.len() > Self::MAX_LINE {
+            let mut cut = Self::MAX_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let total = message.len();
+            message.truncate(cut);
+            message.push_str(&format!(" … ({} of {total} bytes cut)", total - cut));
+        }
+        Some(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogGate;
+
+    #[test]
+    fn log_lines_are_bounded_in_size_and_rate() {
+        let gate = LogGate::default();
+        let long = "é".repeat(10_000);
+        let kept = gate.admit("c", long).unwrap();
+        assert!(kept.len() < LogGate::MAX_LINE + 64, "{}", kept.len());
+        assert!(kept.ends_with("bytes cut)"), "{kept}");
+        let mut passed = 1;
+        for i in 0..10_000 {
+            passed += usize::from(gate.admit("c", format!("line {i}")).is_some());
+        }
+        // The burst and whatever the rate refilled while the loop ran, not 10 000.
+        assert!(
+            passed >= LogGate::BURST as usize && passed < LogGate::BURST as usize + 200,
+            "{passed} lines passed"
+        );
+        assert!(gate.dropped.load(std::sync::atomic::Ordering::Relaxed) > 9_000);
+    }
 }
 
 /// The `T` of every `Store<T>`.
@@ -54,6 +150,7 @@ impl Ctx {
             },
             hooks: Outbound {
                 allowed: env.allowed.clone(),
+                allow_private: env.allow_private_outbound,
             },
             env,
         }
@@ -115,9 +212,12 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// Outbound HTTP policy: only hosts listed in `allowed_outbound_hosts`.
+/// Outbound HTTP policy: only hosts listed in `allowed_outbound_hosts`, and through
+/// a wildcard rule only public addresses.
 struct Outbound {
     allowed: Arc<Vec<OutboundRule>>,
+    /// The operator lets wildcard rules reach private addresses too.
+    allow_private: bool,
 }
 
 impl WasiHttpHooks for Outbound {
@@ -143,11 +243,66 @@ impl WasiHttpHooks for Outbound {
         let port = uri
             .port_u16()
             .unwrap_or(if scheme == "http" { 80 } else { 443 });
-        if !self.allowed.iter().any(|r| r.allows(&scheme, &host, port)) {
+        let rules: Vec<_> = self
+            .allowed
+            .iter()
+            .filter(|r| r.allows(&scheme, &host, port))
+            .collect();
+        if rules.is_empty() {
             tracing::warn!(url.scheme = %scheme, server.address = %host, server.port = port, "outbound request denied: host not in allowed_outbound_hosts");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let default: &mut dyn WasiHttpHooks = Default::default();
-        default.send_request(request, options, fut)
+        if self.allow_private || rules.iter().any(|r| r.names_host()) {
+            return default.send_request(request, options, fut);
+        }
+        Box::new(async move {
+            let addr = vet(&host, port).await?;
+            let mut request = request;
+            // Plain HTTP connects to the address vetted, not to a second lookup that
+            // could answer otherwise (DNS rebinding); the Host header keeps the name.
+            if scheme == "http" {
+                let mut parts = request.uri().clone().into_parts();
+                parts.authority = addr
+                    .to_string()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| wasmtime_wasi_http::Error::HttpRequestUriInvalid)?;
+                *request.uri_mut() = http::Uri::from_parts(parts)
+                    .map_err(|_| wasmtime_wasi_http::Error::HttpRequestUriInvalid)?;
+            }
+            let default: &mut dyn WasiHttpHooks = Default::default();
+            Box::into_pin(default.send_request(request, options, fut)).await
+        })
     }
+}
+
+/// Resolves `host` and refuses it when any of its addresses is not public (loopback,
+/// private, link-local such as the metadata service): a wildcard rule reaches the
+/// internet, never the host's own network. Returns the address to connect to.
+async fn vet(host: &str, port: u16) -> Result<std::net::SocketAddr, wasmtime_wasi_http::Error> {
+    let name = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<std::net::SocketAddr> = match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::net::lookup_host((name, port)),
+    )
+    .await
+    {
+        Ok(Ok(a)) => a.collect(),
+        Ok(Err(_)) => return Err(wasmtime_wasi_http::Error::DestinationNotFound),
+        Err(_) => return Err(wasmtime_wasi_http::Error::DnsTimeout),
+    };
+    if let Some(bad) = addrs.iter().find(|a| !crate::manifest::is_public(a.ip())) {
+        tracing::warn!(
+            server.address = %host,
+            server.port = port,
+            network.peer.address = %bad.ip(),
+            "outbound request denied: the host resolves to a loopback, link-local or private address; name it in allowed_outbound_hosts (or start the host with --allow-private-outbound) to allow it"
+        );
+        return Err(wasmtime_wasi_http::Error::DestinationIpProhibited);
+    }
+    addrs
+        .first()
+        .copied()
+        .ok_or(wasmtime_wasi_http::Error::DestinationNotFound)
 }

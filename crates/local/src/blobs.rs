@@ -19,6 +19,9 @@ use crate::SqliteQueue;
 #[derive(Clone)]
 pub struct FsBlobs {
     pub(crate) root: PathBuf,
+    /// `root` with every link resolved: an object's directory must lie under it, so a
+    /// symlink planted in the tree cannot lead a read outside the data directory.
+    pub(crate) real_root: PathBuf,
     /// Where object-created notifications go (and their outbox lives); `None`
     /// disables them.
     pub(crate) notify: Option<SqliteQueue>,
@@ -67,8 +70,10 @@ impl FsBlobs {
     pub fn new(root: impl Into<PathBuf>, notify: Option<SqliteQueue>) -> Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(root.join(".tmp")).map_err(|e| io(&root, e))?;
+        let real_root = root.canonicalize().map_err(|e| io(&root, e))?;
         Ok(Self {
             root,
+            real_root,
             notify,
             candidates: Default::default(),
         })
@@ -196,6 +201,59 @@ pub(crate) struct Pending {
     pub(crate) time: String,
 }
 
+/// Opens the object at `path` for reading, if it is a regular file inside `real_root`:
+/// a symlink (as the object or anywhere between it and the root) leading elsewhere, a
+/// directory, a device or a FIFO is no object (`None`), so nothing outside the data
+/// directory is ever read on a client's behalf, and nothing blocks a reader.
+pub(crate) fn open_regular(
+    real_root: &Path,
+    path: &Path,
+) -> Result<Option<(std::fs::File, std::fs::Metadata)>> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let not_found = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+        )
+    };
+    let Some(parent) = path.parent() else {
+        return Ok(None);
+    };
+    let real_parent = match parent.canonicalize() {
+        Ok(p) => p,
+        Err(e) if not_found(&e) => return Ok(None),
+        Err(e) => return Err(io(parent, e)),
+    };
+    if !real_parent.starts_with(real_root) {
+        tracing::warn!(path = %path.display(), "refusing a blob whose directory links outside the data directory");
+        return Ok(None);
+    }
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        // The last component must not be a link either; O_NONBLOCK keeps a FIFO from
+        // blocking the open (it is refused below).
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if not_found(&e) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            tracing::warn!(path = %path.display(), "refusing a blob that is a symbolic link");
+            return Ok(None);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => return Ok(None),
+        Err(e) => return Err(io(path, e)),
+    };
+    let meta = file.metadata().map_err(|e| io(path, e))?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    Ok(Some((file, meta)))
+}
+
+/// Every regular file under `dir`, as keys relative to `base`. Links are neither
+/// followed nor listed: a link to a directory is not walked, a link to a file is no
+/// object.
 pub(crate) fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -210,8 +268,11 @@ pub(crate) fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) -> std::io::R
     for entry in entries {
         let entry = entry?;
         let path = entry.path();
-        if entry.file_type()?.is_dir() {
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
             walk(&path, base, out)?;
+        } else if !kind.is_file() {
+            continue;
         } else if let Ok(rel) = path.strip_prefix(base) {
             let key: Vec<String> = rel
                 .components()
@@ -230,12 +291,17 @@ pub(crate) fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) -> std::io::R
 impl Blobs for FsBlobs {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
         let path = self.path(bucket, key)?;
-        match tokio::fs::read(&path).await {
-            Ok(data) => Ok(Some(data)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => Ok(None),
-            Err(e) => Err(io(&path, e)),
-        }
+        let real_root = self.real_root.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some((mut file, meta)) = open_regular(&real_root, &path)? else {
+                return Ok(None);
+            };
+            let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+            std::io::Read::read_to_end(&mut file, &mut data).map_err(|e| io(&path, e))?;
+            Ok(Some(data))
+        })
+        .await
+        .map_err(|e| Error::backend("filesystem", e))?
     }
 
     async fn put(&self, bucket: &str, key: &str, data: &[u8]) -> Result<()> {
@@ -247,11 +313,12 @@ impl Blobs for FsBlobs {
         let owned = data.to_vec();
         let (p, t) = (path.clone(), tmp.clone());
         let (p2, t2) = (p.clone(), t.clone());
+        let key2 = key.to_owned();
         tokio::task::spawn_blocking(move || -> Result<()> {
             use std::io::Write;
             if let Some(parent) = p2.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| {
-                    Error::invalid("key", format!("cannot create {}: {e} (does a prefix of the key name an existing object?)", parent.display()))
+                    Error::invalid("key", format!("cannot create the folder of `{key2}`: {e} (does a prefix of the key name an existing object?)"))
                 })?;
             }
             let mut f = std::fs::File::create(&t2).map_err(|e| io(&t2, e))?;

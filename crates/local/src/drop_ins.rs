@@ -9,14 +9,23 @@
 //! and it is at least [`SETTLE`] old; names starting with `.` (editors' and copiers'
 //! partial files) are skipped. A file that cannot be read is logged and skipped, so
 //! it never holds up the others.
+//!
+//! Only regular files count: symbolic links (to files or directories), FIFOs and
+//! devices are neither followed nor read, so nothing outside the data directory is
+//! ingested. A file over [`MAX_DROP_IN_BYTES`] is logged and skipped before it is
+//! read; the others are hashed as a stream.
 
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use troupe_core::{Error, Result};
 
-use crate::blobs::{FsBlobs, Pending, check_bucket, walk};
+use crate::blobs::{FsBlobs, Pending, check_bucket, open_regular, walk};
 use crate::db::sql;
+
+/// Largest file the scan ingests (the API's default `max_upload_bytes`); larger
+/// ones are logged and skipped without being read.
+pub const MAX_DROP_IN_BYTES: u64 = 50 << 20;
 
 /// How long a file must stay unchanged before it is announced.
 pub const SETTLE: Duration = Duration::from_millis(500);
@@ -55,7 +64,7 @@ impl FsBlobs {
                 if !key.starts_with(&prefix_owned) || hidden {
                     continue;
                 }
-                let Ok(meta) = std::fs::metadata(base.join(&key)) else {
+                let Ok(meta) = std::fs::symlink_metadata(base.join(&key)) else {
                     continue; // removed meanwhile
                 };
                 let Ok(modified) = meta.modified() else {
@@ -109,9 +118,25 @@ impl FsBlobs {
             if !steady {
                 continue;
             }
-            let data = match troupe_core::Blobs::get(self, bucket, &f.key).await {
-                Ok(Some(d)) => d,
-                Ok(None) => continue, // removed meanwhile
+            let path = self.path(bucket, &f.key)?;
+            let (real_root, max) = (self.real_root.clone(), MAX_DROP_IN_BYTES);
+            let digest = tokio::task::spawn_blocking(move || digest(&real_root, &path, max))
+                .await
+                .map_err(|e| Error::backend("filesystem", e))?;
+            let (size, etag) = match digest {
+                Ok(Some(Digested::File { size, etag })) => (size, etag),
+                Ok(Some(Digested::TooLarge(size))) => {
+                    tracing::warn!(
+                        bucket,
+                        key = %f.key,
+                        size,
+                        limit = MAX_DROP_IN_BYTES,
+                        "a dropped-in file is over the size limit; not ingesting it (upload it in parts, or raise the limit)"
+                    );
+                    self.seen(&queue, bucket, &f).await?;
+                    continue;
+                }
+                Ok(None) => continue, // removed meanwhile, or no longer a regular file
                 Err(e) => {
                     tracing::warn!(bucket, key = %f.key, error = %e, "cannot read a dropped-in file; skipping it");
                     continue;
@@ -120,25 +145,13 @@ impl FsBlobs {
             let pending = Pending {
                 bucket: bucket.to_owned(),
                 key: f.key.clone(),
-                size: data.len() as u64,
-                etag: hex::encode(Sha256::digest(&data)),
+                size,
+                etag,
                 time: troupe_core::event::now_rfc3339(),
             };
             let outbox = self.remember(&queue, &pending).await?;
             self.announce(&queue, &pending, outbox).await?;
-            let (b, k) = (bucket.to_owned(), f.key.clone());
-            queue
-                .db()
-                .write(move |c| {
-                    c.execute(
-                        "INSERT INTO blob_seen (bucket, key, size, modified_ns) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (bucket, key) DO UPDATE SET size = excluded.size, modified_ns = excluded.modified_ns",
-                        rusqlite::params![b, k, f.size, f.modified_ns],
-                    )
-                    .map(|_| ())
-                    .map_err(sql)
-                })
-                .await?;
+            self.seen(&queue, bucket, &f).await?;
             if let Ok(mut c) = self.candidates.lock() {
                 c.remove(&(bucket.to_owned(), f.key.clone()));
             }
@@ -146,4 +159,67 @@ impl FsBlobs {
         }
         Ok(announced)
     }
+
+    /// Records a file as seen at its current size and time: it is not looked at again
+    /// until either changes.
+    async fn seen(&self, queue: &crate::SqliteQueue, bucket: &str, f: &Found) -> Result<()> {
+        let (b, k, size, ns) = (bucket.to_owned(), f.key.clone(), f.size, f.modified_ns);
+        queue
+            .db()
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO blob_seen (bucket, key, size, modified_ns) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (bucket, key) DO UPDATE SET size = excluded.size, modified_ns = excluded.modified_ns",
+                    rusqlite::params![b, k, size, ns],
+                )
+                .map(|_| ())
+                .map_err(sql)
+            })
+            .await
+    }
+}
+
+/// What reading a dropped-in file found.
+enum Digested {
+    /// Its size and SHA-256 (hex), the object's ETag.
+    File { size: u64, etag: String },
+    /// Its size, over the limit: not read.
+    TooLarge(u64),
+}
+
+/// Size and SHA-256 of a regular file under `real_root`, hashed as a stream (memory
+/// stays constant whatever the size); the size is checked before anything is read.
+fn digest(
+    real_root: &std::path::Path,
+    path: &std::path::Path,
+    max: u64,
+) -> Result<Option<Digested>> {
+    use std::io::Read as _;
+    let Some((mut file, meta)) = open_regular(real_root, path)? else {
+        return Ok(None);
+    };
+    if meta.len() > max {
+        return Ok(Some(Digested::TooLarge(meta.len())));
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut size = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| Error::backend("filesystem", format!("{}: {e}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        if size > max {
+            // It grew while being read.
+            return Ok(Some(Digested::TooLarge(size)));
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Some(Digested::File {
+        size,
+        etag: hex::encode(hasher.finalize()),
+    }))
 }

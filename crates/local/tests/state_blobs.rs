@@ -146,3 +146,91 @@ async fn notifications_left_pending_by_a_crash_are_published_on_recovery() {
         "the outbox is empty afterwards"
     );
 }
+
+/// Sets a file's modification time in the past, so a scan sees it settled.
+fn settle(path: &std::path::Path) {
+    let past = std::time::SystemTime::now() - Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn drop_ins_ingest_regular_files_only_never_what_a_link_points_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, b"AWS_SECRET_ACCESS_KEY=hunter2").unwrap();
+    std::fs::create_dir(outside.path().join("etc")).unwrap();
+    std::fs::write(outside.path().join("etc/passwd"), b"root:x:0:0").unwrap();
+    let l = Local::open(dir.path()).unwrap();
+    l.queue
+        .subscribe(&Subscription {
+            name: "intake".into(),
+            topic: created_topic("docs"),
+            subject_prefix: Some("uploads/".into()),
+            policy: DeliveryPolicy::default(),
+        })
+        .await
+        .unwrap();
+    let uploads = dir.path().join("blobs/docs/uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    // The attacks: a link to a file outside, a link to a directory outside, a link to
+    // the process's environment, a FIFO (a reader would block on it), and a file over
+    // the size limit (sparse: nothing is written).
+    std::os::unix::fs::symlink(&secret, uploads.join("env.txt")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("etc"), uploads.join("etc")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/environ", uploads.join("environ.txt")).unwrap();
+    let fifo = uploads.join("pipe.txt");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let huge = uploads.join("huge.txt");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(troupe_local::drop_ins::MAX_DROP_IN_BYTES + 1)
+        .unwrap();
+    settle(&huge);
+    // And one real file.
+    let real = uploads.join("notes.txt");
+    std::fs::write(&real, b"plain notes").unwrap();
+    settle(&real);
+    // A file is announced once two scans agree on it.
+    assert_eq!(l.blobs.scan("docs", "uploads/").await.unwrap(), 0);
+    assert_eq!(l.blobs.scan("docs", "uploads/").await.unwrap(), 1);
+    assert_eq!(l.blobs.scan("docs", "uploads/").await.unwrap(), 0);
+    let got = l.queue.receive("intake", 10, Duration::ZERO).await.unwrap();
+    let keys: Vec<_> = got
+        .iter()
+        .map(|m| Event::from_json(&m.body).unwrap().subject.unwrap())
+        .collect();
+    assert_eq!(keys, ["uploads/notes.txt"]);
+    // Nor can a read through the blob store reach past a link.
+    for key in [
+        "uploads/env.txt",
+        "uploads/etc/passwd",
+        "uploads/environ.txt",
+        "uploads/pipe.txt",
+    ] {
+        assert_eq!(l.blobs.get("docs", key).await.unwrap(), None, "{key}");
+    }
+    assert_eq!(
+        l.blobs.list("docs", "uploads/").await.unwrap(),
+        ["uploads/huge.txt", "uploads/notes.txt"]
+    );
+    assert_eq!(
+        l.blobs
+            .get("docs", "uploads/notes.txt")
+            .await
+            .unwrap()
+            .unwrap(),
+        b"plain notes"
+    );
+}

@@ -9,10 +9,13 @@
 //! - [`migrate`]: the schema, versioned in `troupe_migrations`, applied under an
 //!   advisory lock so concurrent starts do not race.
 //!
+//! - [`tls`]: `sslmode` (`disable`, `prefer`, `require`, `verify-full`) with rustls.
+//!
 //! Connect with [`Pg::connect`] and a `postgres://` URL (`TROUPE_DATABASE_URL`).
 
 pub mod migrations;
 pub mod state;
+pub mod tls;
 pub mod vectors;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -55,18 +58,36 @@ pub(crate) fn db(e: tokio_postgres::Error) -> Error {
 impl Pg {
     /// Connects to `url` (`postgres://user:password@host:port/database`), with up to
     /// `max_connections` connections, and applies the schema migrations.
+    ///
+    /// TLS follows `sslmode` (and `sslrootcert`) in the URL's query, as libpq's do: see
+    /// [`tls`].
     pub async fn connect(url: &str, max_connections: usize) -> Result<Self> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| {
+        Self::connect_with(url, None, max_connections).await
+    }
+
+    /// [`Pg::connect`], with the password given apart from the URL (read from a
+    /// secret at run time rather than kept in an environment variable).
+    pub async fn connect_with(
+        url: &str,
+        password: Option<&str>,
+        max_connections: usize,
+    ) -> Result<Self> {
+        let (rest, settings) = tls::split(url)?;
+        let mut config: tokio_postgres::Config = rest.parse().map_err(|e| {
             Error::invalid(
                 "TROUPE_DATABASE_URL",
                 format!(
-                    "not a Postgres URL ({e}); use postgres://user:password@host:5432/database"
+                    "not a Postgres URL ({e}); use postgres://user:password@host:5432/database[?sslmode=verify-full&sslrootcert=ca.pem]"
                 ),
             )
         })?;
+        config.ssl_mode(settings.ssl_mode());
+        if let Some(password) = password {
+            config.password(password);
+        }
         let manager = Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            settings.connector()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

@@ -5,7 +5,8 @@
 //! message (`claim_check_bytes`) carries its chunks by blob key instead.
 //!
 //! A document it cannot read ends `document.failed` with the reason code
-//! (`unsupported_type`, `corrupt`, `empty`, `bad_encoding`, `missing_blob`). Ids of
+//! (`unsupported_type`, `corrupt`, `empty`, `bad_encoding`, `missing_blob`,
+//! `too_large` past `max_text_bytes` of text or the extractor's budgets). Ids of
 //! everything it publishes derive from the document, so running twice publishes
 //! nothing new.
 
@@ -15,6 +16,43 @@ use troupe_text::Kind;
 
 use troupe_guest::{HandlerError, Result, host};
 troupe_guest::event_function!(handle);
+
+/// Default of `max_text_bytes`: extracted text one document may hold (some 4 million
+/// tokens); past it the document fails `too_large`.
+const MAX_TEXT_BYTES: u64 = 16 << 20;
+
+/// Text handed to the host's tokenizer per call (its limit is 1 MiB).
+const SPANS_WINDOW: usize = 256 << 10;
+
+/// Token offsets of the whole text, asked for window by window (cut after whitespace,
+/// where no token spans the cut).
+fn token_spans(text: &str) -> Result<Vec<(u32, u32)>> {
+    let mut spans = Vec::with_capacity(text.len() / 4);
+    let mut at = 0;
+    while at < text.len() {
+        let rest = &text[at..];
+        let mut end = rest.len().min(SPANS_WINDOW);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut half = end / 2;
+        while !rest.is_char_boundary(half) {
+            half -= 1;
+        }
+        if end < rest.len()
+            && let Some(i) = rest[half..end].rfind(char::is_whitespace)
+        {
+            let i = half + i;
+            end = i + rest[i..].chars().next().map_or(1, char::len_utf8);
+        }
+        let offset =
+            u32::try_from(at).map_err(|_| HandlerError::State("text longer than 4 GiB".into()))?;
+        let window = embeddings::token_spans(&rest[..end]).map_err(host("tokenizing"))?;
+        spans.extend(window.into_iter().map(|(s, e)| (s + offset, e + offset)));
+        at += end;
+    }
+    Ok(spans)
+}
 
 fn handle(events: Vec<Event>) -> Vec<Outcome> {
     each(events, extract)
@@ -76,7 +114,18 @@ fn extract(event: &Event) -> Result<Outcome> {
         Ok(m) => m,
         Err(e) => return Err(host("the embedding model")(e)),
     };
-    let spans = embeddings::token_spans(&text).map_err(host("tokenizing"))?;
+    let max_text = config_u64("max_text_bytes", MAX_TEXT_BYTES);
+    if text.len() as u64 > max_text {
+        return fail(
+            "too_large",
+            format!(
+                "{}: {} bytes of text is over the {max_text} bytes one document may hold; split the file, or raise the variable max_text_bytes",
+                up.name,
+                text.len()
+            ),
+        );
+    }
+    let spans = token_spans(&text)?;
     let max = usize::try_from(model.max_tokens)
         .unwrap_or(256)
         .saturating_sub(2)

@@ -71,4 +71,123 @@ impl OutboundRule {
                     None => h == host,
                 })
     }
+
+    /// Whether the rule names its host outright (`http://127.0.0.1:8080`,
+    /// `https://db.internal`), not by a wildcard: only such a rule lets a component
+    /// reach a loopback, link-local or private address.
+    pub fn names_host(&self) -> bool {
+        self.host.as_deref().is_some_and(|h| !h.starts_with("*."))
+    }
+}
+
+/// Whether `ip` is an address on the public internet. Loopback, private (RFC 1918,
+/// unique-local), link-local (the cloud metadata service at 169.254.169.254),
+/// shared (100.64/10), unspecified, multicast, broadcast and documentation ranges are
+/// not, nor IPv6 forms of those (mapped, compatible, NAT64 of a private IPv4).
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            // NAT64 (64:ff9b::/96) of an address that is not public.
+            if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0; 4] {
+                let [.., hi, lo] = seg;
+                let v4 =
+                    std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+                return is_public(IpAddr::V4(v4));
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00 // unique local
+                || (seg[0] & 0xffc0) == 0xfe80 // link local
+                || (seg[0] & 0xffc0) == 0xfec0 // site local
+                || seg[0..6] == [0; 6] // IPv4-compatible
+                || (seg[0] == 0x2001 && seg[1] == 0xdb8)) // documentation
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "64:ff9b::10.0.0.1",
+            "2001:db8::1",
+            "ff02::1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "64:ff9b::808:808",
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn a_rule_names_its_host_or_a_wildcard() {
+        assert!(
+            OutboundRule::parse("http://127.0.0.1:*")
+                .unwrap()
+                .names_host()
+        );
+        assert!(
+            OutboundRule::parse("https://hooks.example.com")
+                .unwrap()
+                .names_host()
+        );
+        assert!(!OutboundRule::parse("http://*:*").unwrap().names_host());
+        assert!(
+            !OutboundRule::parse("https://*.example.com")
+                .unwrap()
+                .names_host()
+        );
+    }
 }

@@ -136,4 +136,9 @@ pub(super) struct RawLimits {
     pub(super) memory_limit_mb: Option<u64>,
     #[serde(default)]
     pub(super) max_concurrency: Option<usize>,
+    /// A number, or a string that may name variables (`"{{ max_upload_bytes }}"`).
+    #[serde(default)]
+    pub(super) max_body_bytes: Option<toml::Value>,
+    #[serde(default)]
+    pub(super) max_streams: Option<usize>,
 }

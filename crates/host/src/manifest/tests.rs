@@ -127,3 +127,42 @@ fn outbound_rules_match_scheme_host_and_port() {
     assert!(!r.allows("https", "example.com", 443));
     assert!(!r.allows("https", "api.example.com", 8443));
 }
+
+#[test]
+fn body_limits_and_stream_pools_are_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::load(&write(dir.path(), GOOD)).unwrap();
+    let c = &app.components["hello"];
+    assert_eq!((c.max_body_bytes, c.max_streams), (1 << 20, 0));
+    let with = |extra: &str| {
+        GOOD.replace(
+            "max_concurrency = 2",
+            &format!("max_concurrency = 2\n{extra}"),
+        )
+        .replace(
+            "greeting = { default = \"hi\" }",
+            "greeting = { default = \"hi\" }\nmax_upload = { default = \"5000\" }",
+        )
+    };
+    let app = App::load(&write(
+        dir.path(),
+        &with("max_body_bytes = \"{{ max_upload }}\"\nmax_streams = 8"),
+    ))
+    .unwrap();
+    let c = &app.components["hello"];
+    assert_eq!((c.max_body_bytes, c.max_streams), (5000, 8));
+    let app = App::load(&write(dir.path(), &with("max_body_bytes = 123"))).unwrap();
+    assert_eq!(app.components["hello"].max_body_bytes, 123);
+    for (bad, says) in [
+        ("max_body_bytes = \"{{ greeting }}\"", "not a whole number"),
+        ("max_body_bytes = 0", "must be 1"),
+        ("max_body_bytes = -5", "negative"),
+        ("max_streams = 100000", "max_streams"),
+    ] {
+        let err = App::load(&write(dir.path(), &with(bad)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+        assert!(err.contains("tool.troupe"), "{bad}: {err}");
+    }
+}
