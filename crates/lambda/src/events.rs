@@ -194,6 +194,38 @@ pub async fn s3(adapter: &Adapter, event: Value) -> Result<Value> {
 
 /// An HTTP request from API Gateway (payload 2.0) or a function URL.
 pub async fn http(adapter: &Adapter, event: Value) -> Result<Value> {
+    let request = http_request(event)?;
+    let response = troupe_host::server::respond(adapter.shared.clone(), request).await;
+    let (parts, body) = response.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the component's response: {e:?}"))?
+        .to_bytes();
+    let mut out = ApiGatewayV2httpResponse::default();
+    out.status_code = i64::from(parts.status.as_u16());
+    out.headers = parts.headers;
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => out.body = Some(Body::Text(text.to_owned())),
+        Err(_) => {
+            out.body = Some(Body::Text(
+                base64::engine::general_purpose::STANDARD.encode(&bytes),
+            ));
+            out.is_base64_encoded = true;
+        }
+    }
+    Ok(serde_json::to_value(out)?)
+}
+
+/// The body type of a decoded HTTP event.
+pub type EventBody = http_body_util::combinators::MapErr<
+    http_body_util::Full<bytes::Bytes>,
+    fn(std::convert::Infallible) -> hyper::Error,
+>;
+
+/// Decodes an API Gateway (payload 2.0) or function URL event into the request the
+/// host serves; a malformed event is an error, never a panic.
+pub fn http_request(event: Value) -> Result<http::Request<EventBody>> {
     let req: ApiGatewayV2httpRequest =
         serde_json::from_value(event).context("decoding the HTTP event (payload format 2.0)")?;
     let path = req
@@ -223,32 +255,12 @@ pub async fn http(adapter: &Adapter, event: Value) -> Result<Value> {
     {
         builder = builder.header(http::header::COOKIE, cookies.join("; "));
     }
-    let request = builder
-        .body(
-            http_body_util::Full::new(bytes::Bytes::from(body))
-                .map_err(|never: std::convert::Infallible| match never {}),
-        )
-        .with_context(|| format!("building the request for {uri}"))?;
-    let response = troupe_host::server::respond(adapter.shared.clone(), request).await;
-    let (parts, body) = response.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the component's response: {e:?}"))?
-        .to_bytes();
-    let mut out = ApiGatewayV2httpResponse::default();
-    out.status_code = i64::from(parts.status.as_u16());
-    out.headers = parts.headers;
-    match std::str::from_utf8(&bytes) {
-        Ok(text) => out.body = Some(Body::Text(text.to_owned())),
-        Err(_) => {
-            out.body = Some(Body::Text(
-                base64::engine::general_purpose::STANDARD.encode(&bytes),
-            ));
-            out.is_base64_encoded = true;
-        }
+    fn never(n: std::convert::Infallible) -> hyper::Error {
+        match n {}
     }
-    Ok(serde_json::to_value(out)?)
+    builder
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)).map_err(never as fn(_) -> _))
+        .with_context(|| format!("building the request for {uri}"))
 }
 
 /// A scheduled event: one tick of every `cron` trigger this function serves.
