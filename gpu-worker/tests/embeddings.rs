@@ -321,12 +321,12 @@ async fn queue_work_waits_for_admission_instead_of_failing() {
 #[test]
 fn token_spans_in_windows_match_the_whole_text_and_stop_when_cancelled() {
     use std::sync::atomic::AtomicBool;
-    let tokens = Tokens::load(&model_dir(), 256).unwrap();
+    let tokens = Tokens::load(model_dir(), 256).unwrap();
     // Several windows' worth, with multi-byte characters and long runs of spaces.
     let mut text = String::new();
-    for i in 0..9000 {
+    for i in 0..9000u32 {
         text.push_str(&format!("Magma número {i} rises through the crust; "));
-        if i % 500 == 0 {
+        if i.is_multiple_of(500) {
             text.push_str(&" ".repeat(3000));
         }
     }

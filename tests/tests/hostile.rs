@@ -196,7 +196,7 @@ fn a_50_mb_text_upload_settles_with_the_host_under_1_gib() {
     let mut i = 0u64;
     while text.len() < 49_990_000 {
         text.push_str(&format!("Lava field {i} cooled into basalt columns. "));
-        if i % 40 == 0 {
+        if i.is_multiple_of(40) {
             text.push_str("\n\n");
         }
         i += 1;
