@@ -32,15 +32,21 @@ pub enum ExtractError {
     /// A text format (plain text, Markdown) whose bytes are not UTF-8.
     #[error("the text is not valid UTF-8: {0}")]
     BadEncoding(String),
+    /// Reading the document would take more than its budget: a PDF whose compressed
+    /// streams inflate past the limit (a "zip bomb", or a huge document).
+    #[error("the document is too large to extract: {0}")]
+    TooLarge(String),
 }
 
 impl ExtractError {
-    /// The reason code a document fails with (`empty`, `corrupt`, `bad_encoding`).
+    /// The reason code a document fails with (`empty`, `corrupt`, `bad_encoding`,
+    /// `too_large`).
     pub fn code(&self) -> &'static str {
         match self {
             Self::Empty => "empty",
             Self::Corrupt(_) => "corrupt",
             Self::BadEncoding(_) => "bad_encoding",
+            Self::TooLarge(_) => "too_large",
         }
     }
 }

@@ -9,7 +9,8 @@
 //!   formats share (titles, whitespace).
 //! - `markdown`, `html`: the text of those formats (`pulldown-cmark`, `html5gum`).
 //! - `pdf`: page text, page count and title of PDFs (`hayro-syntax` parses; the
-//!   module runs content streams and decodes fonts: `content`, `font`, `encoding`).
+//!   module decodes streams under a byte budget, runs content streams and decodes
+//!   fonts: `decode`, `content`, `font`, `encoding`).
 //! - `chunking`: [`chunk`], token-aware chunks on paragraph and sentence boundaries,
 //!   with overlap.
 //!

@@ -1,14 +1,16 @@
 //! Runs content streams for their text: the text state and matrices of the PDF
 //! reference, enough to tell where a shown string lands relative to the last one
-//! (same line, a word gap, a new line or paragraph). Form XObjects are followed.
+//! (same line, a word gap, a new line or paragraph). Form XObjects are followed;
+//! each is read and decoded once per document, however often it is drawn.
 
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use hayro_syntax::content::UntypedIter;
-use hayro_syntax::object::{Dict, Name, Object, ObjectIdentifier, Stream};
+use hayro_syntax::object::{Dict, Name, Object, ObjectIdentifier};
 use hayro_syntax::page::Resources;
 
+use super::decode::{Streams, TooLarge};
 use super::font::Font;
 
 /// Forms drawn inside forms, at most.
@@ -28,11 +30,51 @@ pub(super) struct Budget {
     pub(super) ops: usize,
     /// Bytes of text left to produce.
     pub(super) text: usize,
+    /// Bytes of content streams (counted at every run: a form drawn again and again
+    /// is parsed again and again) and of dictionaries read for them, left to read.
+    /// Operators have no bound on their size, so `ops` alone does not bound the work.
+    pub(super) bytes: usize,
 }
 
-/// Fonts already read, by object (shared by the pages that use them).
-#[derive(Default)]
-pub(super) struct Fonts(HashMap<ObjectIdentifier, Rc<Font>>);
+/// What the pages of one document share: budgets, and what has been read.
+pub(super) struct Document<'a> {
+    pub(super) budget: Budget,
+    pub(super) streams: Streams,
+    /// Fonts already read.
+    fonts: HashMap<FontKey, Rc<Font>>,
+    /// Form XObjects by object, ready to draw; `None` for XObjects that are not
+    /// forms or cannot be decoded.
+    forms: HashMap<ObjectIdentifier, Option<Rc<Form<'a>>>>,
+}
+
+impl Document<'_> {
+    pub(super) fn new(budget: Budget, streams: Streams) -> Self {
+        Document {
+            budget,
+            streams,
+            fonts: HashMap::new(),
+            forms: HashMap::new(),
+        }
+    }
+}
+
+/// A Form XObject, read.
+struct Form<'a> {
+    content: Rc<[u8]>,
+    /// Its own resources; without them, those of the stream that draws it.
+    resources: Option<Resources<'a>>,
+    matrix: Option<Matrix>,
+}
+
+/// Which font dictionary: an object, or one written inline, known by where its bytes
+/// lie (so that a form drawn again and again does not reread it). They lie in the
+/// document or in an object stream, which `hayro-syntax` keeps decoded while the
+/// document is open, so the place is stable and unique.
+#[derive(PartialEq, Eq, Hash)]
+enum FontKey {
+    Object(ObjectIdentifier),
+    Inline(usize, usize),
+}
 
 type Matrix = [f64; 6];
 const IDENTITY: Matrix = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
@@ -84,17 +126,15 @@ struct Pen {
 }
 
 /// The text of one page.
-pub(super) fn page_text(
+pub(super) fn page_text<'a>(
+    doc: &mut Document<'a>,
     content: &[u8],
-    resources: &Resources<'_>,
-    fonts: &mut Fonts,
-    budget: &mut Budget,
-) -> String {
+    resources: &Resources<'a>,
+) -> Result<String, TooLarge> {
     let mut run = Run {
         out: String::new(),
         pen: None,
-        fonts,
-        budget,
+        doc,
     };
     let state = State {
         ctm: IDENTITY,
@@ -105,29 +145,48 @@ pub(super) fn page_text(
         scaling: 1.0,
         leading: 0.0,
     };
-    run.stream(content, resources, state, 0);
-    run.out
+    run.stream(content, resources, state, 0)?;
+    Ok(run.out)
 }
 
-struct Run<'f> {
+struct Run<'f, 'a> {
     out: String,
     pen: Option<Pen>,
-    fonts: &'f mut Fonts,
-    budget: &'f mut Budget,
+    doc: &'f mut Document<'a>,
 }
 
-impl Run<'_> {
-    fn stream(&mut self, content: &[u8], resources: &Resources<'_>, state: State, depth: usize) {
+impl<'a> Run<'_, 'a> {
+    /// Charges `bytes` to the read budget; false once it is spent.
+    fn read(&mut self, bytes: usize) -> bool {
+        let budget = &mut self.doc.budget;
+        match budget.bytes.checked_sub(bytes) {
+            Some(left) => budget.bytes = left,
+            None => budget.bytes = 0,
+        }
+        budget.bytes > 0
+    }
+
+    fn stream(
+        &mut self,
+        content: &[u8],
+        resources: &Resources<'a>,
+        state: State,
+        depth: usize,
+    ) -> Result<(), TooLarge> {
+        if !self.read(content.len()) {
+            return Ok(());
+        }
         let mut gs = state;
         let mut saved: Vec<State> = Vec::new();
         let (mut tm, mut tlm) = (IDENTITY, IDENTITY);
         let mut by_name: HashMap<Vec<u8>, Rc<Font>> = HashMap::new();
         let mut ops = UntypedIter::new(content);
         while let Some(op) = ops.next() {
-            if self.budget.ops == 0 || self.budget.text == 0 {
-                return;
+            let budget = &mut self.doc.budget;
+            if budget.ops == 0 || budget.text == 0 {
+                return Ok(());
             }
-            self.budget.ops -= 1;
+            budget.ops -= 1;
             let args: Vec<&Object<'_>> = op.operands().collect();
             let num = |i: usize| match args.get(i) {
                 Some(Object::Number(n)) => Some(n.as_f64()).filter(|v| v.is_finite()),
@@ -149,7 +208,7 @@ impl Run<'_> {
                 b"BT" => (tm, tlm) = (IDENTITY, IDENTITY),
                 b"Tf" => {
                     if let (Some(Object::Name(name)), Some(size)) = (args.first(), num(1)) {
-                        gs.font = self.font(resources, name, &mut by_name);
+                        gs.font = Some(self.font(resources, name, &mut by_name)?);
                         gs.size = size;
                     }
                 }
@@ -191,6 +250,12 @@ impl Run<'_> {
                 b"TJ" => {
                     if let Some(Object::Array(items)) = args.first() {
                         for item in items.iter::<Object<'_>>() {
+                            // Each element is as much work as an operator.
+                            let budget = &mut self.doc.budget;
+                            if budget.ops == 0 {
+                                break;
+                            }
+                            budget.ops -= 1;
                             match item {
                                 Object::String(s) => self.show(s.as_bytes(), &gs, &mut tm),
                                 Object::Number(n) if n.as_f64().is_finite() => {
@@ -204,60 +269,101 @@ impl Run<'_> {
                 }
                 b"Do" if depth < MAX_FORM_DEPTH => {
                     if let Some(Object::Name(name)) = args.first()
-                        && let Some(form) = resources.get_x_object(name)
+                        && let Some(form) = self.form(resources, name)?
                     {
-                        self.form(&form, resources, &gs, depth);
+                        let inner = State {
+                            ctm: form.matrix.map_or(gs.ctm, |m| mul(&m, &gs.ctm)),
+                            ..gs.clone()
+                        };
+                        let resources = form.resources.as_ref().unwrap_or(resources);
+                        self.stream(&form.content, resources, inner, depth + 1)?;
                     }
                 }
                 _ => {}
             }
         }
+        Ok(())
     }
 
-    /// Draws a Form XObject: its own matrix and resources, the caller's state.
-    fn form(&mut self, form: &Stream<'_>, parent: &Resources<'_>, gs: &State, depth: usize) {
-        let dict = form.dict();
-        if dict
+    /// The Form XObject `name` in `resources`, read once per document.
+    fn form(
+        &mut self,
+        resources: &Resources<'a>,
+        name: &Name<'_>,
+    ) -> Result<Option<Rc<Form<'a>>>, TooLarge> {
+        let id = resources
+            .x_objects
+            .get_ref(name)
+            .map(ObjectIdentifier::from);
+        if let Some(known) = id.and_then(|id| self.doc.forms.get(&id)) {
+            return Ok(known.clone());
+        }
+        let Some(stream) = resources.get_x_object(name) else {
+            return Ok(None);
+        };
+        let dict = stream.dict();
+        if !self.read(dict.data().len()) {
+            return Ok(None);
+        }
+        let is_form = dict
             .get::<Name<'_>>(b"Subtype")
-            .is_none_or(|s| s.as_ref() != b"Form")
+            .is_some_and(|s| s.as_ref() == b"Form");
+        let content = if is_form {
+            self.doc.streams.decode(&stream)?
+        } else {
+            None
+        };
+        let form = content.map(|content| {
+            Rc::new(Form {
+                content,
+                resources: dict.get::<Dict<'_>>(b"Resources").map(Resources::new),
+                matrix: dict.get::<[f32; 6]>(b"Matrix").map(|m| m.map(f64::from)),
+            })
+        });
+        // Kept while the decoded content is (within the cache's budget).
+        if let Some(id) = id
+            && (form.is_none() || self.doc.streams.is_cached(id))
         {
-            return;
+            self.doc.forms.insert(id, form.clone());
         }
-        let Ok(content) = form.decoded() else { return };
-        let resources = dict
-            .get::<Dict<'_>>(b"Resources")
-            .map_or_else(|| parent.clone(), Resources::new);
-        let mut inner = gs.clone();
-        if let Some(m) = dict.get::<[f32; 6]>(b"Matrix") {
-            let m = m.map(f64::from);
-            inner.ctm = mul(&m, &inner.ctm);
-        }
-        self.stream(&content, &resources, inner, depth + 1);
+        Ok(form)
     }
 
     fn font(
         &mut self,
-        resources: &Resources<'_>,
+        resources: &Resources<'a>,
         name: &Name<'_>,
         by_name: &mut HashMap<Vec<u8>, Rc<Font>>,
-    ) -> Option<Rc<Font>> {
+    ) -> Result<Rc<Font>, TooLarge> {
         let key: &[u8] = name.as_ref();
         if let Some(f) = by_name.get(key) {
-            return Some(f.clone());
+            return Ok(f.clone());
+        }
+        let by_ref = resources
+            .fonts
+            .get_ref(name)
+            .map(|r| FontKey::Object(r.into()));
+        if let Some(font) = by_ref.and_then(|id| self.doc.fonts.get(&id)) {
+            by_name.insert(key.to_vec(), font.clone());
+            return Ok(font.clone());
         }
         // A font the resources lack still shows its text, decoded as Standard.
         let dict = resources.get_font(name).unwrap_or_else(Dict::empty);
-        let font = match dict.obj_id() {
-            Some(id) => self
-                .fonts
-                .0
-                .entry(id)
-                .or_insert_with(|| Rc::new(Font::new(&dict)))
-                .clone(),
-            None => Rc::new(Font::new(&dict)),
+        self.read(dict.data().len());
+        let id = match dict.obj_id() {
+            Some(id) => FontKey::Object(id),
+            None => FontKey::Inline(dict.data().as_ptr() as usize, dict.data().len()),
+        };
+        let font = match self.doc.fonts.get(&id) {
+            Some(font) => font.clone(),
+            None => {
+                let font = Rc::new(Font::new(&dict, &mut self.doc.streams)?);
+                self.doc.fonts.insert(id, font.clone());
+                font
+            }
         };
         by_name.insert(key.to_vec(), font.clone());
-        Some(font)
+        Ok(font)
     }
 
     /// Shows a string: places it against the pen, appends its text, advances `tm`.
@@ -283,11 +389,12 @@ impl Run<'_> {
         let up = unit(start[2], start[3]);
         let size = (gs.size * start[2].hypot(start[3])).abs().max(1e-6);
         self.place(start[4], start[5], size, &text);
-        if text.len() > self.budget.text {
-            self.budget.text = 0;
+        let budget = &mut self.doc.budget;
+        if text.len() > budget.text {
+            budget.text = 0;
             return;
         }
-        self.budget.text -= text.len();
+        budget.text -= text.len();
         self.out.push_str(&text);
         self.pen = Some(Pen {
             x: end[4],

@@ -4,6 +4,7 @@
 use hayro_cmap::{BfString, CMap};
 use hayro_syntax::object::{Array, Dict, Name, Object, Stream};
 
+use super::decode::{Streams, TooLarge};
 use super::encoding::{self, Base};
 
 /// Widths are in thousandths of the text size unless the font says otherwise (Type 3).
@@ -53,14 +54,12 @@ pub(super) struct Code {
 
 impl Font {
     /// Reads a font dictionary; anything missing or malformed falls back to defaults.
-    pub(super) fn new(dict: &Dict<'_>) -> Font {
+    pub(super) fn new(dict: &Dict<'_>, streams: &mut Streams) -> Result<Font, TooLarge> {
         let subtype = dict.get::<Name<'_>>(b"Subtype");
         let subtype = subtype.as_ref().map(|n| n.as_ref()).unwrap_or_default();
-        let to_unicode = dict
-            .get::<Stream<'_>>(b"ToUnicode")
-            .and_then(|s| s.decoded().ok().and_then(|d| CMap::parse(&d, |_| None)));
+        let to_unicode = cmap(dict.get::<Stream<'_>>(b"ToUnicode"), streams)?;
         if subtype == b"Type0" {
-            return Font::composite(dict, to_unicode);
+            return Font::composite(dict, to_unicode, streams);
         }
         let scale = if subtype == b"Type3" {
             dict.get::<Array<'_>>(b"FontMatrix")
@@ -71,33 +70,34 @@ impl Font {
         } else {
             0.001
         };
-        Font {
+        Ok(Font {
             composite: None,
             simple: simple_encoding(dict, subtype),
             to_unicode,
             widths: simple_widths(dict),
             scale,
-        }
+        })
     }
 
-    fn composite(dict: &Dict<'_>, to_unicode: Option<CMap>) -> Font {
+    fn composite(
+        dict: &Dict<'_>,
+        to_unicode: Option<CMap>,
+        streams: &mut Streams,
+    ) -> Result<Font, TooLarge> {
         let (cmap, unicode_codes) = match dict.get::<Object<'_>>(b"Encoding") {
             Some(Object::Name(name)) => {
                 let n: &[u8] = name.as_ref();
                 let unicode = contains(n, b"UCS2") || contains(n, b"UTF16");
                 (None, unicode)
             }
-            Some(Object::Stream(s)) => (
-                s.decoded().ok().and_then(|d| CMap::parse(&d, |_| None)),
-                false,
-            ),
+            Some(Object::Stream(s)) => (cmap(Some(s), streams)?, false),
             _ => (None, false),
         };
         let descendant = dict
             .get::<Array<'_>>(b"DescendantFonts")
             .and_then(|a| a.iter::<Dict<'_>>().next())
             .unwrap_or_default();
-        Font {
+        Ok(Font {
             composite: Some(Composite {
                 cmap,
                 unicode_codes,
@@ -106,7 +106,7 @@ impl Font {
             to_unicode,
             widths: cid_widths(&descendant),
             scale: 0.001,
-        }
+        })
     }
 
     /// Splits a shown string into codes.
@@ -209,6 +209,16 @@ impl Font {
 }
 
 /// Keeps text and whitespace; drops control characters and U+FFFD noise.
+/// A CMap stream, read; `None` when missing or unreadable.
+fn cmap(stream: Option<Stream<'_>>, streams: &mut Streams) -> Result<Option<CMap>, TooLarge> {
+    let Some(stream) = stream else {
+        return Ok(None);
+    };
+    Ok(streams
+        .decode(&stream)?
+        .and_then(|d| CMap::parse(&d, |_| None)))
+}
+
 fn push_visible(out: &mut String, c: char) {
     if c == '\u{a0}' {
         out.push(' ');

@@ -59,6 +59,28 @@ pub(crate) fn zlib_stored(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `data` in ASCII base-85, as `/ASCII85Decode` reads it.
+pub(crate) fn ascii_85(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for group in data.chunks(4) {
+        let mut word = [0u8; 4];
+        word[..group.len()].copy_from_slice(group);
+        let mut value = u32::from_be_bytes(word);
+        if group.len() == 4 && value == 0 {
+            out.push(b'z');
+            continue;
+        }
+        let mut digits = [0u8; 5];
+        for d in digits.iter_mut().rev() {
+            *d = b'!' + (value % 85) as u8;
+            value /= 85;
+        }
+        out.extend(&digits[..group.len() + 1]);
+    }
+    out.extend(b"~>");
+    out
+}
+
 /// Escapes a literal string for a content stream.
 pub(crate) fn literal(text: &str) -> String {
     text.replace('\\', "\\\\")

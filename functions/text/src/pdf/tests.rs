@@ -1,6 +1,6 @@
 //! PDF extraction on generated documents, and on damaged and hostile ones.
 
-use super::testing::{build, document, lines, stream, zlib_stored};
+use super::testing::{ascii_85, build, document, lines, stream, zlib_stored};
 use super::*;
 
 fn text_of(pdf: &[u8]) -> String {
@@ -256,6 +256,155 @@ fn hostile_content_is_bounded() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn forms_are_decoded_once() {
+    let resources = "/Font << /F1 5 0 R >> /XObject << /X1 6 0 R >>";
+    let font = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_vec();
+    let form = stream(
+        "/Type /XObject /Subtype /Form /BBox [0 0 9 9] /Filter /FlateDecode",
+        &zlib_stored(b"BT /F1 9 Tf (ice) Tj ET"),
+    );
+    let pdf = page_with(
+        "/X1 Do\n".repeat(100_000).as_bytes(),
+        resources,
+        &[font, form],
+    );
+    let (x, spent) = extract_with(&pdf, LIMITS).unwrap();
+    assert!(x.text.starts_with("iceice"), "{}", &x.text[..20]);
+    // The page's content and the form, once each.
+    assert_eq!(spent.decodes, 2);
+    // Without the cache, the form is decoded at every draw (as it was before the
+    // cache), and every decode counts against the document's budget.
+    let uncached = Limits {
+        cached: 0,
+        ..LIMITS
+    };
+    assert_eq!(extract_with(&pdf, uncached).unwrap().1.decodes, 100_001);
+    let small = Limits {
+        cached: 0,
+        decoded: 1 << 20,
+        ..LIMITS
+    };
+    assert_eq!(extract_with(&pdf, small).unwrap_err().code(), "too_large");
+}
+
+#[test]
+fn big_operators_drawn_often_are_bounded() {
+    // One operator of 300 KB, drawn 100,000 times: 30 GB to parse, though only
+    // 200,000 operators run. A `TJ` of numbers (no text) counts its elements as
+    // operators; any other operator, its bytes.
+    let resources = "/Font << /F1 5 0 R >> /XObject << /X1 6 0 R >>";
+    let font = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_vec();
+    let tj = format!("[{}] TJ", "-1 ".repeat(100_000));
+    let string = format!("({}) foo", "x".repeat(300_000));
+    for big in [tj, string] {
+        let content = format!("BT /F1 9 Tf {big} (ice) Tj ET");
+        let form = stream(
+            "/Type /XObject /Subtype /Form /BBox [0 0 9 9]",
+            content.as_bytes(),
+        );
+        let pdf = page_with(
+            "/X1 Do\n".repeat(100_000).as_bytes(),
+            resources,
+            &[font.clone(), form],
+        );
+        let (x, spent) = extract_with(&pdf, LIMITS).unwrap();
+        assert!(x.text.starts_with("iceice"));
+        assert!(spent.read <= MAX_READ && spent.ops <= MAX_OPS, "{spent:?}");
+        let draws = x.text.len() / 3;
+        assert!(draws < 1000, "{draws} draws: {spent:?}");
+    }
+}
+
+#[test]
+fn zip_bombs_are_too_large() {
+    use miniz_oxide::deflate::compress_to_vec_zlib;
+    let zeros = vec![0u8; 64 << 20];
+    let once = compress_to_vec_zlib(&zeros, 6);
+    let twice = compress_to_vec_zlib(&once, 6);
+    let hex: String = once.iter().map(|b| format!("{b:02x}")).collect();
+    let limits = Limits {
+        decoded: 16 << 20,
+        ..LIMITS
+    };
+    let bombs = [
+        ("/FlateDecode", once.clone()),
+        ("[/FlateDecode /FlateDecode]", twice),
+        ("[/ASCIIHexDecode /FlateDecode]", hex.into_bytes()),
+        ("[/ASCII85Decode /FlateDecode]", ascii_85(&once)),
+    ];
+    for (filter, data) in bombs {
+        assert!(data.len() < 1 << 20, "{filter}: {}", data.len());
+        let pdf = page_with_filter(&data, filter);
+        let e = extract_with(&pdf, limits).unwrap_err();
+        assert_eq!(e.code(), "too_large", "{filter}: {e}");
+        assert!(e.to_string().contains("16 MiB"), "{e}");
+    }
+    // Under the default limit: many streams, each inflating to 16 MiB.
+    const { assert!(20 * (16 << 20) > MAX_DECODED) };
+    let sixteen = compress_to_vec_zlib(&zeros[..16 << 20], 6);
+    let mut objects = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        Vec::new(),
+    ];
+    let mut contents = Vec::new();
+    for _ in 0..20 {
+        objects.push(stream("/Filter /FlateDecode", &sixteen));
+        contents.push(format!("{} 0 R", objects.len()));
+    }
+    objects[2] = format!(
+        "<< /Type /Page /Parent 2 0 R /Contents [{}] >>",
+        contents.join(" ")
+    )
+    .into_bytes();
+    let e = crate::extract(crate::Kind::Pdf, &build(&objects, "")).unwrap_err();
+    assert_eq!(e.code(), "too_large", "{e}");
+    let limit = format!("{} MiB", MAX_DECODED >> 20);
+    assert!(e.to_string().contains(&limit), "{e}");
+}
+
+/// One page whose content is `data` under `/Filter filter`.
+fn page_with_filter(data: &[u8], filter: &str) -> Vec<u8> {
+    build(
+        &[
+            b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+            b"<< /Type /Page /Parent 2 0 R /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>"
+                .to_vec(),
+            stream(&format!("/Filter {filter}"), data),
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_vec(),
+        ],
+        "",
+    )
+}
+
+#[test]
+fn filter_chains_decode() {
+    let content = lines(&["Chained filters still read."]);
+    let flate = zlib_stored(content.as_bytes());
+    let hex: String = flate.iter().map(|b| format!("{b:02X} ")).collect();
+    // A stored block whose length check is wrong: read anyway, as before.
+    let mut damaged = flate.clone();
+    damaged[5..7].copy_from_slice(&[0, 0]);
+    for (filter, data) in [
+        ("/FlateDecode", flate.clone()),
+        ("/Fl", flate.clone()),
+        ("/FlateDecode", damaged),
+        ("[/ASCII85Decode /FlateDecode]", ascii_85(&flate)),
+        ("[/AHx /Fl]", format!("{hex}>").into_bytes()),
+        ("/ASCII85Decode", ascii_85(content.as_bytes())),
+        ("[/FlateDecode /FlateDecode]", zlib_stored(&flate)),
+        (
+            "/FlateDecode /DecodeParms << /Predictor 1 >>",
+            flate.clone(),
+        ),
+    ] {
+        let x = extract(&page_with_filter(&data, filter)).unwrap();
+        assert_eq!(x.text, "Chained filters still read.", "{filter}");
+    }
 }
 
 /// The committed fixture `tests/fixtures/pipeline/glacier.pdf`: two pages about
