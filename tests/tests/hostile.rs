@@ -16,6 +16,17 @@ fn open(addr: SocketAddr, head: &str, body: &[u8]) -> TcpStream {
     s
 }
 
+/// Asks for document `id`'s live event stream on a new connection.
+fn watch(addr: SocketAddr, id: &str) -> TcpStream {
+    open(
+        addr,
+        &format!(
+            "GET /v1/documents/{id}/events HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n"
+        ),
+        b"",
+    )
+}
+
 /// Reads a response's status line and headers.
 fn read_head(s: &mut TcpStream) -> String {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -74,26 +85,14 @@ fn slow_uploads_and_open_event_streams_leave_the_api_answering() {
     // 64 watchers, each holding an event stream open…
     let mut streams = Vec::new();
     for _ in 0..64 {
-        let mut s = open(
-            up.addr,
-            &format!(
-                "GET /v1/documents/{id}/events HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n"
-            ),
-            b"",
-        );
+        let mut s = watch(up.addr, &id);
         let head = read_head(&mut s);
         assert!(head.starts_with("HTTP/1.1 200"), "a watcher: {head}");
         streams.push(s);
     }
     // …and the next one is told at once to come back later, not queued.
     let started = Instant::now();
-    let mut extra = open(
-        up.addr,
-        &format!(
-            "GET /v1/documents/{id}/events HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n"
-        ),
-        b"",
-    );
+    let mut extra = watch(up.addr, &id);
     let head = read_head(&mut extra);
     assert!(head.starts_with("HTTP/1.1 503"), "{head}");
     assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
