@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use troupe_core::queue::REASON_MAX_DELIVERIES;
 use troupe_core::{Blobs, Delivery, Event, Leases, Message, Queue, VectorRecord, Vectors};
 
 use crate::{Embedder, Error};
@@ -118,6 +119,9 @@ pub struct Consumer {
     /// still running at a third of it gets its lease renewed, so a long backlog on a
     /// slow device never hands the same job to a second consumer.
     pub leases: Option<(Arc<dyn Leases>, Duration)>,
+    /// The subscription's deliveries before a retried job is dead-lettered: a retry
+    /// on the last one fails the document first, as a rejection does.
+    pub max_deliveries: u32,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -248,7 +252,7 @@ impl Consumer {
     async fn settle(&self, d: Delivery) -> bool {
         let name = &self.subscription;
         let event = Event::from_json(&d.body);
-        let mut result = match &event {
+        let result = match &event {
             Ok(event) => {
                 tokio::select! {
                     r = self.handle(event) => r,
@@ -260,13 +264,18 @@ impl Consumer {
         // A job that can never be embedded fails its document at once (rather than
         // leaving it for the sweeper's timeout); if that cannot be published, the job
         // is retried, so the failure is not lost.
-        if let (Err(Failure::Reject(reason, why)), Ok(event)) = (&result, &event)
-            && let Err(e) = self.fail_document(event, reason, why).await
+        let last = d.deliveries >= self.max_deliveries;
+        let dead = match &result {
+            Err(Failure::Reject(reason, why)) => Some((*reason, why.clone())),
+            Err(Failure::Retry(why, _)) if last => Some((REASON_MAX_DELIVERIES, why.clone())),
+            _ => None,
+        };
+        if let (Some((reason, why)), Ok(event)) = (dead, &event)
+            && let Err(e) = self.fail_document(event, reason, &why).await
         {
-            result = Err(Failure::Retry(
-                format!("publishing the document's failure: {e}"),
-                None,
-            ));
+            // Left leased, it comes back after its lease, and the failure is published then.
+            tracing::warn!(messaging.message.id = %d.id, error = %e, "publishing the document's failure failed; the job stays leased and comes back");
+            return true;
         }
         let settled = match result {
             Ok(()) => match self.queue.ack(name, std::slice::from_ref(&d.receipt)).await {

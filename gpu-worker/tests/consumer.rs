@@ -43,6 +43,7 @@ async fn setup(duplicate: bool) -> (tempfile::TempDir, Local, Consumer) {
         subscription: "gpu-worker".into(),
         batch_size: 10,
         leases: Some((Arc::new(local.queue.clone()), Duration::from_secs(30))),
+        max_deliveries: DeliveryPolicy::default().max_deliveries,
     };
     (dir, local, consumer)
 }

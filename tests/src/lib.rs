@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod api;
 pub mod stack;
 
 use troupe_host::{App, Backends, Host, Options};
@@ -80,6 +81,7 @@ pub fn backends(local: &Local) -> Backends {
         blobs: Arc::new(local.blobs.clone()),
         state: Arc::new(local.state.clone()),
         vectors: Arc::new(local.vectors.clone()),
+        leases: Some(Arc::new(local.queue.clone())),
         embeddings: None,
     }
 }
@@ -247,6 +249,38 @@ impl Child {
         )
     }
 
+    /// `troupe serve` with the repository's pipeline and the model (for chunking and
+    /// search), not consuming embedding jobs, on a backend set.
+    pub fn serve_with_model_on(stack: &stack::Stack, env: &[(&str, String)]) -> Self {
+        let manifest = repo_root().join("spin.toml");
+        stack.init(&manifest);
+        components();
+        let mut all = stack.env();
+        all.extend(env.iter().cloned());
+        Self::spawn(
+            "serve",
+            stack.data(),
+            &manifest,
+            &["--model-dir".into(), model_dir().display().to_string()],
+            &all,
+        )
+    }
+
+    /// `troupe worker` (the embedding-job consumer and `/v1/embeddings`) on a backend
+    /// set.
+    pub fn worker_on(stack: &stack::Stack, env: &[(&str, String)]) -> Self {
+        let mut all = stack.env();
+        all.extend(env.iter().cloned());
+        Self::start(
+            Command::new(troupe_bin())
+                .args(["worker", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(stack.data())
+                .arg("--model-dir")
+                .arg(model_dir()),
+            &all,
+        )
+    }
+
     fn spawn(
         command: &str,
         data_dir: &Path,
@@ -254,12 +288,20 @@ impl Child {
         extra: &[String],
         env: &[(&str, String)],
     ) -> Self {
-        let mut child = Command::new(troupe_bin())
-            .args([command, "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .arg("--manifest")
-            .arg(manifest)
-            .args(extra)
+        Self::start(
+            Command::new(troupe_bin())
+                .args([command, "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(data_dir)
+                .arg("--manifest")
+                .arg(manifest)
+                .args(extra),
+            env,
+        )
+    }
+
+    /// Starts `command` and waits until it announces where it listens.
+    fn start(command: &mut Command, env: &[(&str, String)]) -> Self {
+        let mut child = command
             .env("TROUPE_LOG", "warn")
             // Webhook receivers in tests listen on loopback.
             .env("TROUPE_ALLOW_PRIVATE_OUTBOUND", "true")

@@ -314,6 +314,38 @@ impl Stack {
         })
     }
 
+    /// The dead letters of subscription `queue`.
+    pub fn dead_letters(&self, queue: &str) -> Vec<troupe_core::DeadLetter> {
+        runtime().block_on(async {
+            let backends = self.opened().await.backends(None);
+            backends
+                .dead_letters
+                .dead_letters(queue, 100)
+                .await
+                .expect("listing dead letters")
+        })
+    }
+
+    /// Subscription `queue`'s depth.
+    pub fn depth(&self, queue: &str) -> troupe_core::Depth {
+        runtime().block_on(async {
+            let backends = self.opened().await.backends(None);
+            backends.queue.depth(queue).await.expect("queue depth")
+        })
+    }
+
+    /// Deletes an object from the bucket (not through the API).
+    pub fn delete_object(&self, key: &str) {
+        runtime().block_on(async {
+            let backends = self.opened().await.backends(None);
+            backends
+                .blobs
+                .delete("documents", key)
+                .await
+                .expect("deleting an object");
+        })
+    }
+
     /// Vectors stored for a document of the default tenant.
     pub fn vector_count(&self, document: &str) -> usize {
         runtime().block_on(async {

@@ -1,10 +1,12 @@
-//! The sandbox: runaway components are stopped at their timeout or memory cap (their
-//! events retried, then dead-lettered) while the host keeps serving; outbound HTTP
-//! reaches only listed hosts.
+//! The sandbox: runaway components are stopped at their timeout or memory cap while
+//! the host keeps serving, and their events judged: a trap or a memory cap is
+//! dead-lettered at once, a timeout retried once (each announced on the dead-letter
+//! topic first); outbound HTTP reaches only listed hosts.
 
 use std::time::{Duration, Instant};
 
-use troupe_core::{DeadLetters, Event, Message, Queue};
+use troupe_core::queue::{DEAD_LETTERED_TOPIC, DEAD_LETTERED_TYPE};
+use troupe_core::{DeadLetters, DeliveryPolicy, Event, Message, Queue, Subscription};
 use troupe_tests::{InProcess, eventually, get};
 
 const APP: &str = r#"
@@ -63,7 +65,47 @@ timeout_ms = 400
 source = "{dist}/hog.wasm"
 [component.hog.tool.troupe]
 memory_limit_mb = 32
+[[trigger.queue]]
+topic = "batch.v1"
+component = "batcher"
+batch_size = 3
+max_deliveries = 5
+backoff_base_ms = 10
+backoff_max_ms = 10
+[component.batcher]
+source = "{dist}/recorder.wasm"
 "#;
+
+/// Subscribes a queue to the dead-letter notices, so a test can read them.
+async fn watch_notices(host: &InProcess) {
+    host.local
+        .queue
+        .subscribe(&Subscription {
+            name: "notices".into(),
+            topic: DEAD_LETTERED_TOPIC.into(),
+            subject_prefix: None,
+            policy: DeliveryPolicy::default(),
+        })
+        .await
+        .unwrap();
+}
+
+/// The dead-letter notices published so far, as JSON data.
+async fn notices(host: &InProcess) -> Vec<serde_json::Value> {
+    let got = host
+        .local
+        .queue
+        .receive("notices", 100, Duration::from_millis(200))
+        .await
+        .unwrap();
+    got.iter()
+        .map(|d| {
+            let e = Event::from_json(&d.body).unwrap();
+            assert_eq!(e.ty, DEAD_LETTERED_TYPE);
+            serde_json::from_slice(&e.data).unwrap()
+        })
+        .collect()
+}
 
 /// Waits (up to 15 s) until `queue` has dead letters; returns them.
 async fn dead_lettered(host: &InProcess, queue: &str, what: &str) -> Vec<troupe_core::DeadLetter> {
@@ -98,6 +140,7 @@ async fn hello_is_served_meanwhile(base: &str, for_at_least: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_loop_is_stopped_at_its_timeout_then_dead_lettered() {
     let host = InProcess::start(APP).await;
+    watch_notices(&host).await;
     let base = format!("http://{}", host.addr);
     let e = Event::new("/test", "test.spin.v1", &serde_json::json!({}));
     host.local
@@ -108,8 +151,13 @@ async fn endless_loop_is_stopped_at_its_timeout_then_dead_lettered() {
     hello_is_served_meanwhile(&base, Duration::from_millis(600)).await;
     let dead = dead_lettered(&host, "spin", "the looping event is dead-lettered").await;
     assert_eq!(dead[0].id, e.id);
-    assert_eq!(dead[0].reason, "max_deliveries");
+    assert_eq!(dead[0].reason, "timeout");
     assert_eq!(dead[0].deliveries, 2, "retried once, then dead-lettered");
+    let notices = notices(&host).await;
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["reason"], "timeout");
+    assert_eq!(notices[0]["stage"], "spin");
+    assert_eq!(notices[0]["event_id"], e.id.as_str());
     assert!(
         dead[0]
             .last_error
@@ -125,6 +173,7 @@ async fn endless_loop_is_stopped_at_its_timeout_then_dead_lettered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbounded_allocation_is_stopped_at_the_memory_cap() {
     let host = InProcess::start(APP).await;
+    watch_notices(&host).await;
     let base = format!("http://{}", host.addr);
     let e = Event::new("/test", "test.hog.v1", &serde_json::json!({}));
     host.local
@@ -143,6 +192,56 @@ async fn unbounded_allocation_is_stopped_at_the_memory_cap() {
         "{:?}",
         dead[0].last_error
     );
+    // Deterministic: not retried (max_deliveries is 2).
+    assert_eq!(dead[0].reason, "memory_cap");
+    assert_eq!(dead[0].deliveries, 1, "dead-lettered on its first delivery");
+    let notices = notices(&host).await;
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["reason"], "memory_cap");
+    assert_eq!(notices[0]["queue"], "hog");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_event_is_dead_lettered_alone_and_its_batch_neighbours_settle() {
+    let host = InProcess::start(APP).await;
+    watch_notices(&host).await;
+    let event = |outcome: &str| {
+        let mut e = Event::new(
+            "/test",
+            "test.batch.v1",
+            &serde_json::json!({ "outcome": outcome }),
+        )
+        .with_subject("doc-1");
+        e.tenant = Some("acme".into());
+        e
+    };
+    let (good, bad, other) = (event("ok"), event("trap"), event("ok"));
+    host.local
+        .queue
+        .publish(
+            "batch.v1",
+            &[good.clone(), bad.clone(), other.clone()].map(|e| Message::from_event(&e)),
+        )
+        .await
+        .unwrap();
+    let dead = dead_lettered(&host, "batcher", "the trapping event is dead-lettered").await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].id, bad.id);
+    assert_eq!(dead[0].reason, "trap");
+    assert_eq!(dead[0].deliveries, 1, "a trap is not retried");
+    let depth = eventually(Duration::from_secs(10), async || {
+        let d = host.local.queue.depth("batcher").await.unwrap();
+        (d.ready == 0 && d.in_flight == 0).then_some(d)
+    })
+    .await
+    .expect("the neighbours are acked");
+    assert_eq!(depth.dead, 1);
+    let notices = notices(&host).await;
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["reason"], "trap");
+    assert_eq!(notices[0]["stage"], "batcher");
+    assert_eq!(notices[0]["event_type"], "test.batch.v1");
     host.shutdown().await;
 }
 

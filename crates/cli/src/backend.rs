@@ -150,6 +150,13 @@ impl Opened {
                 let local = Local::open_with(&args.data_dir, options).with_context(|| {
                     format!("opening data directory {}", args.data_dir.display())
                 })?;
+                // A process that died with leases held: its work resumes now.
+                local.release_departed().await.with_context(|| {
+                    format!(
+                        "releasing the leases of processes gone from {}",
+                        args.data_dir.display()
+                    )
+                })?;
                 Ok(Self::Local(Box::new(local)))
             }
             BackendKind::Aws => Ok(Self::Aws(Box::new(Scale::from_env(duplicate).await?))),
@@ -165,6 +172,7 @@ impl Opened {
                 blobs: Arc::new(l.blobs.clone()),
                 state: Arc::new(l.state.clone()),
                 vectors: Arc::new(l.vectors.clone()),
+                leases: Some(Arc::new(l.queue.clone())),
                 embeddings,
             },
             Self::Aws(s) => Backends {
@@ -173,6 +181,7 @@ impl Opened {
                 blobs: Arc::new(s.blobs.clone()),
                 state: Arc::new(s.state.clone()),
                 vectors: Arc::new(s.vectors.clone()),
+                leases: Some(Arc::new(s.queue.clone())),
                 embeddings,
             },
         }

@@ -284,6 +284,15 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
             );
         }
     }
+    // The worker's subscription, declared by every host: jobs published before a
+    // worker first starts (`serve` beside a `worker` started later) wait for it
+    // rather than finding no subscriber.
+    opened
+        .backends(None)
+        .queue
+        .subscribe(&job_subscription())
+        .await
+        .context("declaring the embedding-job subscription")?;
     let model = embedder
         .clone()
         .map(|e| Arc::new(e) as Arc<dyn troupe_core::Embeddings>);
@@ -371,8 +380,9 @@ fn job_subscription() -> troupe_core::Subscription {
         topic: JOB_TOPIC.into(),
         subject_prefix: None,
         policy: troupe_core::DeliveryPolicy {
-            // Jobs wait for admission behind other work: a long lease, which the
-            // consumer also extends while a job runs.
+            // Jobs wait for admission behind other work; the consumer renews their
+            // leases every third of it while they wait and run, so a worker that
+            // dies hands its jobs on within one lease.
             visibility_timeout: JOB_LEASE,
             ..Default::default()
         },
@@ -398,6 +408,7 @@ async fn consumer(
         subscription: WORKER_SUBSCRIPTION.into(),
         batch_size: 8,
         leases: Some((opened.leases(), JOB_LEASE)),
+        max_deliveries: job_subscription().policy.max_deliveries,
     })
 }
 
@@ -441,8 +452,8 @@ async fn init(backend: BackendArgs, manifest: PathBuf) -> Result<()> {
     Ok(())
 }
 
-/// The embedding jobs' visibility timeout.
-const JOB_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
+/// The embedding jobs' visibility timeout (renewed while they run).
+const JOB_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The worker's subscription to embedding jobs.
 const WORKER_SUBSCRIPTION: &str = "gpu-worker";

@@ -17,6 +17,51 @@ use crate::Result;
 /// Dead-letter reason for a message that used up its deliveries.
 pub const REASON_MAX_DELIVERIES: &str = "max_deliveries";
 
+/// Topic of the notices consumers publish when they dead-letter an event: whoever
+/// owns the event's subject (for documents, the sweeper) settles it at once instead
+/// of waiting for a timeout.
+pub const DEAD_LETTERED_TOPIC: &str = "troupe.message.dead-lettered";
+/// Type of those notices.
+pub const DEAD_LETTERED_TYPE: &str = "troupe.message.dead-lettered.v1";
+/// Longest dead-letter detail a notice carries.
+const MAX_NOTICE_DETAIL: usize = 4096;
+
+/// The notice that `event`, consumed by `stage` from `queue`, is being dead-lettered
+/// with `reason` after `deliveries` deliveries. It keeps the event's subject, tenant,
+/// session and trace; its id derives from the event's and the queue's, so a repeated
+/// notice (the dead-lettering retried) is deduplicated. Publish it before the
+/// dead-lettering itself: if that is then lost, the event is delivered again and the
+/// notice repeated, never missing.
+pub fn dead_letter_notice(
+    event: &crate::Event,
+    queue: &str,
+    stage: &str,
+    reason: &str,
+    detail: &str,
+    deliveries: u32,
+) -> crate::Event {
+    let mut end = detail.len().min(MAX_NOTICE_DETAIL);
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    let data = serde_json::json!({
+        "event_id": event.id,
+        "event_type": event.ty,
+        "queue": queue,
+        "stage": stage,
+        "reason": reason,
+        "detail": &detail[..end],
+        "deliveries": deliveries,
+    });
+    let mut notice = crate::Event::new(format!("/troupe/{stage}"), DEAD_LETTERED_TYPE, &data);
+    notice.id = format!("{}-dead-{queue}", event.id);
+    notice.subject = event.subject.clone();
+    notice.tenant = event.tenant.clone();
+    notice.session = event.session.clone();
+    notice.traceparent = event.traceparent.clone();
+    notice
+}
+
 /// How a subscription's queue delivers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryPolicy {

@@ -39,6 +39,7 @@ fn main() {
         blobs: Arc::new(local.blobs.clone()),
         state: Arc::new(local.state.clone()),
         vectors: Arc::new(local.vectors.clone()),
+        leases: Some(Arc::new(local.queue.clone())),
         embeddings: None,
     };
     let runtime =

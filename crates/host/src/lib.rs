@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use tokio::net::TcpListener;
-use troupe_core::{Blobs, DeadLetters, Embeddings, Queue, State, Vectors};
+use troupe_core::{Blobs, DeadLetters, Embeddings, Leases, Queue, State, Vectors};
 
 pub use http;
 pub use manifest::App;
@@ -49,6 +49,9 @@ pub struct Backends {
     pub state: Arc<dyn State>,
     /// Chunk vectors.
     pub vectors: Arc<dyn Vectors>,
+    /// Lease renewal while an invocation runs; without it a subscription's lease must
+    /// outlast its component's timeout.
+    pub leases: Option<Arc<dyn Leases>>,
     /// The embedding model; `None` in a host that runs without one (its imports then
     /// answer `unavailable`).
     pub embeddings: Option<Arc<dyn Embeddings>>,

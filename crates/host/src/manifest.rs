@@ -178,6 +178,9 @@ const DEFAULT_MEMORY_MB: u64 = 128;
 const DEFAULT_CONCURRENCY: usize = 16;
 /// Request body a component gets unless its manifest says more.
 const DEFAULT_MAX_BODY: u64 = 1 << 20;
+/// Shortest lease a subscription may declare.
+const MIN_VISIBILITY_MS: u64 = 1000;
+
 /// Largest `max_body_bytes` (the host buffers a body before invoking).
 const MAX_BODY: u64 = 1 << 30;
 /// Event streams a component serves from their own pool unless its manifest says
@@ -282,13 +285,11 @@ impl App {
                 })?,
                 None => RawLimits::default(),
             };
-            let memory_mb = limits.memory_limit_mb.unwrap_or(DEFAULT_MEMORY_MB);
-            if memory_mb == 0 || memory_mb > 4096 {
-                return Err(invalid(
-                    field("tool.troupe.memory_limit_mb"),
-                    "must be 1..=4096".into(),
-                ));
-            }
+            let memory_mb = match &limits.memory_limit_mb {
+                None => DEFAULT_MEMORY_MB,
+                Some(v) => whole_number(v, &variables, "MiB", 1..=4096)
+                    .map_err(|why| invalid(field("tool.troupe.memory_limit_mb"), why))?,
+            };
             let max_concurrency = limits.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY);
             if !(1..=MAX_CONCURRENCY).contains(&max_concurrency) {
                 return Err(invalid(
@@ -296,18 +297,16 @@ impl App {
                     format!("must be 1..={MAX_CONCURRENCY}"),
                 ));
             }
-            let timeout = limits
-                .timeout_ms
-                .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
-            if timeout.is_zero() {
-                return Err(invalid(
-                    field("tool.troupe.timeout_ms"),
-                    "must be at least 1".into(),
-                ));
-            }
+            let timeout = match &limits.timeout_ms {
+                None => DEFAULT_TIMEOUT,
+                Some(v) => Duration::from_millis(
+                    whole_number(v, &variables, "milliseconds", 1..=u64::MAX)
+                        .map_err(|why| invalid(field("tool.troupe.timeout_ms"), why))?,
+                ),
+            };
             let max_body_bytes = match &limits.max_body_bytes {
                 None => DEFAULT_MAX_BODY,
-                Some(v) => body_limit(v, &variables)
+                Some(v) => whole_number(v, &variables, "bytes", 1..=MAX_BODY)
                     .map_err(|why| invalid(field("tool.troupe.max_body_bytes"), why))?,
             };
             let max_streams = limits.max_streams.unwrap_or(DEFAULT_STREAMS);
@@ -391,8 +390,8 @@ impl App {
                 .subscription
                 .clone()
                 .unwrap_or_else(|| t.component.clone());
-            let (policy, batch_size) = delivery(&t.delivery, components[&t.component].timeout)
-                .map_err(|(f, why)| invalid(field(f), why))?;
+            let (policy, batch_size) =
+                delivery(&t.delivery).map_err(|(f, why)| invalid(field(f), why))?;
             if !names.insert(name.clone()) {
                 return Err(invalid(
                     field("subscription"),
@@ -421,8 +420,8 @@ impl App {
                 .subscription
                 .clone()
                 .unwrap_or_else(|| format!("{}-blob", t.component));
-            let (policy, batch_size) = delivery(&t.delivery, components[&t.component].timeout)
-                .map_err(|(f, why)| invalid(field(f), why))?;
+            let (policy, batch_size) =
+                delivery(&t.delivery).map_err(|(f, why)| invalid(field(f), why))?;
             if !names.insert(name.clone()) {
                 return Err(invalid(
                     field("subscription"),
@@ -486,25 +485,24 @@ impl App {
 /// or a batch still running would be delivered again.
 fn delivery(
     d: &RawDelivery,
-    timeout: Duration,
 ) -> std::result::Result<(DeliveryPolicy, usize), (&'static str, String)> {
     let def = DeliveryPolicy::default();
     let ms = Duration::from_millis;
+    // The host renews a lease every third of it while the component runs, so it need
+    // not outlast the component's timeout; it only bounds how long the work of a host
+    // that died waits for another.
     if let Some(v) = d.visibility_timeout_ms
-        && ms(v) <= timeout
+        && v < MIN_VISIBILITY_MS
     {
         return Err((
             "visibility_timeout_ms",
             format!(
-                "{v} ms does not outlast the component's timeout_ms ({} ms): a batch still running would be delivered again; raise it",
-                timeout.as_millis()
+                "{v} ms is below {MIN_VISIBILITY_MS} ms: the lease is renewed every third of it while work runs, and queues count it in whole seconds; raise it"
             ),
         ));
     }
     let policy = DeliveryPolicy {
-        visibility_timeout: d
-            .visibility_timeout_ms
-            .map_or(def.visibility_timeout.max(timeout * 2), ms),
+        visibility_timeout: d.visibility_timeout_ms.map_or(def.visibility_timeout, ms),
         max_deliveries: d.max_deliveries.unwrap_or(def.max_deliveries),
         backoff_base: d.backoff_base_ms.map_or(def.backoff_base, ms),
         backoff_max: d.backoff_max_ms.map_or(def.backoff_max, ms),
@@ -526,11 +524,13 @@ fn delivery(
     Ok((policy, batch))
 }
 
-/// `max_body_bytes`: a whole number of bytes, or a string naming variables that
-/// expands to one.
-fn body_limit(
+/// A `tool.troupe` limit: a whole number (of `unit`), or a string naming variables
+/// that expands to one, within `range`.
+fn whole_number(
     value: &toml::Value,
     vars: &BTreeMap<String, String>,
+    unit: &str,
+    range: std::ops::RangeInclusive<u64>,
 ) -> std::result::Result<u64, String> {
     let n = match value {
         toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| format!("{n} is negative"))?,
@@ -538,12 +538,16 @@ fn body_limit(
             let text = expand(s, vars)?;
             text.trim()
                 .parse()
-                .map_err(|_| format!("`{s}` gives `{text}`, not a whole number of bytes"))?
+                .map_err(|_| format!("`{s}` gives `{text}`, not a whole number of {unit}"))?
         }
         other => return Err(format!("{other} is neither a number nor a string")),
     };
-    if n == 0 || n > MAX_BODY {
-        return Err(format!("{n} must be 1..={MAX_BODY}"));
+    if !range.contains(&n) {
+        return Err(format!(
+            "{n} must be {}..={} ({unit})",
+            range.start(),
+            range.end()
+        ));
     }
     Ok(n)
 }

@@ -14,6 +14,8 @@
 //!   in-memory copy kept in step with the table.
 //! - [`blobs`]: [`FsBlobs`], atomic file writes and object-created notifications.
 //! - [`drop_ins`]: files written straight into a bucket's folder, announced like puts.
+//! - [`owners`]: the processes that have the directory open, so a restart releases
+//!   the leases of one that died at once.
 //!
 //! # Example
 //!
@@ -27,6 +29,7 @@
 pub mod blobs;
 pub mod db;
 pub mod drop_ins;
+pub mod owners;
 pub mod queue;
 pub mod state;
 pub mod vectors;
@@ -54,6 +57,8 @@ pub struct Local {
     pub blobs: FsBlobs,
     /// Embedding vectors.
     pub vectors: SqliteVectors,
+    /// This process's registration in the directory; its leases carry its id.
+    pub owner: Arc<owners::Owner>,
 }
 
 /// Options for [`Local::open_with`].
@@ -90,8 +95,10 @@ impl Local {
             cause: format!("creating data directory {}: {e}", dir.display()).into(),
         })?;
         let db = Db::open(&dir.join("troupe.db"), options.durability)?;
+        let owner = Arc::new(owners::register(dir)?);
         let queue = SqliteQueue::new(db.clone(), options.clock)
-            .with_duplicate_deliveries(options.duplicate_deliveries);
+            .with_duplicate_deliveries(options.duplicate_deliveries)
+            .with_owner(&owner.id);
         let state = SqliteState::new(db.clone());
         let vectors = SqliteVectors::new(db);
         let blobs = FsBlobs::new(dir.join("blobs"), Some(queue.clone()))?;
@@ -101,6 +108,14 @@ impl Local {
             state,
             blobs,
             vectors,
+            owner,
         })
+    }
+
+    /// Releases the leases held by processes that had this directory open and are
+    /// gone (killed, crashed): their messages are deliverable at once rather than
+    /// after their visibility timeouts. Returns how many were released.
+    pub async fn release_departed(&self) -> Result<usize> {
+        owners::release_departed(&self.dir, &self.owner, &self.queue).await
     }
 }

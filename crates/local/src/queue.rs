@@ -51,6 +51,10 @@ pub struct SqliteQueue {
     /// Test switch: every message is enqueued twice (bypassing dedupe), so tests can
     /// prove handlers idempotent under at-least-once delivery.
     duplicate_deliveries: bool,
+    /// Who this process is: every lease token it takes starts with `<owner>.`, so the
+    /// leases of a process that died can be found and released
+    /// ([`SqliteQueue::release_owner`]).
+    owner: Arc<str>,
 }
 
 impl std::fmt::Debug for SqliteQueue {
@@ -89,7 +93,47 @@ impl SqliteQueue {
             wakers: Arc::default(),
             last_purge: Arc::default(),
             duplicate_deliveries: false,
+            owner: uuid::Uuid::new_v4().simple().to_string().into(),
         }
+    }
+
+    /// Takes leases as `owner` (a process's id in the data directory's registry).
+    #[must_use]
+    pub fn with_owner(mut self, owner: &str) -> Self {
+        self.owner = owner.into();
+        self
+    }
+
+    /// Releases every lease `owner` (a process that has died) still holds: its
+    /// messages are deliverable at once, and the delivery it never finished is not
+    /// counted (the process died, not the message). Returns how many were released.
+    pub async fn release_owner(&self, owner: &str) -> Result<usize> {
+        let now = now(&*self.clock);
+        // Lease tokens are `<owner>.<random>`: a range on the prefix.
+        let (from, to) = (format!("{owner}."), format!("{owner}/"));
+        let released = self
+            .db
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE messages SET lease = NULL, visible_at = MIN(visible_at, ?3),
+                       deliveries = MAX(deliveries - 1, 0)
+                     WHERE lease >= ?1 AND lease < ?2 AND dead = 0",
+                    params![from, to, now],
+                )
+                .map_err(sql)
+            })
+            .await?;
+        if released > 0 {
+            let queues: Vec<String> = self
+                .wakers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .keys()
+                .cloned()
+                .collect();
+            self.wake(&queues);
+        }
+        Ok(released)
     }
 
     /// Seeds the jitter source (tests).
@@ -456,7 +500,7 @@ impl SqliteQueue {
         policy: &DeliveryPolicy,
     ) -> Result<Vec<Delivery>> {
         let now = now(&*self.clock);
-        let lease = uuid::Uuid::new_v4().simple().to_string();
+        let lease = format!("{}.{}", self.owner, uuid::Uuid::new_v4().simple());
         let name = queue.to_owned();
         let max_deliveries = policy.max_deliveries;
         let until = now.saturating_add(millis(policy.visibility_timeout));

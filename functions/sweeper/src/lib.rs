@@ -1,9 +1,16 @@
-//! `sweeper` (cron): stuck-work timeouts and the temporary-blob purge.
+//! `sweeper` (cron, and `message.dead-lettered`): stuck work, dead work, and the
+//! temporary-blob purge.
 //!
 //! Each tick it walks the active documents; one that made no progress for longer
 //! than its stage allows (`uploaded_timeout_ms`, default 15 min; `processing_timeout_ms`,
 //! default 30 min) becomes `document.failed` with reason `timeout`. Once per
 //! `purge_interval_ms` (default a day) it deletes the chunk blobs of settled documents.
+//!
+//! A notice that an event about a document was dead-lettered (a stage trapped, hit
+//! its memory cap or timed out on it, rejected it, or used up its deliveries) fails
+//! the document at once, with reason `<stage>_failed` (`extract_failed`,
+//! `inspect_failed`, …) and the dead letter's reason in the message, unless it has
+//! already settled (a webhook or compensation that dead-letters changes nothing).
 
 use troupe_guest::documents::{self, Status};
 use troupe_guest::events::{self, Failed};
@@ -12,12 +19,75 @@ use troupe_guest::{Event, Outcome, blobs, bucket, config_u64, each, log, logging
 use troupe_guest::{Result, host};
 troupe_guest::event_function!(handle);
 
+/// Type of the host's dead-letter notices.
+const DEAD_LETTERED: &str = "troupe.message.dead-lettered.v1";
+
 fn handle(events: Vec<Event>) -> Vec<Outcome> {
-    each(events, |tick| {
-        sweep(tick)?;
+    each(events, |event| {
+        if event.type_ == DEAD_LETTERED {
+            return dead(event);
+        }
+        sweep(event)?;
         purge()?;
         Ok(Outcome::Ok)
     })
+}
+
+/// A dead-letter notice (see the host's `troupe_core::queue::dead_letter_notice`).
+#[derive(serde::Deserialize)]
+struct Dead {
+    #[serde(default)]
+    event_type: String,
+    #[serde(default)]
+    queue: String,
+    stage: String,
+    reason: String,
+    #[serde(default)]
+    detail: String,
+    #[serde(default)]
+    deliveries: u32,
+}
+
+/// Fails the document whose event was dead-lettered, if it has not settled.
+fn dead(notice: &Event) -> Result<Outcome> {
+    let id = match events::subject(notice) {
+        Ok(id) => id,
+        // Not about a document: nothing of ours to settle.
+        Err(_) => return Ok(Outcome::Ok),
+    };
+    let tenant = events::tenant(notice);
+    let dead: Dead = match events::data(notice) {
+        Ok(d) => d,
+        Err(why) => return Ok(troupe_guest::reject("malformed_event", why.to_string())),
+    };
+    match documents::load(&tenant, &id)? {
+        Some((doc, _)) if !doc.status.settled() => {}
+        // Settled (or never recorded, or gone): nothing to fail.
+        _ => return Ok(Outcome::Ok),
+    }
+    let stage: String = dead
+        .stage
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let failed = Failed {
+        document: id.clone(),
+        code: format!("{stage}_failed"),
+        message: format!(
+            "{stage} could not process {} after {} deliveries: {} ({}); the event is kept in dead-letter queue `{}` (`troupe dlq list {}`)",
+            dead.event_type, dead.deliveries, dead.reason, dead.detail, dead.queue, dead.queue
+        ),
+        stage: stage.clone(),
+    };
+    let ev = events::new(
+        events::FAILED,
+        format!("{id}-failed"),
+        &tenant,
+        &id,
+        &failed,
+    );
+    events::publish(events::FAILED, ev, Some(notice))?;
+    Ok(Outcome::Ok)
 }
 
 fn sweep(tick: &Event) -> Result<()> {

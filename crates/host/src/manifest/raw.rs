@@ -130,10 +130,12 @@ pub(super) struct RawComponent {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLimits {
+    /// A number, or a string that may name variables (`"{{ extract_timeout_ms }}"`).
     #[serde(default)]
-    pub(super) timeout_ms: Option<u64>,
+    pub(super) timeout_ms: Option<toml::Value>,
+    /// A number, or a string that may name variables.
     #[serde(default)]
-    pub(super) memory_limit_mb: Option<u64>,
+    pub(super) memory_limit_mb: Option<toml::Value>,
     #[serde(default)]
     pub(super) max_concurrency: Option<usize>,
     /// A number, or a string that may name variables (`"{{ max_upload_bytes }}"`).

@@ -166,3 +166,44 @@ fn body_limits_and_stream_pools_are_read_and_checked() {
         assert!(err.contains("tool.troupe"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn memory_and_time_limits_may_name_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD
+        .replace(
+            "greeting = { default = \"hi\" }",
+            "greeting = { default = \"hi\" }\nmem = { default = \"48\" }\nlimit = { default = \"1500\" }",
+        )
+        .replace("timeout_ms = 250", "timeout_ms = \"{{ limit }}\"")
+        .replace("memory_limit_mb = 16", "memory_limit_mb = \"{{ mem }}\"");
+    let app = App::load(&write(dir.path(), &text)).unwrap();
+    let c = &app.components["hello"];
+    assert_eq!(c.memory_limit, 48 << 20);
+    assert_eq!(c.timeout, Duration::from_millis(1500));
+    for (bad, says) in [
+        (
+            "memory_limit_mb = \"{{ greeting }}\"",
+            "not a whole number of MiB",
+        ),
+        ("memory_limit_mb = 5000", "must be 1..=4096"),
+        ("memory_limit_mb = 0", "must be 1..=4096"),
+        ("memory_limit_mb = \"{{ nope }}\"", "does not define"),
+    ] {
+        let err = App::load(&write(
+            dir.path(),
+            &GOOD.replace("memory_limit_mb = 16", bad),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+        assert!(err.contains("memory_limit_mb"), "{bad}: {err}");
+    }
+    let err = App::load(&write(
+        dir.path(),
+        &GOOD.replace("timeout_ms = 250", "timeout_ms = 0"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("timeout_ms"), "{err}");
+}

@@ -1,17 +1,21 @@
-//! Consumes one subscription's queue: lease a batch, hand it to the component, settle
-//! each event by its outcome. Faults (timeout, memory cap, trap) retry the whole batch
-//! with backoff; the queue dead-letters after the subscription's max deliveries.
+//! Consumes one subscription's queue: lease a batch, hand it to the component (renewing
+//! the leases while it runs), settle each event by its outcome. Deterministic faults
+//! (trap, memory cap, a second timeout) dead-letter the event at once; transient ones
+//! retry with backoff, and the queue dead-letters after the subscription's max
+//! deliveries. Each dead-lettering is announced first on [`DEAD_LETTERED_TOPIC`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::Instrument;
-use troupe_core::{Delivery, Event, Receipt, RetryOutcome};
+use troupe_core::queue::{DEAD_LETTERED_TOPIC, REASON_MAX_DELIVERIES, dead_letter_notice};
+use troupe_core::{Delivery, Event, Message, Receipt, RetryOutcome};
 
 use crate::Shared;
 use crate::bindings::Outcome;
 use crate::manifest::{Source, SubscriptionTrigger};
+use crate::runtime::Fault;
 
 /// Dead-letter reason for a message whose body is not a CloudEvent.
 pub const REASON_MALFORMED: &str = "malformed_event";
@@ -69,6 +73,18 @@ pub async fn run(
 /// Hands one leased batch to the component and settles every message. Returns the
 /// receipts of messages left on the queue for redelivery (retried later, or not
 /// settled), which a Lambda SQS event reports as batch item failures.
+///
+/// Leases are renewed while the component runs (every third of the visibility
+/// timeout), so a subscription's lease can be short: a host that dies leaves its
+/// messages to others within one visibility timeout.
+///
+/// Faults are judged by kind. A trap or a memory cap is deterministic: retrying the
+/// same input would fail the same way, so the message is dead-lettered at once with
+/// reason `trap` or `memory_cap` (a batch of several is first split, each event run
+/// alone, so one bad event does not take its neighbours down). A timeout is retried
+/// once, then dead-lettered with reason `timeout`. Running out of slots is transient.
+/// Every dead-lettering of an event is preceded by a [notice](troupe_core::queue::dead_letter_notice)
+/// on [`DEAD_LETTERED_TOPIC`], so whoever owns its subject settles it at once.
 pub async fn process(
     shared: &Shared,
     trigger: &SubscriptionTrigger,
@@ -77,18 +93,14 @@ pub async fn process(
     let mut left = Vec::new();
     let queue = &shared.backends.queue;
     let name = trigger.subscription.name.as_str();
-    let kind = match trigger.source {
-        Source::Topic => "queue",
-        Source::Blob { .. } => "blob",
-    };
-    let mut events = Vec::with_capacity(deliveries.len());
-    let mut receipts: Vec<Receipt> = Vec::with_capacity(deliveries.len());
+    let mut batch = Vec::with_capacity(deliveries.len());
     for d in deliveries {
         match Event::from_json(&d.body) {
-            Ok(e) => {
-                events.push(e.into());
-                receipts.push(d.receipt);
-            }
+            Ok(event) => batch.push(Leased {
+                receipt: d.receipt,
+                event,
+                deliveries: d.deliveries,
+            }),
             Err(e) => {
                 tracing::warn!(messaging.destination.name = %name, messaging.message.id = %d.id, error = %e, "dead-lettering a malformed message");
                 settle(
@@ -102,21 +114,70 @@ pub async fn process(
             }
         }
     }
-    if events.is_empty() {
-        return left;
+    if !batch.is_empty() {
+        let receipts: Vec<Receipt> = batch.iter().map(|l| l.receipt.clone()).collect();
+        tokio::select! {
+            () = invoke(shared, trigger, batch, &mut left) => {}
+            never = keep_leased(shared, trigger, &receipts) => match never {},
+        }
     }
+    left
+}
+
+/// A leased event with what settling it needs.
+struct Leased {
+    receipt: Receipt,
+    event: Event,
+    deliveries: u32,
+}
+
+/// What a fault means for the events of the invocation it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judgement {
+    /// Transient: retry with backoff.
+    Retry,
+    /// The same input fails the same way: dead-letter with this reason.
+    DeadLetter(&'static str),
+}
+
+/// How a fault on an event delivered `deliveries` times is judged.
+fn judge(fault: &Fault, deliveries: u32) -> Judgement {
+    match fault {
+        Fault::Trap(_) => Judgement::DeadLetter("trap"),
+        Fault::MemoryCap(_) => Judgement::DeadLetter("memory_cap"),
+        // One retry: a timeout may be a slow moment rather than the input.
+        Fault::Timeout(_) if deliveries >= 2 => Judgement::DeadLetter("timeout"),
+        Fault::Timeout(_) | Fault::Overloaded(_) => Judgement::Retry,
+    }
+}
+
+/// Runs `batch` through the component and settles each event by its outcome.
+async fn invoke(
+    shared: &Shared,
+    trigger: &SubscriptionTrigger,
+    batch: Vec<Leased>,
+    left: &mut Vec<Receipt>,
+) {
+    let queue = &shared.backends.queue;
+    let name = trigger.subscription.name.as_str();
+    let kind = match trigger.source {
+        Source::Topic => "queue",
+        Source::Blob { .. } => "blob",
+    };
     let span = tracing::info_span!(
         "host.invoke",
         component = %trigger.component,
         trigger = kind,
         messaging.destination.name = %name,
-        messaging.message.id = %receipts[0].message_id,
-        messaging.batch.message_count = receipts.len(),
+        messaging.message.id = %batch[0].receipt.message_id,
+        messaging.batch.message_count = batch.len(),
     );
     let Some(loaded) = shared.runtime.component(&trigger.component) else {
-        return receipts;
+        left.extend(batch.into_iter().map(|l| l.receipt));
+        return;
     };
     let started = Instant::now();
+    let events = batch.iter().map(|l| l.event.clone().into()).collect();
     let result = shared
         .runtime
         .handle_events_in(loaded, events)
@@ -129,67 +190,183 @@ pub async fn process(
         label,
         started.elapsed().as_secs_f64(),
     );
-    let _enter = span.enter();
-    match result {
-        Ok(outcomes) => {
-            let mut acks = Vec::new();
-            for (receipt, outcome) in receipts.into_iter().zip(outcomes) {
-                match outcome {
-                    Outcome::Ok => acks.push(receipt),
-                    Outcome::Retry(delay) => {
-                        let delay = delay.map(|ms| {
-                            Duration::from_millis(u64::from(ms))
-                                .min(crate::manifest::MAX_RETRY_DELAY)
-                        });
-                        let r = queue
-                            .retry(name, &receipt, delay, "handler asked to retry")
-                            .await;
-                        record_retry(shared, name, &r);
-                        if !matches!(r, Ok(RetryOutcome::DeadLettered)) {
-                            left.push(receipt.clone());
-                        }
-                        settle(r.map(|_| ()), name, &receipt);
-                    }
-                    Outcome::Reject(rej) => {
-                        tracing::warn!(messaging.message.id = %receipt.message_id, reason = %rej.reason, detail = %rej.detail, "handler rejected event: dead-lettered");
-                        let r = queue.reject(name, &receipt, &rej.reason, &rej.detail).await;
-                        if r.is_err() {
-                            left.push(receipt.clone());
-                        }
-                        settle(r, name, &receipt);
-                        shared.metrics.settled(name, "reject", 1);
-                    }
-                }
-            }
-            if !acks.is_empty() {
-                shared.metrics.settled(name, "ok", acks.len() as u64);
-                match queue.ack(name, &acks).await {
-                    Ok(n) if n < acks.len() => tracing::warn!(
-                        lost = acks.len() - n,
-                        "some leases expired before the ack; those events will be redelivered"
-                    ),
-                    Ok(_) => {}
-                    // The batch will be redelivered after its lease: at-least-once.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "ack failed; messages will be redelivered")
-                    }
-                }
-            }
-        }
+    let outcomes = match result {
+        Ok(outcomes) => outcomes,
         Err(fault) => {
-            tracing::warn!(error = %fault, "invocation failed; retrying its events");
-            let error = fault.to_string();
-            for receipt in &receipts {
-                let r = queue.retry(name, receipt, None, &error).await;
-                record_retry(shared, name, &r);
-                if !matches!(r, Ok(RetryOutcome::DeadLettered)) {
-                    left.push(receipt.clone());
+            let deterministic = matches!(fault, Fault::Trap(_) | Fault::MemoryCap(_));
+            if batch.len() > 1 && !matches!(fault, Fault::Overloaded(_)) {
+                // Which event caused it? Run each alone, settling each by its own result.
+                tracing::warn!(parent: &span, error = %fault, deterministic, "invocation of a batch failed; running its events one by one");
+                for one in batch {
+                    Box::pin(invoke(shared, trigger, vec![one], left)).await;
                 }
-                settle(r.map(|_| ()), name, receipt);
+                return;
+            }
+            let error = fault.to_string();
+            for l in batch {
+                match judge(&fault, l.deliveries) {
+                    Judgement::DeadLetter(reason) => {
+                        tracing::warn!(parent: &span, messaging.message.id = %l.receipt.message_id, reason, error = %error, "invocation failed on this event; dead-lettering it");
+                        dead_letter(shared, trigger, &l, reason, &error, left).await;
+                    }
+                    Judgement::Retry => {
+                        tracing::warn!(parent: &span, error = %error, "invocation failed; retrying its events");
+                        retry(shared, trigger, &l, None, &error, left).await;
+                    }
+                }
+            }
+            return;
+        }
+    };
+    let mut acks = Vec::new();
+    for (l, outcome) in batch.into_iter().zip(outcomes) {
+        match outcome {
+            Outcome::Ok => acks.push(l.receipt),
+            Outcome::Retry(delay) => {
+                let delay = delay.map(|ms| {
+                    Duration::from_millis(u64::from(ms)).min(crate::manifest::MAX_RETRY_DELAY)
+                });
+                retry(shared, trigger, &l, delay, "handler asked to retry", left).await;
+            }
+            Outcome::Reject(rej) => {
+                tracing::warn!(parent: &span, messaging.message.id = %l.receipt.message_id, reason = %rej.reason, detail = %rej.detail, "handler rejected event: dead-lettered");
+                dead_letter(shared, trigger, &l, &rej.reason, &rej.detail, left).await;
             }
         }
     }
-    left
+    if !acks.is_empty() {
+        shared.metrics.settled(name, "ok", acks.len() as u64);
+        match queue.ack(name, &acks).await {
+            Ok(n) if n < acks.len() => tracing::warn!(
+                parent: &span,
+                lost = acks.len() - n,
+                "some leases expired before the ack; those events will be redelivered"
+            ),
+            Ok(_) => {}
+            // The batch will be redelivered after its lease: at-least-once.
+            Err(e) => {
+                tracing::warn!(parent: &span, error = %e, "ack failed; messages will be redelivered")
+            }
+        }
+    }
+}
+
+/// Retries `l`; on its last delivery the queue dead-letters it, so the notice goes
+/// first.
+async fn retry(
+    shared: &Shared,
+    trigger: &SubscriptionTrigger,
+    l: &Leased,
+    delay: Option<Duration>,
+    error: &str,
+    left: &mut Vec<Receipt>,
+) {
+    let name = trigger.subscription.name.as_str();
+    if l.deliveries >= trigger.subscription.policy.max_deliveries
+        && !notify_dead(shared, trigger, l, REASON_MAX_DELIVERIES, error).await
+    {
+        // Without the notice, leave it leased: it comes back after its lease.
+        left.push(l.receipt.clone());
+        return;
+    }
+    let r = shared
+        .backends
+        .queue
+        .retry(name, &l.receipt, delay, error)
+        .await;
+    record_retry(shared, name, &r);
+    if !matches!(r, Ok(RetryOutcome::DeadLettered)) {
+        left.push(l.receipt.clone());
+    }
+    settle(r.map(|_| ()), name, &l.receipt);
+}
+
+/// Publishes the notice, then dead-letters `l` with `reason`.
+async fn dead_letter(
+    shared: &Shared,
+    trigger: &SubscriptionTrigger,
+    l: &Leased,
+    reason: &str,
+    detail: &str,
+    left: &mut Vec<Receipt>,
+) {
+    let name = trigger.subscription.name.as_str();
+    if !notify_dead(shared, trigger, l, reason, detail).await {
+        left.push(l.receipt.clone());
+        return;
+    }
+    let r = shared
+        .backends
+        .queue
+        .reject(name, &l.receipt, reason, detail)
+        .await;
+    if r.is_err() {
+        left.push(l.receipt.clone());
+    }
+    settle(r, name, &l.receipt);
+    shared.metrics.settled(name, "reject", 1);
+}
+
+/// Publishes the dead-letter notice of `l`; false if that failed (the caller then
+/// leaves the message to be delivered again, so the notice is never skipped).
+async fn notify_dead(
+    shared: &Shared,
+    trigger: &SubscriptionTrigger,
+    l: &Leased,
+    reason: &str,
+    detail: &str,
+) -> bool {
+    let notice = dead_letter_notice(
+        &l.event,
+        &trigger.subscription.name,
+        &trigger.component,
+        reason,
+        detail,
+        l.deliveries,
+    );
+    match shared
+        .backends
+        .queue
+        .publish(DEAD_LETTERED_TOPIC, &[Message::from_event(&notice)])
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(messaging.message.id = %l.receipt.message_id, error = %e, "publishing the dead-letter notice failed; the event stays leased and comes back");
+            false
+        }
+    }
+}
+
+/// Extends the leases of `receipts` every third of the subscription's visibility
+/// timeout, for as long as it is polled.
+async fn keep_leased(
+    shared: &Shared,
+    trigger: &SubscriptionTrigger,
+    receipts: &[Receipt],
+) -> std::convert::Infallible {
+    let Some(leases) = &shared.backends.leases else {
+        return std::future::pending().await;
+    };
+    let name = trigger.subscription.name.as_str();
+    let visibility = trigger.subscription.policy.visibility_timeout;
+    let mut held: Vec<&Receipt> = receipts.iter().collect();
+    loop {
+        tokio::time::sleep(visibility / 3).await;
+        let mut still = Vec::with_capacity(held.len());
+        for receipt in held {
+            match leases.extend(name, receipt, visibility).await {
+                Ok(true) => still.push(receipt),
+                // Settled meanwhile (a batch run one by one), or lost: nothing to keep.
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(messaging.destination.name = %name, messaging.message.id = %receipt.message_id, error = %e, "renewing a lease failed; trying again");
+                    still.push(receipt);
+                }
+            }
+        }
+        held = still;
+    }
 }
 
 fn record_retry(shared: &Shared, name: &str, r: &troupe_core::Result<RetryOutcome>) {

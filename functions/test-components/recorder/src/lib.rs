@@ -2,7 +2,8 @@
 //!
 //! For each event it appends the event to the log of subject `seen`, bumps the
 //! counter `count/<event id>` in state (compare-and-set), and answers with the outcome
-//! the event's data asks for: `{"outcome": "ok" | "retry" | "reject", "delay_ms": n}`.
+//! the event's data asks for: `{"outcome": "ok" | "retry" | "reject" | "trap", "delay_ms": n}`
+//! (`trap` panics, after recording: the whole invocation traps).
 //! With the variable `forward_topic` set it republishes each event there; with
 //! `delay_ms` set it sleeps that long per batch (so tests can kill it mid-batch).
 
@@ -66,6 +67,7 @@ impl Guest for Recorder {
                             .and_then(|d| d.as_u64())
                             .map(|d| d as u32),
                     ),
+                    Some("trap") => panic!("event {} asked to trap", event.id),
                     Some("reject") => Outcome::Reject(Rejection {
                         reason: "asked_to_reject".into(),
                         detail: format!("event {} asked to be rejected", event.id),
