@@ -77,3 +77,63 @@ timeout_ms = 1500
     }
     assert_eq!(local.queue.depth("recorder").await.unwrap().dead, 0);
 }
+
+/// A file dropped into the uploads folder becomes one document even when `troupe up`
+/// dies between announcing it and recording it seen (each announcement carries its
+/// own time, from which intake derives the document id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_in_is_one_document_when_troupe_dies_before_recording_it_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let local = Local::open(&data).unwrap();
+    // The crash point: recording a file as seen fails, as if the process died right
+    // after announcing it.
+    local
+        .queue
+        .db()
+        .write(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER crash_before_seen BEFORE INSERT ON blob_seen
+                 BEGIN SELECT RAISE(ABORT, 'the process died here'); END;",
+            )
+            .map_err(|e| troupe_core::Error::backend("sqlite", e))
+        })
+        .await
+        .unwrap();
+    let uploads = data.join("blobs/documents/uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    let file = uploads.join("tides.md");
+    std::fs::write(&file, b"# Tides\n\nTwice a day.").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(5))
+        .unwrap();
+    let documents = async || local.state.list("doc/default/").await.unwrap();
+
+    let first = Child::pipeline(&data, &["--no-embeddings"], &[]);
+    // Several scans come and go (one a second), each dying at the same point.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    first.kill();
+    local
+        .queue
+        .db()
+        .write(|c| {
+            c.execute_batch("DROP TRIGGER crash_before_seen")
+                .map_err(|e| troupe_core::Error::backend("sqlite", e))
+        })
+        .await
+        .unwrap();
+
+    let _second = Child::pipeline(&data, &["--no-embeddings"], &[]);
+    eventually(Duration::from_secs(30), async || {
+        (!documents().await.is_empty()).then_some(())
+    })
+    .await
+    .expect("the dropped-in file becomes a document after the restart");
+    // Everything announced has been handled by now (and a few more scans ran).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let docs = documents().await;
+    assert_eq!(docs.len(), 1, "one file, one document: {docs:?}");
+}

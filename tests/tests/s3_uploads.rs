@@ -115,3 +115,81 @@ fn objects_put_into_s3_become_one_document_each() {
     assert_eq!(documents(&aws.database_url), want);
     drop(up);
 }
+
+/// An S3 notification whose leases kept expiring is moved to the DLQ by SQS's redrive
+/// policy; redriven, it is a new SQS message of the same notification and must not be
+/// taken for a repeat of itself (dropped inside the dedupe window).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redriven_s3_notification_is_delivered_not_dropped_as_a_repeat() {
+    use troupe_core::{DeadLetters, DeliveryPolicy, Queue, Subscription};
+    let stack = tokio::task::spawn_blocking(troupe_tests::stack::AwsStack::new)
+        .await
+        .expect("stack");
+    let scale = stack.scale().await;
+    let sub = Subscription {
+        name: "intake".into(),
+        topic: troupe_core::blobs::created_topic("documents"),
+        subject_prefix: Some("uploads/".into()),
+        policy: DeliveryPolicy {
+            visibility_timeout: Duration::from_secs(1),
+            max_deliveries: 1,
+            dedupe_window: Duration::from_secs(300),
+            ..Default::default()
+        },
+    };
+    scale.queue.subscribe(&sub).await.expect("subscribe");
+    troupe_aws::setup::configure_notifications(
+        &scale.clients,
+        &scale.queue,
+        &stack.bucket,
+        std::slice::from_ref(&sub),
+    )
+    .await
+    .expect("notifications");
+    scale
+        .clients
+        .s3
+        .put_object()
+        .bucket(&stack.bucket)
+        .key("uploads/poison.txt")
+        .body(ByteStream::from_static(b"a file whose handler keeps dying"))
+        .send()
+        .await
+        .expect("put");
+    let receive = async || {
+        let start = Instant::now();
+        loop {
+            let got = scale
+                .queue
+                .receive("intake", 10, Duration::from_secs(1))
+                .await
+                .expect("receive");
+            if !got.is_empty() || start.elapsed() > Duration::from_secs(5) {
+                return got;
+            }
+        }
+    };
+    // Delivered once; the handler dies, its lease expires, and SQS moves the
+    // notification to the DLQ (at most one delivery).
+    let first = receive().await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert!(receive().await.is_empty(), "moved to the DLQ");
+    assert_eq!(
+        scale
+            .queue
+            .dead_letters("intake", 10)
+            .await
+            .expect("dlq")
+            .len(),
+        1
+    );
+    // The operator redrives it: it arrives, as the same event.
+    assert_eq!(scale.queue.redrive("intake").await.expect("redrive"), 1);
+    let again = receive().await;
+    assert_eq!(
+        again.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+        [first[0].id.clone()],
+        "the redriven notification is delivered once more"
+    );
+}

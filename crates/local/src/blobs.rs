@@ -111,6 +111,25 @@ impl FsBlobs {
         obj: &Pending,
         outbox: i64,
     ) -> Result<()> {
+        self.announce_with(queue, obj, move |c| {
+            c.execute("DELETE FROM blob_outbox WHERE id = ?1", [outbox])
+                .map(|_| ())
+                .map_err(crate::db::sql)
+        })
+        .await
+    }
+
+    /// Publishes the object-created notification and runs `also` in the same
+    /// transaction: both happen or neither does.
+    pub(crate) async fn announce_with<F>(
+        &self,
+        queue: &SqliteQueue,
+        obj: &Pending,
+        also: F,
+    ) -> Result<()>
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<()> + Send + 'static,
+    {
         let record = ObjectCreated {
             event_version: "2.1".into(),
             event_source: "troupe:local".into(),
@@ -136,11 +155,7 @@ impl FsBlobs {
             .publish_with(
                 &created_topic(&obj.bucket),
                 &[Message::from_event(&event)],
-                move |c| {
-                    c.execute("DELETE FROM blob_outbox WHERE id = ?1", [outbox])
-                        .map(|_| ())
-                        .map_err(crate::db::sql)
-                },
+                also,
             )
             .await?;
         Ok(())

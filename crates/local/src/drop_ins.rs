@@ -10,6 +10,11 @@
 //! partial files) are skipped. A file that cannot be read is logged and skipped, so
 //! it never holds up the others.
 //!
+//! A file's announcement and the record that it was seen (`blob_seen`) commit in one
+//! transaction: a crash leaves both or neither, so a file is never announced twice
+//! for one write (each announcement carries its own time, from which intake derives
+//! a document id, so a second announcement would be a second document).
+//!
 //! Only regular files count: symbolic links (to files or directories), FIFOs and
 //! devices are neither followed nor read, so nothing outside the data directory is
 //! ingested. A file over [`MAX_DROP_IN_BYTES`] is logged and skipped before it is
@@ -149,9 +154,14 @@ impl FsBlobs {
                 etag,
                 time: troupe_core::event::now_rfc3339(),
             };
-            let outbox = self.remember(&queue, &pending).await?;
-            self.announce(&queue, &pending, outbox).await?;
-            self.seen(&queue, bucket, &f).await?;
+            // The announcement and the record of the file as seen commit together: a
+            // crash leaves either both (the file is not announced again) or neither
+            // (the next scan announces it). The announcement's time is part of the
+            // document id, so announcing twice would make two documents. No outbox
+            // row is needed: the file itself is the record of the pending work.
+            let seen = Seen::of(bucket, &f);
+            self.announce_with(&queue, &pending, move |c| seen.record(c))
+                .await?;
             if let Ok(mut c) = self.candidates.lock() {
                 c.remove(&(bucket.to_owned(), f.key.clone()));
             }
@@ -160,22 +170,41 @@ impl FsBlobs {
         Ok(announced)
     }
 
-    /// Records a file as seen at its current size and time: it is not looked at again
-    /// until either changes.
+    /// Records a file as seen at its current size and time (when nothing is announced
+    /// for it): it is not looked at again until either changes.
     async fn seen(&self, queue: &crate::SqliteQueue, bucket: &str, f: &Found) -> Result<()> {
-        let (b, k, size, ns) = (bucket.to_owned(), f.key.clone(), f.size, f.modified_ns);
-        queue
-            .db()
-            .write(move |c| {
-                c.execute(
-                    "INSERT INTO blob_seen (bucket, key, size, modified_ns) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (bucket, key) DO UPDATE SET size = excluded.size, modified_ns = excluded.modified_ns",
-                    rusqlite::params![b, k, size, ns],
-                )
-                .map(|_| ())
-                .map_err(sql)
-            })
-            .await
+        let seen = Seen::of(bucket, f);
+        queue.db().write(move |c| seen.record(c)).await
+    }
+}
+
+/// A file as a scan saw it, to be recorded in `blob_seen`.
+struct Seen {
+    bucket: String,
+    key: String,
+    size: u64,
+    modified_ns: i64,
+}
+
+impl Seen {
+    fn of(bucket: &str, f: &Found) -> Self {
+        Self {
+            bucket: bucket.to_owned(),
+            key: f.key.clone(),
+            size: f.size,
+            modified_ns: f.modified_ns,
+        }
+    }
+
+    /// Records the file as seen, inside the caller's transaction.
+    fn record(&self, c: &rusqlite::Connection) -> Result<()> {
+        c.execute(
+            "INSERT INTO blob_seen (bucket, key, size, modified_ns) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (bucket, key) DO UPDATE SET size = excluded.size, modified_ns = excluded.modified_ns",
+            rusqlite::params![self.bucket, self.key, self.size, self.modified_ns],
+        )
+        .map(|_| ())
+        .map_err(sql)
     }
 }
 

@@ -234,3 +234,68 @@ async fn drop_ins_ingest_regular_files_only_never_what_a_link_points_at() {
         b"plain notes"
     );
 }
+
+#[tokio::test]
+async fn a_drop_in_is_announced_once_when_the_process_dies_before_recording_it_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Local::open(dir.path()).unwrap();
+    l.queue
+        .subscribe(&Subscription {
+            name: "intake".into(),
+            topic: created_topic("docs"),
+            subject_prefix: Some("uploads/".into()),
+            policy: DeliveryPolicy::default(),
+        })
+        .await
+        .unwrap();
+    let uploads = dir.path().join("blobs/docs/uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    let file = uploads.join("notes.txt");
+    std::fs::write(&file, b"plain notes").unwrap();
+    settle(&file);
+    // The crash point: recording the file as seen fails, as if the process died
+    // right after announcing it.
+    l.queue
+        .db()
+        .write(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER crash_before_seen BEFORE INSERT ON blob_seen
+                 BEGIN SELECT RAISE(ABORT, 'the process died here'); END;",
+            )
+            .map_err(|e| troupe_core::Error::backend("sqlite", e))
+        })
+        .await
+        .unwrap();
+    assert_eq!(l.blobs.scan("docs", "uploads/").await.unwrap(), 0);
+    let err = l.blobs.scan("docs", "uploads/").await.unwrap_err();
+    assert!(err.to_string().contains("the process died here"), "{err}");
+    drop(l);
+
+    // The restart: the file is still there, unrecorded, and is announced now.
+    let l = Local::open(dir.path()).unwrap();
+    l.queue
+        .db()
+        .write(|c| {
+            c.execute_batch("DROP TRIGGER crash_before_seen")
+                .map_err(|e| troupe_core::Error::backend("sqlite", e))
+        })
+        .await
+        .unwrap();
+    assert_eq!(l.blobs.recover().await.unwrap(), 0, "nothing left pending");
+    assert_eq!(l.blobs.scan("docs", "uploads/").await.unwrap(), 0);
+    assert_eq!(l.blobs.scan("docs", "uploads/").await.unwrap(), 1);
+    assert_eq!(l.blobs.scan("docs", "uploads/").await.unwrap(), 0);
+    let got = l.queue.receive("intake", 10, Duration::ZERO).await.unwrap();
+    let announced: Vec<_> = got
+        .iter()
+        .map(|m| {
+            let e = Event::from_json(&m.body).unwrap();
+            (e.subject.unwrap(), e.time)
+        })
+        .collect();
+    assert_eq!(
+        announced.len(),
+        1,
+        "one write, one announcement (each one's time makes a document): {announced:?}"
+    );
+}

@@ -55,6 +55,9 @@ struct Held {
     subject: Option<String>,
     /// Absent on a raw S3 notification moved by the redrive policy.
     troupe_id: Option<String>,
+    /// The SQS message id a raw S3 notification was first received as: redriven, it
+    /// still owns its dedupe claim (a new message id would look like a repeat).
+    origin: Option<String>,
 }
 
 impl SqsQueue {
@@ -97,6 +100,7 @@ impl SqsQueue {
                     handle: m.receipt_handle().unwrap_or_default().to_owned(),
                     subject: text(ATTR_SUBJECT),
                     troupe_id: text(ATTR_ID),
+                    origin: text(ATTR_ORIGIN).or_else(|| m.message_id().map(str::to_owned)),
                     sent_ms,
                     letter: DeadLetter {
                         id: text(ATTR_ID)
@@ -160,8 +164,12 @@ impl DeadLetters for SqsQueue {
                     .send_message()
                     .queue_url(&url)
                     .message_body(h.letter.body);
-                if let Some(id) = &h.troupe_id {
-                    send = send.message_attributes(ATTR_ID, attr(id, false));
+                match (&h.troupe_id, &h.origin) {
+                    (Some(id), _) => send = send.message_attributes(ATTR_ID, attr(id, false)),
+                    (None, Some(origin)) => {
+                        send = send.message_attributes(ATTR_ORIGIN, attr(origin, false));
+                    }
+                    (None, None) => {}
                 }
                 if let Some(s) = &h.subject {
                     send = send.message_attributes(ATTR_SUBJECT, attr(s, false));

@@ -46,7 +46,13 @@ impl SqsQueue {
         let (id, body) = match m.attributes.get(ATTR_ID) {
             Some(id) => (id.clone(), m.body.into_bytes()),
             None => match self
-                .decode_s3(name, url, m.body.as_bytes(), &m.handle, &m.message_id)
+                .decode_s3(
+                    name,
+                    url,
+                    m.body.as_bytes(),
+                    &m.handle,
+                    m.attributes.get(ATTR_ORIGIN).unwrap_or(&m.message_id),
+                )
                 .await?
             {
                 Some(body) => {
@@ -82,7 +88,8 @@ impl SqsQueue {
 
     /// Turns S3 notification messages into object-created deliveries: test events are
     /// deleted, one-record messages decoded in place, several records re-sent one event
-    /// per message.
+    /// per message. `message_id` is the SQS message the notification first arrived
+    /// as (kept across a redrive), which owns its dedupe claim.
     pub(super) async fn decode_s3(
         &self,
         name: &str,
@@ -114,10 +121,9 @@ impl SqsQueue {
                 // notification repeated for the same write (moto announces a multipart
                 // upload twice) is dropped here, inside the subscription's window.
                 let window = self.policy(name).await?.dedupe_window;
-                if self
-                    .claim(name, &event.id, window, Some(message_id))
+                if !self
+                    .claim_notification(name, &event.id, window, message_id)
                     .await?
-                    .is_none()
                 {
                     tracing::debug!(queue = name, event = %event.id, "dropped a repeated S3 notification");
                     self.delete(url, handle).await?;

@@ -9,8 +9,10 @@
 //! - **Topics fan out in the publisher**: a publish sends a copy to every queue whose
 //!   tags match, in batches of up to ten.
 //! - **Dedupe** of message ids inside the window goes through a [`State`] (Postgres in
-//!   the scale-out set): the id is claimed before sending and released if the send
-//!   fails, so a failed publish can be repeated.
+//!   the scale-out set): an id is recorded once SQS accepted its message, and a
+//!   publish skips ids recorded inside the window. Nothing is recorded before the
+//!   send, so a publish that fails or is cut short (a timeout, a crash) is repeated
+//!   in full; a cut between the send and the record costs a duplicate, never a loss.
 //! - **Leases are SQS visibility.** Retries with backoff set the visibility of the
 //!   message to the delay (`ChangeMessageVisibility`), in whole seconds; a long job
 //!   extends its lease the same way ([`Leases`]).
@@ -35,7 +37,8 @@
 //! - `names`: queue names, their URLs and ARNs (looked up once), creating queues;
 //! - `listing`: subscriptions from queue tags, and their delivery policies;
 //! - `send`: sending to one subscription's queue in batches within SQS's limits;
-//! - `dedupe`: message-id claims inside the dedupe window;
+//! - `dedupe`: records of sent message ids (and received S3 notifications) inside
+//!   the dedupe window;
 //! - `deliver`: received messages (or a Lambda event's records) as deliveries, with S3
 //!   notifications decoded;
 //! - `dead`: moves to the DLQ, dead-letter listing and redrive.
@@ -82,9 +85,9 @@ const ATTR_REASON: &str = "troupe-reason";
 const ATTR_DETAIL: &str = "troupe-detail";
 const ATTR_DELIVERIES: &str = "troupe-deliveries";
 const ATTR_DEAD_AT: &str = "troupe-dead-at";
-
-/// Marks the second copy a duplicate-delivery switch sends (it has no claim).
-const EXTRA_COPY: &str = "\u{0}extra-copy";
+/// On an S3 notification redriven from the DLQ: the SQS message id it was first
+/// received as, which owns its dedupe claim.
+const ATTR_ORIGIN: &str = "troupe-origin";
 
 /// SQS's largest batch.
 const BATCH: usize = 10;

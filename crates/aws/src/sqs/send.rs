@@ -1,10 +1,15 @@
-//! Sending to one subscription's queue: dedupe claims, batches within SQS's limits.
+//! Sending to one subscription's queue: dedupe of ids already sent, batches within
+//! SQS's limits.
 
 use super::*;
 
 impl SqsQueue {
     /// Sends `messages` to subscription `name` (dedupe window `window`); returns how
     /// many were new.
+    ///
+    /// An id is dropped only when a message with it was already *sent* inside the
+    /// window; each one is recorded as sent after SQS accepted it (see `dedupe`), so a
+    /// publish interrupted anywhere is repeated in full, never deduplicated to nothing.
     pub(super) async fn send_to(
         &self,
         name: &str,
@@ -12,16 +17,15 @@ impl SqsQueue {
         messages: &[Message],
     ) -> Result<usize> {
         let url = self.url(name).await?;
-        let mut fresh = Vec::with_capacity(messages.len());
-        let mut claims = Vec::with_capacity(messages.len());
+        // (message, whether it is the duplicate-delivery switch's extra copy)
+        let mut fresh: Vec<(&Message, bool)> = Vec::with_capacity(messages.len());
         for m in messages {
-            if let Some(claim) = self.claim(name, &m.id, window, None).await? {
-                fresh.push(m);
-                claims.push(claim);
-                if self.duplicate {
-                    fresh.push(m);
-                    claims.push((EXTRA_COPY.to_owned(), 0));
-                }
+            if self.already_sent(name, &m.id, window).await? {
+                continue;
+            }
+            fresh.push((m, false));
+            if self.duplicate {
+                fresh.push((m, true));
             }
         }
         let mut sent = 0;
@@ -30,65 +34,54 @@ impl SqsQueue {
             let mut end = start;
             let mut bytes = 0;
             while end < fresh.len() && end - start < BATCH {
-                let size = fresh[end].body.len() + fresh[end].id.len() + 64;
+                let m = fresh[end].0;
+                let size = m.body.len() + m.id.len() + 64;
                 if end > start && bytes + size > MAX_BATCH_BYTES {
                     break;
                 }
                 bytes += size;
                 end += 1;
             }
-            let entries = fresh[start..end]
+            let batch = &fresh[start..end];
+            let entries = batch
                 .iter()
                 .enumerate()
-                .map(|(i, m)| self.entry(i, m))
+                .map(|(i, (m, _))| self.entry(i, m))
                 .collect::<Result<Vec<_>>>()?;
-            let outcome = self
+            let out = self
                 .sqs
                 .send_message_batch()
                 .queue_url(&url)
                 .set_entries(Some(entries))
                 .send()
-                .await;
-            match outcome {
-                Ok(out) => {
-                    let failed: Vec<usize> = out
-                        .failed()
-                        .iter()
-                        .filter_map(|f| f.id().parse().ok())
-                        .collect();
-                    sent += fresh[start..end]
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| !failed.contains(i) && claims[start + i].0 != EXTRA_COPY)
-                        .count();
-                    if !failed.is_empty() {
-                        let mut lost: Vec<_> = claims[start..end].to_vec();
-                        lost = failed
-                            .iter()
-                            .filter_map(|i| lost.get(*i).cloned())
-                            .collect();
-                        self.release(&lost).await;
-                        let why = out
-                            .failed()
-                            .iter()
-                            .map(|f| format!("{}: {}", f.code(), f.message().unwrap_or("")))
-                            .collect::<Vec<_>>()
-                            .join("; ");
-                        self.release(&claims[end..]).await;
-                        return Err(Error::backend(
-                            "sqs",
-                            format!(
-                                "{} of {} messages to `{name}` were not sent: {why}",
-                                failed.len(),
-                                end - start
-                            ),
-                        ));
-                    }
+                .await
+                .map_err(|e| sdk_error("sqs", e))?;
+            let failed: Vec<usize> = out
+                .failed()
+                .iter()
+                .filter_map(|f| f.id().parse().ok())
+                .collect();
+            for (i, (m, extra)) in batch.iter().enumerate() {
+                if !extra && !failed.contains(&i) {
+                    self.record_sent(name, &m.id, window).await;
+                    sent += 1;
                 }
-                Err(e) => {
-                    self.release(&claims[start..]).await;
-                    return Err(sdk_error("sqs", e));
-                }
+            }
+            if !failed.is_empty() {
+                let why = out
+                    .failed()
+                    .iter()
+                    .map(|f| format!("{}: {}", f.code(), f.message().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(Error::backend(
+                    "sqs",
+                    format!(
+                        "{} of {} messages to `{name}` were not sent (publish again: the ones sent are deduplicated): {why}",
+                        failed.len(),
+                        end - start
+                    ),
+                ));
             }
             start = end;
         }
