@@ -30,6 +30,7 @@ macro_rules! both {
 both!(
     a_document_whose_extraction_hits_its_memory_cap_fails_at_once,
     documents_of_one_two_and_seven_batches_join_once_with_every_event_twice,
+    a_document_one_of_whose_batches_is_dead_lettered_fails_and_is_compensated,
 );
 
 /// Polls `check` every 200 ms until it returns `Some`, for at most `within`.
@@ -232,10 +233,11 @@ fn documents_of_one_two_and_seven_batches_join_once_with_every_event_twice(
 
 /// A batch whose chunks are gone is rejected by the worker: the document fails
 /// (compensated), even though its other batches complete, and never shows `indexed`.
-#[test]
-fn a_document_one_of_whose_batches_is_dead_lettered_fails_and_is_compensated() {
+fn a_document_one_of_whose_batches_is_dead_lettered_fails_and_is_compensated(
+    stack: fn(&Path) -> Stack,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let stack = Stack::local(dir.path());
+    let stack = stack(dir.path());
     let env = [
         ("TROUPE_VARIABLE_BATCH_CHUNKS", "3".to_owned()),
         ("TROUPE_VARIABLE_CLAIM_CHECK_BYTES", "2048".to_owned()),
