@@ -14,6 +14,8 @@
 //!   in-memory copy kept in step with the table.
 //! - [`blobs`]: [`FsBlobs`], atomic file writes and object-created notifications.
 //! - [`drop_ins`]: files written straight into a bucket's folder, announced like puts.
+//! - [`retention`]: [`Local::purge`], removing dead letters, dedupe entries and
+//!   drop-in records past their keeping time.
 //!
 //! # Example
 //!
@@ -28,6 +30,7 @@ pub mod blobs;
 pub mod db;
 pub mod drop_ins;
 pub mod queue;
+pub mod retention;
 pub mod state;
 pub mod vectors;
 

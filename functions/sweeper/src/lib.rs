@@ -4,6 +4,9 @@
 //! than its stage allows (`uploaded_timeout_ms`, default 15 min; `processing_timeout_ms`,
 //! default 30 min) becomes `document.failed` with reason `timeout`. Once per
 //! `purge_interval_ms` (default a day) it deletes the chunk blobs of settled documents.
+//! The [`retention`] pass removes settled and deleted documents' leftover state.
+
+mod retention;
 
 use troupe_guest::documents::{self, Status};
 use troupe_guest::events::{self, Failed};
@@ -16,6 +19,7 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
     each(events, |tick| {
         sweep(tick)?;
         purge()?;
+        retention::retain()?;
         Ok(Outcome::Ok)
     })
 }
