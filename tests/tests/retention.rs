@@ -226,8 +226,9 @@ fn settled_documents_lose_their_working_state_and_deleted_ones_everything(
     drop(up);
 }
 
-/// Postgres: a prefix listing is a range scan of the primary key, and the host's
-/// purge removes dedupe claims past their window (and nothing else).
+/// Postgres: a prefix listing is a range scan of the primary key; the host's purge
+/// removes dedupe claims past their window (and nothing else) and old vector
+/// tombstones; a subject's log can be deleted.
 #[test]
 fn postgres_lists_by_index_range_and_purges_expired_claims() {
     let aws = AwsStack::new();
@@ -251,7 +252,7 @@ fn postgres_lists_by_index_range_and_purges_expired_claims() {
             .expect("set");
         let plan: Vec<String> = client
             .query(
-                &format!("EXPLAIN {}", troupe_postgres::state::LIST_RANGE),
+                format!("EXPLAIN {}", troupe_postgres::state::LIST_RANGE).as_str(),
                 &[&"doc/", &"doc0"],
             )
             .await
@@ -288,6 +289,30 @@ fn postgres_lists_by_index_range_and_purges_expired_claims() {
         assert_eq!(
             st.list("queue-dedupe/").await.expect("list"),
             ["queue-dedupe/other-q/4", "queue-dedupe/p-q/3"]
+        );
+
+        // Vector tombstones go once old enough, not before.
+        troupe_core::Vectors::delete_document(&scale.vectors, "t", "d")
+            .await
+            .expect("tombstone");
+        let now = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("time")
+                .as_millis(),
+        )
+        .expect("ms");
+        let vectors = &scale.vectors;
+        assert_eq!(
+            vectors
+                .purge_tombstones(now - 3_600_000)
+                .await
+                .expect("purge"),
+            0
+        );
+        assert_eq!(
+            vectors.purge_tombstones(now + 60_000).await.expect("purge"),
+            1
         );
 
         let mut e = Event::new("test", "t.v1", &serde_json::json!({}));

@@ -4,7 +4,8 @@
 //! SQS keeps a DLQ's messages), expired dedupe entries, and drop-in records of files
 //! that are gone. Scale-out set: the queue's dedupe claims in Postgres
 //! (`queue-dedupe/<prefix>…`), once their window has passed by
-//! `--dedupe-purge-grace-ms` (SQS keeps its DLQs 14 days itself). The document state
+//! `--dedupe-purge-grace-ms` (SQS keeps its DLQs 14 days itself). Both: vector
+//! tombstones a day past the dead letters' retention. The document state
 //! the functions keep is the sweeper's job (its `*_retention_ms` variables).
 
 use std::time::Duration;
@@ -41,10 +42,14 @@ fn now_ms() -> u64 {
 /// One purge of `opened` as of now.
 pub async fn purge_once(opened: &Opened, args: &RetentionArgs) -> anyhow::Result<()> {
     let now = now_ms();
+    // A deleted document's vector tombstone outlives every job that could still come
+    // for it: the latest is a dead letter redriven just before its retention ends.
+    let tombstone_ms = args.dead_letter_retention_ms.saturating_add(24 * 3_600_000);
     match opened {
         Opened::Local(local) => {
             let retention = troupe_local::retention::Retention {
                 dead_letters: Duration::from_millis(args.dead_letter_retention_ms),
+                vector_tombstones: Duration::from_millis(tombstone_ms),
             };
             let purged = local.purge(now, retention).await?;
             if purged != troupe_local::retention::Purged::default() {
@@ -52,6 +57,7 @@ pub async fn purge_once(opened: &Opened, args: &RetentionArgs) -> anyhow::Result
                     dead_letters = purged.dead_letters,
                     dedupe = purged.dedupe,
                     blobs_seen = purged.blobs_seen,
+                    vector_tombstones = purged.vector_tombstones,
                     "purged records past their retention"
                 );
             }
@@ -60,8 +66,16 @@ pub async fn purge_once(opened: &Opened, args: &RetentionArgs) -> anyhow::Result
             let prefix = format!("queue-dedupe/{}", scale.queue.prefix());
             let before = now.saturating_sub(args.dedupe_purge_grace_ms);
             let dedupe = scale.state.purge_expired(&prefix, before).await?;
-            if dedupe > 0 {
-                tracing::info!(dedupe, "purged expired dedupe claims");
+            let vector_tombstones = scale
+                .vectors
+                .purge_tombstones(now.saturating_sub(tombstone_ms))
+                .await?;
+            if dedupe > 0 || vector_tombstones > 0 {
+                tracing::info!(
+                    dedupe,
+                    vector_tombstones,
+                    "purged expired dedupe claims and vector tombstones"
+                );
             }
         }
     }

@@ -1,6 +1,8 @@
 //! Retention of the embedded backends' own records, which nothing else removes: dead
 //! letters past their keeping time (14 days by default, as on SQS), expired dedupe
-//! entries, and the drop-in watcher's memory of files (`blob_seen`) that are gone.
+//! entries, the drop-in watcher's memory of files (`blob_seen`) that are gone, and
+//! vector tombstones once no late job can arrive any more (a day past the dead
+//! letters' retention by default: a redriven job is the latest there can be).
 //! The host runs [`Local::purge`] periodically (`troupe up` / `serve`).
 
 use std::time::Duration;
@@ -16,12 +18,16 @@ use crate::db::sql;
 pub struct Retention {
     /// Dead letters older than this (since they died) are deleted.
     pub dead_letters: Duration,
+    /// Vector tombstones older than this are deleted: vectors written afterwards for
+    /// that document are kept again.
+    pub vector_tombstones: Duration,
 }
 
 impl Default for Retention {
     fn default() -> Self {
         Self {
             dead_letters: Duration::from_secs(14 * 24 * 3600),
+            vector_tombstones: Duration::from_secs(15 * 24 * 3600),
         }
     }
 }
@@ -35,6 +41,8 @@ pub struct Purged {
     pub dedupe: usize,
     /// `blob_seen` rows of files no longer there.
     pub blobs_seen: usize,
+    /// Vector tombstones past their retention.
+    pub vector_tombstones: usize,
 }
 
 /// Rows a purge statement removes at most, so the writer is never held long.
@@ -69,10 +77,26 @@ impl Local {
         }
         let dedupe = self.queue.purge_expired_dedupe().await?;
         let blobs_seen = self.purge_blobs_seen().await?;
+        let keep = i64::try_from(retention.vector_tombstones.as_millis()).unwrap_or(i64::MAX);
+        let before = i64::try_from(now_ms)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(keep);
+        let vector_tombstones = self
+            .state
+            .db
+            .write(move |tx| {
+                tx.execute(
+                    "DELETE FROM vector_tombstones WHERE deleted_at <= ?1",
+                    [before],
+                )
+                .map_err(sql)
+            })
+            .await?;
         Ok(Purged {
             dead_letters,
             dedupe,
             blobs_seen,
+            vector_tombstones,
         })
     }
 
@@ -197,6 +221,59 @@ mod tests {
             .expect("purge");
         assert_eq!(purged.dead_letters, 1);
         assert!(q.dead_letters("s", 10).await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn vector_tombstones_go_after_their_retention() {
+        use troupe_core::Vectors;
+        let (_dir, _clock, local) = open().await;
+        local
+            .vectors
+            .delete_document("t", "d")
+            .await
+            .expect("delete");
+        let now = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("time")
+                .as_millis(),
+        )
+        .expect("ms");
+        let purged = local.purge(now, Retention::default()).await.expect("purge");
+        assert_eq!(purged.vector_tombstones, 0);
+        let purged = local
+            .purge(now + 16 * DAY_MS, Retention::default())
+            .await
+            .expect("purge");
+        assert_eq!(purged.vector_tombstones, 1);
+    }
+
+    #[tokio::test]
+    async fn an_older_database_gains_tombstone_times_and_keeps_its_old_tombstones() {
+        use troupe_core::Vectors;
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let c = rusqlite::Connection::open(dir.path().join("troupe.db")).expect("open");
+            c.execute_batch(
+                "CREATE TABLE vector_tombstones (
+                    tenant TEXT NOT NULL, document TEXT NOT NULL, PRIMARY KEY (tenant, document)
+                 ) WITHOUT ROWID;
+                 INSERT INTO vector_tombstones VALUES ('t', 'old');",
+            )
+            .expect("an old schema");
+        }
+        let local = Local::open(dir.path()).expect("open");
+        local
+            .vectors
+            .delete_document("t", "new")
+            .await
+            .expect("delete");
+        let far = u64::MAX / 4;
+        let purged = local.purge(far, Retention::default()).await.expect("purge");
+        // Only the tombstone with a time; the old one stays (its time is unknown).
+        assert_eq!(purged.vector_tombstones, 1);
+        let purged = local.purge(far, Retention::default()).await.expect("purge");
+        assert_eq!(purged.vector_tombstones, 0);
     }
 
     #[tokio::test]

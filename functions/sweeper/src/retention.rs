@@ -53,7 +53,7 @@ fn each_older(
         let Some((tenant, id)) = key.strip_prefix(prefix).and_then(|r| r.split_once('/')) else {
             continue;
         };
-        let done = (|| {
+        let done = (|| -> Result<()> {
             let Some(entry) = state::get(&key).map_err(host(format!("reading {key}")))? else {
                 return Ok(());
             };
