@@ -202,6 +202,7 @@ mod tests {
         // "a" died two days ago, "b" one day ago.
         let keep_36h = Retention {
             dead_letters: Duration::from_millis(DAY_MS * 3 / 2),
+            ..Retention::default()
         };
         let now = 1_700_000_000_000 + 2 * DAY_MS;
         let purged = local.purge(now, keep_36h).await.expect("purge");
