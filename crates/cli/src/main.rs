@@ -51,6 +51,8 @@ struct HostArgs {
     /// a rule naming such a host (`http://10.0.0.5:8080`) reaches it.
     #[arg(long, env = "TROUPE_ALLOW_PRIVATE_OUTBOUND")]
     allow_private_outbound: bool,
+    #[command(flatten)]
+    retention: troupe_cli::retention::RetentionArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +218,7 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
         max_connections,
         max_connections_per_client,
         allow_private_outbound,
+        retention,
     } = args;
     let embedding = (!no_embeddings).then_some(embedding);
     let app = App::load(&manifest)?;
@@ -317,6 +320,11 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
         ))),
         Opened::Aws(_) => None,
     };
+    let maintenance = tokio::spawn(troupe_cli::retention::maintain(
+        opened.clone(),
+        retention,
+        stop_rx.clone(),
+    ));
     tracing::info!(%addr, backend = ?backend.backend, data_dir = %data_dir.display(), "troupe is up");
     println!("troupe listening on http://{addr}");
     let stop = stop_tx.clone();
@@ -334,6 +342,7 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
     if let Some(d) = drop_ins {
         d.await.context("drop-in watcher task")?;
     }
+    maintenance.await.context("maintenance task")?;
     served
 }
 

@@ -15,6 +15,26 @@ pub fn check_key(key: &str) -> crate::Result<()> {
     Ok(())
 }
 
+/// The least string above every string that starts with `prefix`, in byte order
+/// (UTF-8 byte order is code-point order): `key >= prefix AND key < end` selects the
+/// keys under `prefix` as one index range. `None` when there is no such bound (the
+/// empty prefix, or one made only of `char::MAX`): every key from `prefix` on.
+pub fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            char::MAX => continue,
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// A stored value with its version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -41,6 +61,29 @@ pub trait State: Send + Sync {
     async fn append_event(&self, subject: &str, event: &Event) -> Result<u64>;
     /// `subject`'s log, oldest first.
     async fn read_events(&self, subject: &str) -> Result<Vec<Event>>;
+    /// Removes `subject`'s whole log (a deleted document's trail); returns how many
+    /// events it held.
+    async fn delete_events(&self, subject: &str) -> Result<u64>;
     /// Whether the store answers.
     async fn health(&self) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_least_string_above_the_prefix() {
+        assert_eq!(prefix_end("doc/").as_deref(), Some("doc0"));
+        assert_eq!(prefix_end("a").as_deref(), Some("b"));
+        assert_eq!(prefix_end("").as_deref(), None);
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{10FFFF}").as_deref(), None);
+        assert_eq!(prefix_end("x\u{D7FF}").as_deref(), Some("x\u{E000}"));
+        // Every key under the prefix sorts below the bound, in byte order.
+        let end = prefix_end("doc/").unwrap_or_default();
+        for key in ["doc/", "doc/\u{10FFFF}\u{10FFFF}", "doc/zzz"] {
+            assert!(key.as_bytes() >= b"doc/".as_slice() && key.as_bytes() < end.as_bytes());
+        }
+    }
 }

@@ -131,6 +131,10 @@ impl state::Host for Ctx {
                 .map(|v| v.into_iter().map(GuestEvent::from).collect()),
         )
     }
+
+    async fn delete_events(&mut self, subject: String) -> Guest<u64> {
+        reply(self.env.backends.state.delete_events(&subject).await)
+    }
 }
 
 impl config::Host for Ctx {

@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS chunk_vectors (
 CREATE TABLE IF NOT EXISTS vector_tombstones (
     tenant TEXT NOT NULL,
     document TEXT NOT NULL,
+    deleted_at INTEGER,
     PRIMARY KEY (tenant, document)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS vector_deletes (
@@ -96,6 +97,24 @@ CREATE TABLE IF NOT EXISTS event_log (
     UNIQUE (subject, id)
 ) WITHOUT ROWID;
 ";
+
+/// Adds a column a table gained after its first release, when an older database
+/// lacks it.
+fn add_column(conn: &Connection, table: &str, column: &str, ty: &str) -> rusqlite::Result<()> {
+    let present: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get(0),
+    )?;
+    if present {
+        return Ok(());
+    }
+    match conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}")) {
+        // Another process added it meanwhile.
+        Err(e) if e.to_string().contains("duplicate column name") => Ok(()),
+        other => other,
+    }
+}
 
 enum OpenError {
     Busy(rusqlite::Error),
@@ -214,6 +233,9 @@ impl Db {
         conn.pragma_update(None, "synchronous", sync)
             .map_err(busy)?;
         conn.execute_batch(SCHEMA).map_err(busy)?;
+        // When a tombstone was laid (ms since the epoch; NULL: before this was kept,
+        // and then it is kept for good), so that old ones can be purged.
+        add_column(&conn, "vector_tombstones", "deleted_at", "INTEGER").map_err(busy)?;
         Ok(conn)
     }
 

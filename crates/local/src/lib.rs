@@ -16,6 +16,8 @@
 //! - [`drop_ins`]: files written straight into a bucket's folder, announced like puts.
 //! - [`owners`]: the processes that have the directory open, so a restart releases
 //!   the leases of one that died at once.
+//! - [`retention`]: [`Local::purge`], removing dead letters, dedupe entries and
+//!   drop-in records past their keeping time.
 //!
 //! # Example
 //!
@@ -31,6 +33,7 @@ pub mod db;
 pub mod drop_ins;
 pub mod owners;
 pub mod queue;
+pub mod retention;
 pub mod state;
 pub mod vectors;
 

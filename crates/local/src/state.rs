@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
-use troupe_core::state::check_key;
+use troupe_core::state::{check_key, prefix_end};
 use troupe_core::{Entry, Error, Event, Result, State};
 
 use crate::db::{Db, sql};
@@ -10,7 +10,7 @@ use crate::db::{Db, sql};
 /// SQLite-backed [`State`].
 #[derive(Debug, Clone)]
 pub struct SqliteState {
-    db: Db,
+    pub(crate) db: Db,
 }
 
 impl SqliteState {
@@ -19,6 +19,11 @@ impl SqliteState {
         Self { db }
     }
 }
+
+/// The keys in `[?1, ?2)`: those under a prefix, as a primary-key range.
+const LIST_RANGE: &str = "SELECT key FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key";
+/// The keys from `?1` on (a prefix without an upper bound).
+const LIST_FROM: &str = "SELECT key FROM kv WHERE key >= ?1 ORDER BY key";
 
 fn version(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
@@ -104,16 +109,24 @@ impl State for SqliteState {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let prefix = prefix.to_owned();
+        let (start, end) = (prefix.to_owned(), prefix_end(prefix));
         self.db
             .read(move |c| {
+                // A range on the primary key, never a function of it: the cost is the
+                // keys under the prefix, not every key ever written.
                 let mut stmt = c
-                    .prepare_cached(
-                        "SELECT key FROM kv WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
-                    )
+                    .prepare_cached(if end.is_some() { LIST_RANGE } else { LIST_FROM })
                     .map_err(sql)?;
-                let rows = stmt.query_map([&prefix], |r| r.get(0)).map_err(sql)?;
-                rows.collect::<rusqlite::Result<_>>().map_err(sql)
+                let key = |r: &rusqlite::Row<'_>| r.get::<_, String>(0);
+                match &end {
+                    Some(end) => stmt
+                        .query_map(params![start, end], key)
+                        .and_then(Iterator::collect),
+                    None => stmt
+                        .query_map(params![start], key)
+                        .and_then(Iterator::collect),
+                }
+                .map_err(sql)
             })
             .await
     }
@@ -171,9 +184,106 @@ impl State for SqliteState {
             .await
     }
 
+    async fn delete_events(&self, subject: &str) -> Result<u64> {
+        check_key(subject)?;
+        let subject = subject.to_owned();
+        self.db
+            .write(move |tx| {
+                let n = tx
+                    .execute("DELETE FROM event_log WHERE subject = ?1", [&subject])
+                    .map_err(sql)?;
+                Ok(n as u64)
+            })
+            .await
+    }
+
     async fn health(&self) -> Result<()> {
         self.db
             .read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, SqliteState) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("t.db"), crate::Durability::Normal).expect("open");
+        (dir, SqliteState::new(db))
+    }
+
+    #[tokio::test]
+    async fn listing_a_prefix_searches_the_primary_key() {
+        let (_dir, st) = open();
+        let plan = |sql: &'static str, args: &'static [&'static str]| {
+            st.db.read(move |c| {
+                let mut stmt = c
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+                    .map_err(sql_err)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+            })
+        };
+        let steps = plan(LIST_RANGE, &["doc/", "doc0"])
+            .await
+            .expect("plan")
+            .join("; ");
+        assert!(
+            steps.contains("SEARCH kv USING PRIMARY KEY (key>? AND key<?)"),
+            "{steps}"
+        );
+        let steps = plan(LIST_FROM, &["doc/"]).await.expect("plan").join("; ");
+        assert!(
+            steps.contains("SEARCH kv USING PRIMARY KEY (key>?)"),
+            "{steps}"
+        );
+    }
+
+    fn sql_err(e: rusqlite::Error) -> Error {
+        sql(e)
+    }
+
+    #[tokio::test]
+    async fn listing_returns_exactly_the_keys_under_the_prefix() {
+        let (_dir, st) = open();
+        for key in [
+            "doc",
+            "doc/",
+            "doc/a",
+            "doc/\u{10FFFF}",
+            "doc0",
+            "doc.",
+            "docx",
+            "active/a",
+        ] {
+            st.put(key, b"1", None).await.expect("put");
+        }
+        assert_eq!(
+            st.list("doc/").await.expect("list"),
+            ["doc/", "doc/a", "doc/\u{10FFFF}"]
+        );
+        assert_eq!(st.list("").await.expect("list").len(), 8);
+        assert_eq!(st.list("zz").await.expect("list"), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn deleting_a_log_removes_that_subject_only() {
+        let (_dir, st) = open();
+        let event = |id: &str| {
+            let mut e = Event::new("test", "t.v1", &serde_json::json!({}));
+            e.id = id.into();
+            e
+        };
+        st.append_event("t/a", &event("1")).await.expect("append");
+        st.append_event("t/a", &event("2")).await.expect("append");
+        st.append_event("t/ab", &event("1")).await.expect("append");
+        assert_eq!(st.delete_events("t/a").await.expect("delete"), 2);
+        assert!(st.read_events("t/a").await.expect("read").is_empty());
+        assert_eq!(st.read_events("t/ab").await.expect("read").len(), 1);
+        assert_eq!(st.delete_events("t/a").await.expect("delete"), 0);
     }
 }

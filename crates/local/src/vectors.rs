@@ -144,9 +144,13 @@ impl Vectors for SqliteVectors {
         let (t, d) = (tenant.to_owned(), document.to_owned());
         self.db
             .write(move |c| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
                 c.execute(
-                    "INSERT OR IGNORE INTO vector_tombstones (tenant, document) VALUES (?1, ?2)",
-                    params![t, d],
+                    "INSERT OR IGNORE INTO vector_tombstones (tenant, document, deleted_at)
+                     VALUES (?1, ?2, ?3)",
+                    params![t, d, now],
                 )
                 .map_err(sql)?;
                 let n = c

@@ -1,7 +1,7 @@
 //! Versioned key-value state and the per-subject event log.
 
 use async_trait::async_trait;
-use troupe_core::state::check_key;
+use troupe_core::state::{check_key, prefix_end};
 use troupe_core::{Entry, Error, Event, Result, State};
 
 use crate::{Pg, db};
@@ -16,6 +16,45 @@ impl PgState {
     /// State in `pg`'s database.
     pub fn new(pg: Pg) -> Self {
         Self { pg }
+    }
+}
+
+/// The keys in `[$1, $2)`: those under a prefix, as a primary-key range.
+pub const LIST_RANGE: &str = "SELECT key FROM troupe_kv WHERE key >= $1 AND key < $2 ORDER BY key";
+/// The keys from `$1` on (a prefix without an upper bound).
+pub const LIST_FROM: &str = "SELECT key FROM troupe_kv WHERE key >= $1 ORDER BY key";
+
+/// Rows removed per statement by [`PgState::purge_expired`], so one purge never holds
+/// a long transaction.
+const PURGE_BATCH: i64 = 5_000;
+
+impl PgState {
+    /// Deletes the keys under `prefix` whose value starts with a decimal deadline in
+    /// ms since the epoch (the queue's dedupe claims: `<until_ms>[ …]`) that is at or
+    /// before `before_ms`; a value that does not start with digits is kept. Returns
+    /// how many went.
+    pub async fn purge_expired(&self, prefix: &str, before_ms: u64) -> Result<u64> {
+        let c = self.pg.client().await?;
+        let end = prefix_end(prefix).unwrap_or_else(|| "\u{10FFFF}".repeat(2));
+        let before = signed(before_ms);
+        let mut total = 0;
+        loop {
+            let n = c
+                .execute(
+                    "DELETE FROM troupe_kv WHERE key IN (
+                        SELECT key FROM troupe_kv
+                        WHERE key >= $1 AND key < $2
+                          AND substring(encode(value, 'escape') from '^[0-9]{1,18}')::bigint <= $3
+                        LIMIT $4)",
+                    &[&prefix, &end, &before, &PURGE_BATCH],
+                )
+                .await
+                .map_err(db)?;
+            total += n;
+            if n < PURGE_BATCH.unsigned_abs() {
+                return Ok(total);
+            }
+        }
     }
 }
 
@@ -126,13 +165,13 @@ impl State for PgState {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let c = self.pg.client().await?;
-        let rows = c
-            .query(
-                "SELECT key FROM troupe_kv WHERE left(key, length($1)) = $1 ORDER BY key",
-                &[&prefix],
-            )
-            .await
-            .map_err(db)?;
+        // A range on the primary key (`COLLATE "C"`: byte order), never a function of
+        // it: the cost is the keys under the prefix, not every key ever written.
+        let rows = match prefix_end(prefix) {
+            Some(end) => c.query(LIST_RANGE, &[&prefix, &end]).await,
+            None => c.query(LIST_FROM, &[&prefix]).await,
+        }
+        .map_err(db)?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
@@ -182,6 +221,14 @@ impl State for PgState {
         rows.into_iter()
             .map(|r| Event::from_json(&r.get::<_, Vec<u8>>(0)))
             .collect()
+    }
+
+    async fn delete_events(&self, subject: &str) -> Result<u64> {
+        check_key(subject)?;
+        let c = self.pg.client().await?;
+        c.execute("DELETE FROM troupe_events WHERE subject = $1", &[&subject])
+            .await
+            .map_err(db)
     }
 
     async fn health(&self) -> Result<()> {

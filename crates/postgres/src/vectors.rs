@@ -36,6 +36,19 @@ fn check_dims(dims: usize) -> Result<()> {
 }
 
 impl PgVectors {
+    /// Deletes the tombstones laid before `before_ms` (ms since the epoch): no late
+    /// job for those documents can arrive any more. Returns how many went.
+    pub async fn purge_tombstones(&self, before_ms: u64) -> Result<u64> {
+        let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
+        let c = self.pg.client().await?;
+        c.execute(
+            "DELETE FROM troupe_vector_tombstones WHERE deleted_at < to_timestamp($1::bigint / 1000.0)",
+            &[&before],
+        )
+        .await
+        .map_err(db)
+    }
+
     /// Vectors in `pg`'s database.
     pub fn new(pg: Pg) -> Self {
         Self {

@@ -69,10 +69,13 @@ pub async fn stream(out: ResponseOutparam, tenant: &str, id: &str) {
         }
         // Settled, and its settling event sent (the record had folded everything
         // before it, or the wait for that ran out): nothing more is coming.
+        // Deleted and forgotten meanwhile: nothing more is coming either.
+        let gone =
+            record.is_none() && troupe_guest::retention::is_gone(tenant, id).unwrap_or(false);
         let settled = record.is_some_and(|d| d.status.settled());
         let ended =
             settled && trail.iter().all(|e| sent.contains(&e.id)) && trail.iter().any(settles);
-        if ended || now_ms() >= deadline {
+        if ended || gone || now_ms() >= deadline {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(POLL_MS));

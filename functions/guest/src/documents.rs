@@ -328,6 +328,10 @@ pub enum Verdict {
 /// Compensation and webhooks follow the record, not the event.
 pub fn verdict(tenant: &str, id: &str, settled_as: Status) -> Result<Verdict> {
     let Some((doc, _)) = load(tenant, id)? else {
+        // Deleted and forgotten: its deletion undid everything; act on nothing.
+        if crate::retention::is_gone(tenant, id)? {
+            return Ok(Verdict::Disagrees);
+        }
         return Ok(Verdict::Pending);
     };
     Ok(match (doc.status, settled_as) {

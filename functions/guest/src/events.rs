@@ -267,6 +267,10 @@ pub fn upload(event: &Event) -> Result<Upload> {
     };
     let tenant = tenant(event);
     Ok(match crate::documents::load(&tenant, &up.document)? {
+        // Deleted and forgotten: nothing to do, ever.
+        None if crate::retention::is_gone(&tenant, &up.document)? => {
+            Upload::Skip(crate::Outcome::Ok)
+        }
         None => Upload::Skip(crate::Outcome::Retry(Some(1000))),
         Some((doc, _)) if doc.status.settled() => Upload::Skip(crate::Outcome::Ok),
         Some(_) => Upload::Work(tenant, up),

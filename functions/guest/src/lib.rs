@@ -8,6 +8,7 @@
 //! - [`events`]: topics, event types and their payloads; building and publishing events.
 //! - [`documents`]: the document record (status projection), its keys in state, and
 //!   compare-and-set updates.
+//! - [`retention`]: how long a document's state is kept; forgetting a deleted one.
 //! - [`error`]: [`HandlerError`], why a handler could not finish (retry or dead-letter).
 //! - [`http`] (feature `http`): JSON responses and `{"error": {"code", "message"}}` bodies.
 
@@ -16,6 +17,7 @@ pub mod error;
 pub mod events;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod retention;
 
 /// The host's imports (`troupe:pipeline` world `imports`).
 #[allow(missing_docs, clippy::all)]

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use troupe_guest::documents::{self, Change, Status};
 use troupe_guest::events::{self, Completed, Indexed};
-use troupe_guest::{Event, Outcome, each, reject, vectors};
+use troupe_guest::{Event, Outcome, each, reject, retention, vectors};
 
 use troupe_guest::{Result, host};
 troupe_guest::event_function!(handle);
@@ -38,6 +38,10 @@ fn join(event: &Event) -> Result<Outcome> {
         Err(rejected) => return Ok(rejected),
     };
     let Some((doc, _)) = documents::load(&tenant, &id)? else {
+        // Deleted and forgotten: nothing to join (its vectors are tombstoned).
+        if retention::is_gone(&tenant, &id)? {
+            return Ok(Outcome::Ok);
+        }
         return Ok(Outcome::Retry(Some(1000)));
     };
     if matches!(doc.status, Status::Failed | Status::Deleted) {

@@ -3,10 +3,15 @@
 //! progress is a set of batches, and the status only moves forward
 //! (`uploaded → processing → indexed | failed`, then `deleted`), so late and repeated
 //! events change nothing.
+//!
+//! A settled document goes on the retention work list (`settled/`). Once compensation
+//! of a deletion is recorded (`document.compensated` caused by `document.deleted`), the
+//! document is forgotten: record, trail and working state go, a tombstone stays, and
+//! any later event for it is acknowledged and dropped.
 
 use troupe_guest::documents::{self, Change, Document, Failure, Status};
-use troupe_guest::events::{self, Completed, Extracted, Failed, Inspected, Uploaded};
-use troupe_guest::{Event, Outcome, each, now_ms, now_rfc3339, state};
+use troupe_guest::events::{self, Compensated, Completed, Extracted, Failed, Inspected, Uploaded};
+use troupe_guest::{Event, Outcome, each, now_ms, now_rfc3339, retention, state};
 
 use troupe_guest::{Result, host};
 troupe_guest::event_function!(handle);
@@ -21,9 +26,19 @@ fn fold(event: &Event) -> Result<Outcome> {
         Ok(id) => id,
         Err(rejected) => return Ok(rejected),
     };
+    // Deleted and forgotten: a late event must not bring any of it back.
+    if retention::is_gone(&tenant, &id)? {
+        return Ok(Outcome::Ok);
+    }
+    let topic = events::topic_of(event);
+    if topic == events::COMPENSATED
+        && events::data::<Compensated>(event)?.cause == events::type_of(events::DELETED)
+    {
+        retention::forget(&tenant, &id)?;
+        return Ok(Outcome::Ok);
+    }
     state::append_event(&documents::log_subject(&tenant, &id), event)
         .map_err(host(format!("appending to the audit trail of {id}")))?;
-    let topic = events::topic_of(event);
     if topic == events::UPLOADED {
         documents::register(&tenant, &events::data::<Uploaded>(event)?)?;
         return Ok(Outcome::Ok);
@@ -110,6 +125,7 @@ fn fold(event: &Event) -> Result<Outcome> {
     if settled {
         state::delete(&documents::active_key(&tenant, &id), None)
             .map_err(host(format!("clearing the active marker of {id}")))?;
+        retention::mark_settled(&tenant, &id)?;
     }
     Ok(Outcome::Ok)
 }

@@ -11,6 +11,10 @@
 //! the document at once, with reason `<stage>_failed` (`extract_failed`,
 //! `inspect_failed`, …) and the dead letter's reason in the message, unless it has
 //! already settled (a webhook or compensation that dead-letters changes nothing).
+//!
+//! The [`retention`] pass removes settled and deleted documents' leftover state.
+
+mod retention;
 
 use troupe_guest::documents::{self, Status};
 use troupe_guest::events::{self, Failed};
@@ -29,6 +33,7 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
         }
         sweep(event)?;
         purge()?;
+        retention::retain()?;
         Ok(Outcome::Ok)
     })
 }
