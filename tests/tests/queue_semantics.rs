@@ -457,6 +457,9 @@ impl State for DiesAt {
     async fn read_events(&self, subject: &str) -> troupe_core::Result<Vec<Event>> {
         self.inner.read_events(subject).await
     }
+    async fn delete_events(&self, subject: &str) -> troupe_core::Result<u64> {
+        self.inner.delete_events(subject).await
+    }
     async fn health(&self) -> troupe_core::Result<()> {
         self.inner.health().await
     }
