@@ -314,6 +314,24 @@ impl Stack {
         })
     }
 
+    /// Every subscription's queue depth.
+    pub fn queue_depths(&self) -> Vec<(String, troupe_core::Depth)> {
+        runtime().block_on(async {
+            let backends = self.opened().await.backends(None);
+            let mut out = Vec::new();
+            for s in backends
+                .queue
+                .subscriptions()
+                .await
+                .expect("listing subscriptions")
+            {
+                let depth = backends.queue.depth(&s.name).await.expect("queue depth");
+                out.push((s.name, depth));
+            }
+            out
+        })
+    }
+
     /// Vectors stored for a document of the default tenant.
     pub fn vector_count(&self, document: &str) -> usize {
         runtime().block_on(async {
