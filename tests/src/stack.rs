@@ -332,6 +332,21 @@ impl Stack {
         })
     }
 
+    /// Up to 10 dead letters of a subscription: (reason, last error, deliveries).
+    pub fn dead_letters(&self, queue: &str) -> Vec<(String, Option<String>, u32)> {
+        runtime().block_on(async {
+            let backends = self.opened().await.backends(None);
+            backends
+                .dead_letters
+                .dead_letters(queue, 10)
+                .await
+                .expect("listing dead letters")
+                .into_iter()
+                .map(|d| (d.reason, d.last_error, d.deliveries))
+                .collect()
+        })
+    }
+
     /// Vectors stored for a document of the default tenant.
     pub fn vector_count(&self, document: &str) -> usize {
         runtime().block_on(async {
