@@ -99,7 +99,7 @@ fn run(stack: &Stack, dir: &Path, plan: &Plan, reference: &[u64]) -> Vec<Kill> {
     let mut since = [Instant::now(), Instant::now()];
     for k in 0..plan.kills {
         let (lo, hi) = plan.kill_after_ms;
-        let wait = lo + rng.next() % (hi - lo + 1);
+        let wait = lo + rng.next_u64() % (hi - lo + 1);
         std::thread::sleep(Duration::from_millis(wait));
         let (progress, _) = corpus::progress(&base(&procs), &ids).unwrap_or((0, 0));
         let which = match procs {
@@ -136,7 +136,25 @@ fn run(stack: &Stack, dir: &Path, plan: &Plan, reference: &[u64]) -> Vec<Kill> {
         let (_, settled) = corpus::progress(&base(&procs), &ids).unwrap_or((0, 0));
         let recovery = (settled < ids.len()).then(|| {
             corpus::time_to_progress(&base(&procs), &ids, progress, Duration::from_secs(120))
-                .unwrap_or_else(|| panic!("no progress within 120 s after kill {k} ({what})"))
+                .unwrap_or_else(|| {
+                    let left: Vec<_> = stack
+                        .queue_depths()
+                        .into_iter()
+                        .filter(|(_, d)| d.ready + d.in_flight + d.dead > 0)
+                        .map(|(q, d)| {
+                            let dead = if d.dead > 0 {
+                                stack.dead_letters(&q)
+                            } else {
+                                Vec::new()
+                            };
+                            (q, d, dead)
+                        })
+                        .collect();
+                    panic!(
+                        "no progress within 120 s after kill {} ({what}); queues: {left:?}",
+                        k + 1
+                    )
+                })
         });
         let kill = Kill {
             what,
