@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:8080
 # The functions workspace builds for wasm32-wasip2; its pure libraries test natively.
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
-.PHONY: setup functions model scale-out-tools build run worker test bench fuzz package-lambda image image-cuda fmt lint clean
+.PHONY: setup functions model scale-out-tools build run worker test bench soak fuzz package-lambda image image-cuda fmt lint clean
 
 ## setup: toolchain target, function components, embedding model (idempotent)
 setup: functions model
@@ -50,6 +50,11 @@ bench: build
 	./scripts/bench-http.sh
 	./scripts/bench-embeddings.sh
 	./scripts/bench-pipeline.sh
+
+## soak: SIGKILLs at random moments while 200 documents are indexed, on both backends
+## (TROUPE_SOAK_DOCS, TROUPE_SOAK_KILLS, TROUPE_SOAK_BACKENDS …: scripts/soak.sh)
+soak: build scale-out-tools
+	./scripts/soak.sh
 
 ## fuzz: every cargo-fuzz target (nightly) for FUZZ_RUNS runs or FUZZ_SECONDS each; the
 ## crashes they found are replayed by `make test` on stable (FUZZING.md)

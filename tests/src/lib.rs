@@ -15,7 +15,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+<<<<<<< HEAD
 pub mod api;
+=======
+pub mod corpus;
+>>>>>>> wt-d
 pub mod stack;
 
 use troupe_host::{App, Backends, Host, Options};
@@ -232,21 +236,74 @@ impl Child {
         Self::pipeline(stack.data(), extra, &all)
     }
 
+    /// [`Child::pipeline_on`] with another manifest (e.g.
+    /// [`corpus::short_lease_pipeline`]).
+    pub fn pipeline_with(
+        stack: &stack::Stack,
+        manifest: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Self {
+        stack.init(manifest);
+        components();
+        let mut args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        if !extra.contains(&"--no-embeddings") {
+            args.extend(["--model-dir".into(), model_dir().display().to_string()]);
+        }
+        let mut all = stack.env();
+        all.extend(env.iter().cloned());
+        Self::spawn("up", stack.data(), manifest, &args, &all)
+    }
+
     /// `troupe serve` (the functions without the embedding-job consumer) with the
     /// repository's pipeline on a backend set, without the model.
     pub fn serve_on(stack: &stack::Stack, env: &[(&str, String)]) -> Self {
-        let manifest = repo_root().join("spin.toml");
-        stack.init(&manifest);
+        stack.init(&repo_root().join("spin.toml"));
+        Self::serve_with(
+            stack,
+            stack.data(),
+            &repo_root().join("spin.toml"),
+            &["--no-embeddings"],
+            env,
+        )
+    }
+
+    /// `troupe serve` with `manifest` on a backend set that [`stack::Stack::init`]
+    /// prepared, its data directory `data` (on AWS only compiled components live there,
+    /// so several hosts on one set each get their own); `extra` flags, e.g.
+    /// `--no-embeddings`, else with the model, for search queries and chunking.
+    pub fn serve_with(
+        stack: &stack::Stack,
+        data: &Path,
+        manifest: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Self {
         components();
+        let mut args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        if !extra.contains(&"--no-embeddings") {
+            args.extend(["--model-dir".into(), model_dir().display().to_string()]);
+        }
         let mut all = stack.env();
         all.extend(env.iter().cloned());
-        Self::spawn(
-            "serve",
-            stack.data(),
-            &manifest,
-            &["--no-embeddings".into()],
-            &all,
-        )
+        Self::spawn("serve", data, manifest, &args, &all)
+    }
+
+    /// `troupe worker` (the embedding-job consumer and `/v1/embeddings`) on a backend
+    /// set, with the model.
+    pub fn worker_on(stack: &stack::Stack, env: &[(&str, String)]) -> Self {
+        let mut all = stack.env();
+        all.extend(env.iter().cloned());
+        let args = [
+            "worker".to_owned(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            stack.data().display().to_string(),
+            "--model-dir".into(),
+            model_dir().display().to_string(),
+        ];
+        Self::spawn_args(&args, &all)
     }
 
     /// `troupe serve` with the repository's pipeline and the model (for chunking and
@@ -288,6 +345,7 @@ impl Child {
         extra: &[String],
         env: &[(&str, String)],
     ) -> Self {
+<<<<<<< HEAD
         Self::start(
             Command::new(troupe_bin())
                 .args([command, "--listen", "127.0.0.1:0", "--data-dir"])
@@ -302,6 +360,23 @@ impl Child {
     /// Starts `command` and waits until it announces where it listens.
     fn start(command: &mut Command, env: &[(&str, String)]) -> Self {
         let mut child = command
+=======
+        let mut args: Vec<String> = [command, "--listen", "127.0.0.1:0", "--data-dir"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        args.push(data_dir.display().to_string());
+        args.push("--manifest".into());
+        args.push(manifest.display().to_string());
+        args.extend(extra.iter().cloned());
+        Self::spawn_args(&args, env)
+    }
+
+    /// Runs `troupe ARGS…` and waits for the address it announces on its first line.
+    fn spawn_args(args: &[String], env: &[(&str, String)]) -> Self {
+        let mut child = Command::new(troupe_bin())
+            .args(args)
+>>>>>>> wt-d
             .env("TROUPE_LOG", "warn")
             // Webhook receivers in tests listen on loopback.
             .env("TROUPE_ALLOW_PRIVATE_OUTBOUND", "true")

@@ -382,20 +382,26 @@ async fn watch_drop_ins(
 const DROP_IN_SCAN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The embedding-job subscription.
-fn job_subscription() -> troupe_core::Subscription {
+fn job_subscription() -> Result<troupe_core::Subscription> {
     use troupe_gpu_worker::consumer::JOB_TOPIC;
-    troupe_core::Subscription {
+    Ok(troupe_core::Subscription {
         name: WORKER_SUBSCRIPTION.into(),
         topic: JOB_TOPIC.into(),
         subject_prefix: None,
         policy: troupe_core::DeliveryPolicy {
+<<<<<<< HEAD
             // Jobs wait for admission behind other work; the consumer renews their
             // leases every third of it while they wait and run, so a worker that
             // dies hands its jobs on within one lease.
             visibility_timeout: JOB_LEASE,
+=======
+            // Jobs wait for admission behind other work: a long lease, which the
+            // consumer also extends while a job runs.
+            visibility_timeout: job_lease()?,
+>>>>>>> wt-d
             ..Default::default()
         },
-    }
+    })
 }
 
 /// The embedding-job consumer, its subscription declared.
@@ -406,7 +412,7 @@ async fn consumer(
     let backends = opened.backends(None);
     backends
         .queue
-        .subscribe(&job_subscription())
+        .subscribe(&job_subscription()?)
         .await
         .context("declaring the embedding-job subscription")?;
     Ok(troupe_gpu_worker::consumer::Consumer {
@@ -416,8 +422,12 @@ async fn consumer(
         embedder,
         subscription: WORKER_SUBSCRIPTION.into(),
         batch_size: 8,
+<<<<<<< HEAD
         leases: Some((opened.leases(), JOB_LEASE)),
         max_deliveries: job_subscription().policy.max_deliveries,
+=======
+        leases: Some((opened.leases(), job_lease()?)),
+>>>>>>> wt-d
     })
 }
 
@@ -438,7 +448,7 @@ async fn init(backend: BackendArgs, manifest: PathBuf) -> Result<()> {
         .iter()
         .map(|t| t.subscription.clone())
         .collect();
-    subscriptions.push(job_subscription());
+    subscriptions.push(job_subscription()?);
     for s in &subscriptions {
         queue
             .subscribe(s)
@@ -461,8 +471,30 @@ async fn init(backend: BackendArgs, manifest: PathBuf) -> Result<()> {
     Ok(())
 }
 
+<<<<<<< HEAD
 /// The embedding jobs' visibility timeout (renewed while they run).
 const JOB_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+=======
+/// The embedding jobs' visibility timeout unless `TROUPE_JOB_LEASE_MS` says otherwise.
+const JOB_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
+>>>>>>> wt-d
+
+/// The embedding jobs' visibility timeout: `TROUPE_JOB_LEASE_MS` (milliseconds), else
+/// [`JOB_LEASE`]. The consumer renews a running job's lease every third of it, so a
+/// shorter one only shortens how long the jobs a killed worker held wait before
+/// another worker gets them.
+fn job_lease() -> Result<std::time::Duration> {
+    match std::env::var("TROUPE_JOB_LEASE_MS") {
+        Err(_) => Ok(JOB_LEASE),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(ms) if ms >= 1000 => Ok(std::time::Duration::from_millis(ms)),
+            _ => anyhow::bail!(
+                "TROUPE_JOB_LEASE_MS={v:?} is not a lease: give milliseconds, at least 1000 (default {})",
+                JOB_LEASE.as_millis()
+            ),
+        },
+    }
+}
 
 /// The worker's subscription to embedding jobs.
 const WORKER_SUBSCRIPTION: &str = "gpu-worker";
