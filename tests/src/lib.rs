@@ -15,11 +15,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-<<<<<<< HEAD
 pub mod api;
-=======
 pub mod corpus;
->>>>>>> wt-d
 pub mod stack;
 
 use troupe_host::{App, Backends, Host, Options};
@@ -306,38 +303,6 @@ impl Child {
         Self::spawn_args(&args, &all)
     }
 
-    /// `troupe serve` with the repository's pipeline and the model (for chunking and
-    /// search), not consuming embedding jobs, on a backend set.
-    pub fn serve_with_model_on(stack: &stack::Stack, env: &[(&str, String)]) -> Self {
-        let manifest = repo_root().join("spin.toml");
-        stack.init(&manifest);
-        components();
-        let mut all = stack.env();
-        all.extend(env.iter().cloned());
-        Self::spawn(
-            "serve",
-            stack.data(),
-            &manifest,
-            &["--model-dir".into(), model_dir().display().to_string()],
-            &all,
-        )
-    }
-
-    /// `troupe worker` (the embedding-job consumer and `/v1/embeddings`) on a backend
-    /// set.
-    pub fn worker_on(stack: &stack::Stack, env: &[(&str, String)]) -> Self {
-        let mut all = stack.env();
-        all.extend(env.iter().cloned());
-        Self::start(
-            Command::new(troupe_bin())
-                .args(["worker", "--listen", "127.0.0.1:0", "--data-dir"])
-                .arg(stack.data())
-                .arg("--model-dir")
-                .arg(model_dir()),
-            &all,
-        )
-    }
-
     fn spawn(
         command: &str,
         data_dir: &Path,
@@ -345,22 +310,6 @@ impl Child {
         extra: &[String],
         env: &[(&str, String)],
     ) -> Self {
-<<<<<<< HEAD
-        Self::start(
-            Command::new(troupe_bin())
-                .args([command, "--listen", "127.0.0.1:0", "--data-dir"])
-                .arg(data_dir)
-                .arg("--manifest")
-                .arg(manifest)
-                .args(extra),
-            env,
-        )
-    }
-
-    /// Starts `command` and waits until it announces where it listens.
-    fn start(command: &mut Command, env: &[(&str, String)]) -> Self {
-        let mut child = command
-=======
         let mut args: Vec<String> = [command, "--listen", "127.0.0.1:0", "--data-dir"]
             .iter()
             .map(|s| (*s).to_owned())
@@ -376,7 +325,6 @@ impl Child {
     fn spawn_args(args: &[String], env: &[(&str, String)]) -> Self {
         let mut child = Command::new(troupe_bin())
             .args(args)
->>>>>>> wt-d
             .env("TROUPE_LOG", "warn")
             // Webhook receivers in tests listen on loopback.
             .env("TROUPE_ALLOW_PRIVATE_OUTBOUND", "true")

@@ -314,10 +314,6 @@ impl Stack {
         })
     }
 
-<<<<<<< HEAD
-    /// The dead letters of subscription `queue`.
-    pub fn dead_letters(&self, queue: &str) -> Vec<troupe_core::DeadLetter> {
-=======
     /// Every subscription's queue depth.
     pub fn queue_depths(&self) -> Vec<(String, troupe_core::Depth)> {
         runtime().block_on(async {
@@ -336,14 +332,12 @@ impl Stack {
         })
     }
 
-    /// Up to 10 dead letters of a subscription: (reason, last error, deliveries).
-    pub fn dead_letters(&self, queue: &str) -> Vec<(String, Option<String>, u32)> {
->>>>>>> wt-d
+    /// The dead letters of subscription `queue`.
+    pub fn dead_letters(&self, queue: &str) -> Vec<troupe_core::DeadLetter> {
         runtime().block_on(async {
             let backends = self.opened().await.backends(None);
             backends
                 .dead_letters
-<<<<<<< HEAD
                 .dead_letters(queue, 100)
                 .await
                 .expect("listing dead letters")
@@ -367,14 +361,6 @@ impl Stack {
                 .delete("documents", key)
                 .await
                 .expect("deleting an object");
-=======
-                .dead_letters(queue, 10)
-                .await
-                .expect("listing dead letters")
-                .into_iter()
-                .map(|d| (d.reason, d.last_error, d.deliveries))
-                .collect()
->>>>>>> wt-d
         })
     }
 

@@ -243,7 +243,9 @@ fn a_document_one_of_whose_batches_is_dead_lettered_fails_and_is_compensated(
         ("TROUPE_VARIABLE_CLAIM_CHECK_BYTES", "2048".to_owned()),
     ];
     // The functions without the job consumer: the jobs wait in their queue.
-    let serve = Child::serve_with_model_on(&stack, &env);
+    let manifest = troupe_tests::repo_root().join("spin.toml");
+    stack.init(&manifest);
+    let serve = Child::serve_with(&stack, stack.data(), &manifest, &[], &env);
     let base = format!("http://{}", serve.addr);
     let id = upload(
         &base,

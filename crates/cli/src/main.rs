@@ -293,7 +293,7 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
     opened
         .backends(None)
         .queue
-        .subscribe(&job_subscription())
+        .subscribe(&job_subscription()?)
         .await
         .context("declaring the embedding-job subscription")?;
     let model = embedder
@@ -389,16 +389,10 @@ fn job_subscription() -> Result<troupe_core::Subscription> {
         topic: JOB_TOPIC.into(),
         subject_prefix: None,
         policy: troupe_core::DeliveryPolicy {
-<<<<<<< HEAD
             // Jobs wait for admission behind other work; the consumer renews their
             // leases every third of it while they wait and run, so a worker that
             // dies hands its jobs on within one lease.
-            visibility_timeout: JOB_LEASE,
-=======
-            // Jobs wait for admission behind other work: a long lease, which the
-            // consumer also extends while a job runs.
             visibility_timeout: job_lease()?,
->>>>>>> wt-d
             ..Default::default()
         },
     })
@@ -422,12 +416,8 @@ async fn consumer(
         embedder,
         subscription: WORKER_SUBSCRIPTION.into(),
         batch_size: 8,
-<<<<<<< HEAD
-        leases: Some((opened.leases(), JOB_LEASE)),
-        max_deliveries: job_subscription().policy.max_deliveries,
-=======
         leases: Some((opened.leases(), job_lease()?)),
->>>>>>> wt-d
+        max_deliveries: job_subscription()?.policy.max_deliveries,
     })
 }
 
@@ -471,13 +461,9 @@ async fn init(backend: BackendArgs, manifest: PathBuf) -> Result<()> {
     Ok(())
 }
 
-<<<<<<< HEAD
-/// The embedding jobs' visibility timeout (renewed while they run).
+/// The embedding jobs' visibility timeout (renewed while they run) unless
+/// `TROUPE_JOB_LEASE_MS` says otherwise.
 const JOB_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
-=======
-/// The embedding jobs' visibility timeout unless `TROUPE_JOB_LEASE_MS` says otherwise.
-const JOB_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
->>>>>>> wt-d
 
 /// The embedding jobs' visibility timeout: `TROUPE_JOB_LEASE_MS` (milliseconds), else
 /// [`JOB_LEASE`]. The consumer renews a running job's lease every third of it, so a
