@@ -14,6 +14,7 @@ use troupe_core::DeliveryPolicy;
 
 mod outbound;
 mod raw;
+mod requires;
 #[cfg(test)]
 mod tests;
 
@@ -282,6 +283,8 @@ impl App {
                 })?,
                 None => RawLimits::default(),
             };
+            requires::check(&limits.variables_require, &vars, &c.variables)
+                .map_err(|(f, why)| invalid(field(&f), why))?;
             let memory_mb = limits.memory_limit_mb.unwrap_or(DEFAULT_MEMORY_MB);
             if memory_mb == 0 || memory_mb > 4096 {
                 return Err(invalid(

@@ -150,6 +150,17 @@ pub async fn process(
                         }
                         settle(r.map(|_| ()), name, &receipt);
                     }
+                    // A wait, not a failure: the delivery is not counted.
+                    Outcome::Defer(ms) => {
+                        let delay = Duration::from_millis(u64::from(ms))
+                            .min(crate::manifest::MAX_RETRY_DELAY);
+                        let r = queue.defer(name, &receipt, delay).await;
+                        if r.is_ok() {
+                            shared.metrics.settled(name, "defer", 1);
+                        }
+                        left.push(receipt.clone());
+                        settle(r, name, &receipt);
+                    }
                     Outcome::Reject(rej) => {
                         tracing::warn!(messaging.message.id = %receipt.message_id, reason = %rej.reason, detail = %rej.detail, "handler rejected event: dead-lettered");
                         let r = queue.reject(name, &receipt, &rej.reason, &rej.detail).await;
