@@ -377,6 +377,7 @@ fn notify_never_sends_unsigned_even_unchecked() {
     );
     assert_eq!(status, 202, "{reply}");
     wait_for("the webhook to be refused", Duration::from_secs(60), || {
+        assert_eq!(hooks.counts(), (0, 0, 0), "a webhook went out unsigned");
         metric(
             &base,
             r#"troupe_events_total{subscription="notify-failed",outcome="reject"}"#,
