@@ -491,6 +491,7 @@ fn a_stuck_document_is_failed_by_the_sweeper_and_a_failing_webhook_opens_its_cir
         &[
             ("TROUPE_VARIABLE_UPLOADED_TIMEOUT_MS", "1000".into()),
             ("TROUPE_VARIABLE_WEBHOOK_URLS", url),
+            ("TROUPE_VARIABLE_WEBHOOK_SECRET", SECRET.into()),
             ("TROUPE_VARIABLE_BREAKER_FAILURES", "2".into()),
             ("TROUPE_VARIABLE_BREAKER_OPEN_MS", "60000".into()),
         ],

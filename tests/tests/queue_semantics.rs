@@ -131,6 +131,7 @@ both!(
     extending_a_lease_keeps_the_message_leased,
     unknown_queue_is_a_clear_error,
     depth_counts_ready_leased_and_dead,
+    deferring_does_not_count_a_delivery,
 );
 
 async fn lease_expiry_redelivers(s: Set) {
@@ -540,4 +541,60 @@ async fn sqs_publish_cut_short_is_repeated_not_deduplicated_away() {
             "{id} arrived {copies} times (received: {got:?}): a publish cut short must be repeated, not deduplicated to nothing"
         );
     }
+}
+
+async fn deferring_does_not_count_a_delivery(s: Set) {
+    s.sub("a", "t", None).await;
+    s.queue.send("a", &[msg("m")]).await.unwrap();
+    // A failure counts.
+    let d = s.queue.receive("a", 1, NO_WAIT).await.unwrap().remove(0);
+    assert_eq!(d.deliveries, 1);
+    s.queue
+        .retry("a", &d.receipt, Some(Duration::ZERO), "failed once")
+        .await
+        .unwrap();
+    s.pass(Duration::ZERO).await;
+    // Waits, more of them than max_deliveries (3) allows deliveries, do not.
+    for wait in 1..=4 {
+        let d = s.queue.receive("a", 1, NO_WAIT).await.unwrap();
+        assert_eq!(d.len(), 1, "wait {wait}: not redelivered after deferrals");
+        assert_eq!((d[0].id.as_str(), d[0].deliveries), ("m", 2), "wait {wait}");
+        assert_eq!(d[0].body, b"body-m");
+        s.queue
+            .defer("a", &d[0].receipt, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(
+            s.queue.receive("a", 1, NO_WAIT).await.unwrap().is_empty(),
+            "wait {wait}: delivered before the deferral's delay"
+        );
+        if s.strict_receipts {
+            // The deferral gave the lease up.
+            assert!(matches!(
+                s.queue.ack("a", &[d[0].receipt.clone()]).await,
+                Ok(0)
+            ));
+            assert!(matches!(
+                s.queue.defer("a", &d[0].receipt, Duration::ZERO).await,
+                Err(Error::LeaseLost { .. })
+            ));
+        }
+        s.pass(Duration::from_secs(1)).await;
+    }
+    assert_eq!(s.dead.dead_letters("a", 10).await.unwrap().len(), 0);
+    // Deliveries still count after deferrals: leases running out use up the rest.
+    for attempt in 2..=3u32 {
+        let d = s.queue.receive("a", 1, NO_WAIT).await.unwrap();
+        assert_eq!(d.len(), 1, "attempt {attempt}");
+        assert_eq!(d[0].deliveries, attempt);
+        s.pass(VISIBILITY).await;
+    }
+    assert!(s.queue.receive("a", 1, NO_WAIT).await.unwrap().is_empty());
+    let dead = s.dead.dead_letters("a", 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (dead[0].id.as_str(), dead[0].reason.as_str()),
+        ("m", REASON_MAX_DELIVERIES)
+    );
+    assert_eq!(dead[0].body, "body-m");
 }

@@ -2,8 +2,9 @@
 //!
 //! Delivery is at-least-once. A received message is leased for the subscription's
 //! visibility timeout; it is then acked, retried (after an explicit delay or the
-//! backoff with full jitter), rejected (dead-lettered at once with a reason code), or
-//! left to expire (and redelivered). A message delivered `max_deliveries` times without
+//! backoff with full jitter), deferred (redelivered after a delay without counting the
+//! delivery: the handler was waiting, not failing), rejected (dead-lettered at once with
+//! a reason code), or left to expire (and redelivered). A message delivered `max_deliveries` times without
 //! an ack is dead-lettered with reason [`REASON_MAX_DELIVERIES`] and its last error.
 
 use std::time::Duration;
@@ -233,6 +234,12 @@ pub trait Queue: Send + Sync {
         delay: Option<Duration>,
         error: &str,
     ) -> Result<RetryOutcome>;
+    /// Redelivers after `delay` without counting this delivery: the handler was
+    /// waiting for something outside it (an open circuit, a claim held elsewhere), not
+    /// failing, so a long wait never uses up the message's deliveries. The next
+    /// delivery carries the same count as this one. A lost lease is
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost).
+    async fn defer(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()>;
     /// Dead-letters at once with a reason code.
     async fn reject(
         &self,

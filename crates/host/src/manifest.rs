@@ -14,6 +14,7 @@ use troupe_core::DeliveryPolicy;
 
 mod outbound;
 mod raw;
+mod requires;
 #[cfg(test)]
 mod tests;
 
@@ -285,6 +286,8 @@ impl App {
                 })?,
                 None => RawLimits::default(),
             };
+            requires::check(&limits.variables_require, &vars, &c.variables)
+                .map_err(|(f, why)| invalid(field(&f), why))?;
             let memory_mb = match &limits.memory_limit_mb {
                 None => DEFAULT_MEMORY_MB,
                 Some(v) => whole_number(v, &variables, "MiB", 1..=4096)

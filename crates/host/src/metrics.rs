@@ -33,7 +33,7 @@ pub struct ComponentLabels {
 pub struct EventLabels {
     /// Subscription (queue) name.
     pub subscription: String,
-    /// `ok`, `retry`, `reject`, `dead_lettered`.
+    /// `ok`, `retry`, `defer`, `reject`, `dead_lettered`.
     pub outcome: String,
 }
 

@@ -176,6 +176,10 @@ pub async fn s3(adapter: &Adapter, event: Value) -> Result<Value> {
                         Outcome::Retry(_) => {
                             failures.push(format!("{} asked to retry", t.component))
                         }
+                        // No queue to hold it: Lambda's asynchronous retries are the wait.
+                        Outcome::Defer(_) => {
+                            failures.push(format!("{} asked to wait", t.component))
+                        }
                         Outcome::Reject(r) => {
                             tracing::warn!(component = %t.component, reason = %r.reason, detail = %r.detail, "an S3 event was rejected")
                         }

@@ -5,12 +5,14 @@
 //!
 //! - **SQS** (an event source mapping on a subscription's queue): the records become
 //!   deliveries of that subscription and go through the host's subscription logic;
-//!   messages left for redelivery (retried with backoff, or not settled) are returned
-//!   as `batchItemFailures` (`ReportBatchItemFailures`); rejected ones are moved to the
-//!   DLQ with their reason; S3 notifications arriving this way are decoded.
+//!   messages left for redelivery (retried with backoff, deferred, or not settled) are
+//!   returned as `batchItemFailures` (`ReportBatchItemFailures`); a deferred one was
+//!   re-sent with its delay and its original deleted, so the delivery is not counted;
+//!   rejected ones are moved to the DLQ with their reason; S3 notifications arriving
+//!   this way are decoded.
 //! - **S3** (a bucket notification straight to the function): `ObjectCreated` records
-//!   run the matching `blob` trigger; a failure is returned as an error, so Lambda's
-//!   asynchronous retries apply.
+//!   run the matching `blob` trigger; a failure (or a handler asking to wait) is
+//!   returned as an error, so Lambda's asynchronous retries apply.
 //! - **HTTP** (API Gateway HTTP APIs, payload 2.0, and function URLs): routed like the
 //!   listener routes requests.
 //! - **Schedules** (EventBridge `Scheduled Event`): one tick of each `cron` trigger.

@@ -23,6 +23,7 @@ use troupe_core::{
 use crate::db::{Db, sql};
 
 mod dead_letters;
+mod defer;
 mod enqueue;
 mod leases;
 
@@ -430,6 +431,10 @@ impl Queue for SqliteQueue {
             });
         }
         Ok(outcome)
+    }
+
+    async fn defer(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
+        self.defer_delivery(queue, receipt, delay).await
     }
 
     async fn reject(

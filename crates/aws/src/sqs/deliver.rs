@@ -64,24 +64,39 @@ impl SqsQueue {
                 None => return Ok(None),
             },
         };
+        // A deferred message's copy carries the deliveries made before it.
+        let prior: u32 = m
+            .attributes
+            .get(super::defer::ATTR_PRIOR)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let deliveries = m.receive_count.saturating_add(prior);
         self.leased.lock().expect("leased").insert(
             m.handle.clone(),
             Leased {
                 id: id.clone(),
                 subject: m.attributes.get(ATTR_SUBJECT).cloned(),
                 body: body.clone(),
-                deliveries: m.receive_count,
+                deliveries,
                 until: Instant::now() + visibility,
             },
         );
+        let receipt = Receipt {
+            handle: m.handle,
+            message_id: id.clone(),
+        };
+        // The redrive policy counts only the copy's receives: a copy whose leases keep
+        // expiring is dead-lettered here once its total is past `max_deliveries`.
+        if prior > 0 && deliveries > self.policy(name).await?.max_deliveries {
+            self.dead_letter(name, &receipt, REASON_MAX_DELIVERIES, LEASE_EXPIRED)
+                .await?;
+            return Ok(None);
+        }
         Ok(Some(Delivery {
-            receipt: Receipt {
-                handle: m.handle,
-                message_id: id.clone(),
-            },
+            receipt,
             id,
             body,
-            deliveries: m.receive_count,
+            deliveries,
             enqueued_at_ms: m.sent_ms,
         }))
     }

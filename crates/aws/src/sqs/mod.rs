@@ -16,6 +16,10 @@
 //! - **Leases are SQS visibility.** Retries with backoff set the visibility of the
 //!   message to the delay (`ChangeMessageVisibility`), in whole seconds; a long job
 //!   extends its lease the same way ([`Leases`]).
+//! - **Deferrals are copies.** A deferred delivery (the handler waits, it did not
+//!   fail) must not count, but SQS counts every receive: the message is sent again
+//!   with the delay and its earlier deliveries in an attribute, and the original
+//!   deleted (`defer`).
 //! - **Dead letters.** A rejected message, or one whose last delivery is retried, is
 //!   moved to the DLQ by the consumer with its reason code, detail and delivery count
 //!   as message attributes; one whose leases keep expiring is moved by SQS's redrive
@@ -41,10 +45,12 @@
 //!   the dedupe window;
 //! - `deliver`: received messages (or a Lambda event's records) as deliveries, with S3
 //!   notifications decoded;
-//! - `dead`: moves to the DLQ, dead-letter listing and redrive.
+//! - `dead`: moves to the DLQ, dead-letter listing and redrive;
+//! - `defer`: deferring a delivery without counting it.
 
 mod dead;
 mod dedupe;
+mod defer;
 mod deliver;
 mod listing;
 mod names;
@@ -88,6 +94,12 @@ const ATTR_DEAD_AT: &str = "troupe-dead-at";
 /// On an S3 notification redriven from the DLQ: the SQS message id it was first
 /// received as, which owns its dedupe claim.
 const ATTR_ORIGIN: &str = "troupe-origin";
+
+/// The last error of a message dead-lettered because its leases kept expiring.
+const LEASE_EXPIRED: &str = "visibility timeout expired before the message was settled";
+
+/// Marks the second copy a duplicate-delivery switch sends (it has no claim).
+const EXTRA_COPY: &str = "\u{0}extra-copy";
 
 /// SQS's largest batch.
 const BATCH: usize = 10;
@@ -470,6 +482,10 @@ impl Queue for SqsQueue {
         }
         self.take(receipt);
         Ok(RetryOutcome::Scheduled(delay))
+    }
+
+    async fn defer(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
+        self.defer_delivery(queue, receipt, delay).await
     }
 
     async fn reject(

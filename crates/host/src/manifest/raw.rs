@@ -143,4 +143,7 @@ pub(super) struct RawLimits {
     pub(super) max_body_bytes: Option<toml::Value>,
     #[serde(default)]
     pub(super) max_streams: Option<usize>,
+    /// Variables that need others when set (`{ webhook_urls = ["webhook_secret"] }`).
+    #[serde(default)]
+    pub(super) variables_require: BTreeMap<String, Vec<String>>,
 }

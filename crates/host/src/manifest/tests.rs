@@ -207,3 +207,46 @@ fn memory_and_time_limits_may_name_variables() {
     .to_string();
     assert!(err.contains("timeout_ms"), "{err}");
 }
+
+#[test]
+fn a_variable_required_by_a_set_one_must_not_be_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |urls: &str, secret: &str| {
+        GOOD.replace(
+            "greeting = { default = \"hi\" }",
+            &format!(
+                "greeting = {{ default = \"hi\" }}\nhooks_test_urls = {{ default = \"{urls}\" }}\nhooks_test_secret = {{ default = \"{secret}\" }}"
+            ),
+        )
+        .replace(
+            "variables = { message = \"{{ greeting }} there\" }",
+            "variables = { message = \"{{ greeting }} there\", urls = \"{{ hooks_test_urls }}\", secret = \"{{ hooks_test_secret }}\" }",
+        )
+        .replace(
+            "max_concurrency = 2",
+            "max_concurrency = 2\nvariables_require = { urls = [\"secret\"] }",
+        )
+    };
+    // Set together, or neither: fine.
+    App::load(&write(dir.path(), &with("http://h/x", "s"))).unwrap();
+    App::load(&write(dir.path(), &with("", ""))).unwrap();
+    // A URL without a secret stops the load, naming the field and the fix.
+    let err = App::load(&write(dir.path(), &with("http://h/x", " ")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("component.hello.variables.secret")
+            && err.contains("`urls` is set and requires it")
+            && err.contains("TROUPE_VARIABLE_HOOKS_TEST_SECRET"),
+        "{err}"
+    );
+    // A rule naming an undefined variable is a manifest error too.
+    let typo = with("", "").replace("urls = [\"secret\"]", "urls = [\"secrte\"]");
+    let err = App::load(&write(dir.path(), &typo))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("variables_require") && err.contains("`secrte`"),
+        "{err}"
+    );
+}

@@ -228,6 +228,17 @@ async fn invoke(
                 });
                 retry(shared, trigger, &l, delay, "handler asked to retry", left).await;
             }
+            // A wait, not a failure: the delivery is not counted.
+            Outcome::Defer(ms) => {
+                let delay =
+                    Duration::from_millis(u64::from(ms)).min(crate::manifest::MAX_RETRY_DELAY);
+                let r = queue.defer(name, &l.receipt, delay).await;
+                if r.is_ok() {
+                    shared.metrics.settled(name, "defer", 1);
+                }
+                left.push(l.receipt.clone());
+                settle(r, name, &l.receipt);
+            }
             Outcome::Reject(rej) => {
                 tracing::warn!(parent: &span, messaging.message.id = %l.receipt.message_id, reason = %rej.reason, detail = %rej.detail, "handler rejected event: dead-lettered");
                 dead_letter(shared, trigger, &l, &rej.reason, &rej.detail, left).await;
