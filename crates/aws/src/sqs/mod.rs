@@ -98,9 +98,6 @@ const ATTR_ORIGIN: &str = "troupe-origin";
 /// The last error of a message dead-lettered because its leases kept expiring.
 const LEASE_EXPIRED: &str = "visibility timeout expired before the message was settled";
 
-/// Marks the second copy a duplicate-delivery switch sends (it has no claim).
-const EXTRA_COPY: &str = "\u{0}extra-copy";
-
 /// SQS's largest batch.
 const BATCH: usize = 10;
 /// SQS's largest batch payload (and message).
