@@ -307,7 +307,7 @@ async fn a_job_outlasting_its_visibility_keeps_its_lease() {
         document: "long".into(),
         batch: 1,
         of: 1,
-        chunks: (0..24)
+        chunks: (0..64)
             .map(|i| troupe_gpu_worker::consumer::Chunk {
                 id: format!("{i}"),
                 text: format!("{i} {text}"),
@@ -324,7 +324,7 @@ async fn a_job_outlasting_its_visibility_keeps_its_lease() {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let started = std::time::Instant::now();
     let running = tokio::spawn(consumer.run(stop));
-    while local.vectors.count("acme", "long").await.unwrap() < 24 {
+    while local.vectors.count("acme", "long").await.unwrap() < 64 {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "the job never finished"
@@ -342,7 +342,7 @@ async fn a_job_outlasting_its_visibility_keeps_its_lease() {
     );
     assert_eq!(
         embedder.taken(),
-        24,
+        64,
         "the job was embedded more than once: its lease lapsed"
     );
     assert_eq!(local.queue.depth("slow").await.unwrap().ready, 0);

@@ -39,6 +39,10 @@ impl Plan {
     fn env(&self, hooks: String) -> Vec<(&'static str, String)> {
         let mut env = vec![
             ("TROUPE_VARIABLE_WEBHOOK_URLS", hooks),
+            (
+                "TROUPE_VARIABLE_WEBHOOK_SECRET",
+                "kill-test-secret".to_owned(),
+            ),
             ("TROUPE_JOB_LEASE_MS", corpus::SHORT_LEASE_MS.to_string()),
         ];
         if let Some(n) = self.batch_chunks {

@@ -99,6 +99,10 @@ fn two_serve_hosts_and_a_worker_share_one_aws_backend_and_survive_a_sigkill() {
     let (hooks, url) = Hooks::start();
     let env = vec![
         ("TROUPE_VARIABLE_WEBHOOK_URLS", url),
+        (
+            "TROUPE_VARIABLE_WEBHOOK_SECRET",
+            "scale-out-secret".to_owned(),
+        ),
         // Long documents make several embedding jobs each.
         ("TROUPE_VARIABLE_BATCH_CHUNKS", "4".to_owned()),
         ("TROUPE_JOB_LEASE_MS", corpus::SHORT_LEASE_MS.to_string()),

@@ -21,6 +21,9 @@ troupe_guest::event_function!(handle);
 /// tokens); past it the document fails `too_large`.
 const MAX_TEXT_BYTES: u64 = 16 << 20;
 
+/// How long a document waits before asking again for an absent embedding model.
+const MODEL_WAIT_MS: u32 = 5_000;
+
 /// Text handed to the host's tokenizer per call (its limit is 1 MiB).
 const SPANS_WINDOW: usize = 256 << 10;
 
@@ -109,10 +112,20 @@ fn extract(event: &Event) -> Result<Outcome> {
         Ok(x) => x.text,
         Err(e) => return fail(e.code(), format!("{}: {e}", up.name)),
     };
-    // The model is served by the worker; while it is away, wait for it.
+    // The model is served by the worker; while it is away, wait for it: a wait, not a
+    // failure, so it uses up no delivery (the sweeper's timeout bounds it).
     let model = match embeddings::info() {
         Ok(m) => m,
-        Err(e) => return Err(host("the embedding model")(e)),
+        Err(e) => {
+            troupe_guest::log(
+                troupe_guest::logging::Level::Warn,
+                &format!(
+                    "{id}: waiting for the embedding model: {}",
+                    troupe_guest::describe(&e)
+                ),
+            );
+            return Ok(Outcome::Defer(MODEL_WAIT_MS));
+        }
     };
     let max_text = config_u64("max_text_bytes", MAX_TEXT_BYTES);
     if text.len() as u64 > max_text {
