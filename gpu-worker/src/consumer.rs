@@ -31,8 +31,10 @@ pub const COMPLETED_TYPE: &str = "troupe.embedding.completed.v1";
 pub const FAILED_TOPIC: &str = "troupe.document.failed";
 /// CloudEvents type of a document's failure.
 pub const FAILED_TYPE: &str = "troupe.document.failed.v1";
-/// Jobs in flight per job leased by one receive (`batch_size`).
-pub const IN_FLIGHT_PER_RECEIVE: usize = 8;
+/// Jobs in flight per job leased by one receive (`batch_size`): enough to keep the
+/// batcher packing from several documents, few enough that a worker that dies leaves
+/// little leased work behind (on SQS each of those receives counts as a delivery).
+pub const IN_FLIGHT_PER_RECEIVE: usize = 2;
 /// Tenant of events that carry none.
 pub const DEFAULT_TENANT: &str = "default";
 

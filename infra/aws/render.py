@@ -25,7 +25,10 @@ DEFAULT_TIMEOUT_MS = 30_000
 DEFAULT_MEMORY_MB = 128
 DEFAULT_BATCH = 10
 DEFAULT_MAX_DELIVERIES = 5
-WORKER_SUBSCRIPTION = ("gpu-worker", "troupe.embedding.requested", 600)
+# The worker's jobs: a 30 s lease (the worker renews it while a job waits and runs) and
+# 10 deliveries (on SQS a worker that dies counts a receive for every job it leased).
+WORKER_SUBSCRIPTION = ("gpu-worker", "troupe.embedding.requested", 30)
+WORKER_MAX_DELIVERIES = 10
 # Lambda needs memory for wasmtime and the model besides the component's own cap.
 LAMBDA_BASE_MB = 1024
 # AWS: an event source mapping's queue visibility should be 6 x the function timeout.
@@ -60,8 +63,21 @@ def subscriptions(m):
     return out
 
 
+def resolve_limits(m):
+    """`tool.troupe` limits may be `"{{ variable }}"`: resolved to the variable's default."""
+    defaults = {k: v.get("default") for k, v in m.get("variables", {}).items()}
+    for comp in m.get("component", {}).values():
+        tool = comp.get("tool", {}).get("troupe", {})
+        for key in ("timeout_ms", "memory_limit_mb", "max_body_bytes"):
+            v = tool.get(key)
+            if isinstance(v, str):
+                name = v.strip().removeprefix("{{").removesuffix("}}").strip()
+                tool[key] = int(defaults[name])
+    return m
+
+
 def render():
-    m = tomllib.loads((ROOT / "spin.toml").read_text())
+    m = resolve_limits(tomllib.loads((ROOT / "spin.toml").read_text()))
     comps = m.get("component", {})
     subs = subscriptions(m)
     http = {t["component"] for t in m.get("trigger", {}).get("http", []) if t["component"] != "hello"}
@@ -92,7 +108,7 @@ def render():
         },
     }
     all_subs = subs + [{"name": WORKER_SUBSCRIPTION[0], "topic": WORKER_SUBSCRIPTION[1], "prefix": None,
-                        "component": None, "visibility_s": WORKER_SUBSCRIPTION[2], "max_deliveries": DEFAULT_MAX_DELIVERIES,
+                        "component": None, "visibility_s": WORKER_SUBSCRIPTION[2], "max_deliveries": WORKER_MAX_DELIVERIES,
                         "batch": None, "backoff_base_ms": None, "backoff_max_ms": None, "dedupe_window_ms": None}]
     for s in all_subs:
         L = logical(s["name"])

@@ -393,6 +393,8 @@ fn job_subscription() -> Result<troupe_core::Subscription> {
             // leases every third of it while they wait and run, so a worker that
             // dies hands its jobs on within one lease.
             visibility_timeout: job_lease()?,
+            // On SQS a worker that dies counts a receive for every job it leased.
+            max_deliveries: JOB_MAX_DELIVERIES,
             ..Default::default()
         },
     })
@@ -481,6 +483,9 @@ fn job_lease() -> Result<std::time::Duration> {
         },
     }
 }
+
+/// Deliveries of an embedding job before it is dead-lettered.
+const JOB_MAX_DELIVERIES: u32 = 10;
 
 /// The worker's subscription to embedding jobs.
 const WORKER_SUBSCRIPTION: &str = "gpu-worker";
