@@ -72,7 +72,7 @@ fn a_document_whose_extraction_hits_its_memory_cap_fails_at_once(stack: fn(&Path
     let stack = stack(dir.path());
     let troupe = Child::pipeline_on(
         &stack,
-        &["--no-embeddings"],
+        &[],
         &[("TROUPE_VARIABLE_EXTRACT_MEMORY_LIMIT_MB", "24".into())],
     );
     let base = format!("http://{}", troupe.addr);

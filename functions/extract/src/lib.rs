@@ -67,6 +67,23 @@ fn extract(event: &Event) -> Result<Outcome> {
         events::Upload::Skip(outcome) => return Ok(outcome),
     };
     let id = up.document.as_str();
+    // The model is served by the worker; while it is away, wait for it: a wait, not a
+    // failure, so it uses up no delivery. Asked first: a document waiting for the model
+    // is neither read again each time nor marked as progressing (the sweeper's timeout
+    // bounds the wait).
+    let model = match embeddings::info() {
+        Ok(m) => m,
+        Err(e) => {
+            troupe_guest::log(
+                troupe_guest::logging::Level::Warn,
+                &format!(
+                    "{id}: waiting for the embedding model: {}",
+                    troupe_guest::describe(&e)
+                ),
+            );
+            return Ok(Outcome::Defer(MODEL_WAIT_MS));
+        }
+    };
     documents::beat(&tenant, id)?;
     let fail = |code: &str, message: String| -> Result<Outcome> {
         let failed = Failed {
@@ -111,21 +128,6 @@ fn extract(event: &Event) -> Result<Outcome> {
     let text = match troupe_text::extract(kind, &bytes) {
         Ok(x) => x.text,
         Err(e) => return fail(e.code(), format!("{}: {e}", up.name)),
-    };
-    // The model is served by the worker; while it is away, wait for it: a wait, not a
-    // failure, so it uses up no delivery (the sweeper's timeout bounds it).
-    let model = match embeddings::info() {
-        Ok(m) => m,
-        Err(e) => {
-            troupe_guest::log(
-                troupe_guest::logging::Level::Warn,
-                &format!(
-                    "{id}: waiting for the embedding model: {}",
-                    troupe_guest::describe(&e)
-                ),
-            );
-            return Ok(Outcome::Defer(MODEL_WAIT_MS));
-        }
     };
     let max_text = config_u64("max_text_bytes", MAX_TEXT_BYTES);
     if text.len() as u64 > max_text {
