@@ -5,7 +5,7 @@
 //! in its trail, one webhook per document, nothing in flight or dead-lettered.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -267,8 +267,7 @@ pub fn pdf(sentences: &[String]) -> Vec<u8> {
     out
 }
 
-/// One webhook request: lowercase headers and the body.
-pub type Request = (Vec<(String, String)>, Vec<u8>);
+pub use crate::Request;
 
 /// A webhook receiver on loopback answering 200, recording every request.
 #[derive(Default, Clone)]
@@ -286,25 +285,7 @@ impl Hooks {
                 let seen = seen.clone();
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream);
-                    let mut headers = Vec::new();
-                    let mut line = String::new();
-                    let _ = reader.read_line(&mut line);
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = line.trim().split_once(':') {
-                            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-                        }
-                    }
-                    let len = headers
-                        .iter()
-                        .find(|h| h.0 == "content-length")
-                        .and_then(|h| h.1.parse().ok())
-                        .unwrap_or(0);
-                    let mut body = vec![0; len];
-                    let _ = reader.read_exact(&mut body);
+                    let (headers, body) = crate::read_request(&mut reader);
                     seen.0.lock().expect("lock").push((headers, body));
                     let _ = reader.get_mut().write_all(
                         b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",

@@ -360,6 +360,35 @@ impl Drop for Child {
     }
 }
 
+/// One HTTP request as a test server (a webhook receiver) reads it: lowercase headers
+/// and the body.
+pub type Request = (Vec<(String, String)>, Vec<u8>);
+
+/// Reads one HTTP/1.1 request (request line, headers, a `content-length` body) from
+/// `reader`, leaving the connection open for the answer.
+pub fn read_request(reader: &mut BufReader<std::net::TcpStream>) -> Request {
+    let mut headers = Vec::new();
+    let mut line = String::new();
+    let _ = reader.read_line(&mut line); // request line
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.trim().split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+    let len = headers
+        .iter()
+        .find(|h| h.0 == "content-length")
+        .and_then(|h| h.1.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    let _ = std::io::Read::read_exact(reader, &mut body);
+    (headers, body)
+}
+
 /// GET `url`; (status, body).
 pub fn get(url: &str) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()

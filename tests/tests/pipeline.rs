@@ -2,7 +2,7 @@
 //! `spin.toml` (every function, real model), driven through the public HTTP API, with
 //! every message delivered twice; on the embedded backends and on S3 + SQS + Postgres.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -20,8 +20,7 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(repo_root().join("tests/fixtures/pipeline").join(name)).expect("fixture")
 }
 
-/// One webhook request: lowercase headers and the body.
-type Request = (Vec<(String, String)>, Vec<u8>);
+use troupe_tests::Request;
 
 /// A webhook receiver: records each request's headers and body, answers 200.
 #[derive(Default, Clone)]
@@ -37,25 +36,7 @@ impl Hooks {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let mut reader = BufReader::new(stream);
-                let mut headers = Vec::new();
-                let mut line = String::new();
-                let _ = reader.read_line(&mut line); // request line
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = line.trim().split_once(':') {
-                        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-                    }
-                }
-                let len = headers
-                    .iter()
-                    .find(|h| h.0 == "content-length")
-                    .and_then(|h| h.1.parse().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0; len];
-                let _ = reader.read_exact(&mut body);
+                let (headers, body) = troupe_tests::read_request(&mut reader);
                 seen.0.lock().expect("lock").push((headers, body));
                 let _ = reader.get_mut().write_all(
                     format!(

@@ -4,7 +4,7 @@
 //! never sent unsigned: an empty secret stops start-up, and `notify` refuses to send
 //! without one even when the manifest does not check.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -30,8 +30,7 @@ enum Mode {
     Up,
 }
 
-/// One answered webhook: lowercase headers and the body.
-type Request = (Vec<(String, String)>, Vec<u8>);
+use troupe_tests::Request;
 
 #[derive(Default)]
 struct Seen {
@@ -71,25 +70,7 @@ impl Receiver {
 
     fn answer(&self, stream: std::net::TcpStream) {
         let mut reader = BufReader::new(stream);
-        let mut headers = Vec::new();
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line); // request line
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.trim().split_once(':') {
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-            }
-        }
-        let len = headers
-            .iter()
-            .find(|h| h.0 == "content-length")
-            .and_then(|h| h.1.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        let _ = reader.read_exact(&mut body);
+        let (headers, body) = troupe_tests::read_request(&mut reader);
         let status = match self.mode() {
             Mode::Errors => {
                 self.seen.lock().expect("lock").errors += 1;
