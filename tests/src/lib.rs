@@ -16,6 +16,22 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod api;
+
+/// Each named whole-system test, `fn name(stack: fn(&Path) -> Stack)`, on both backend
+/// sets: `local::name` (the embedded default) and `aws::name` (S3 + SQS + Postgres).
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(#[test]
+            fn $name() { super::$name($crate::stack::Stack::local) })*
+        }
+        mod aws {
+            $(#[test]
+            fn $name() { super::$name($crate::stack::Stack::aws) })*
+        }
+    };
+}
 pub mod corpus;
 pub mod stack;
 

@@ -13,19 +13,7 @@ use troupe_tests::api::{search, settle, settle_watching, trail, trail_types, upl
 use troupe_tests::stack::Stack;
 use troupe_tests::{Child, call};
 
-/// Each test on both backend sets.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(#[test]
-            fn $name() { super::$name(troupe_tests::stack::Stack::local) })*
-        }
-        mod aws {
-            $(#[test]
-            fn $name() { super::$name(troupe_tests::stack::Stack::aws) })*
-        }
-    };
-}
+use troupe_tests::both;
 
 both!(
     a_document_whose_extraction_hits_its_memory_cap_fails_at_once,

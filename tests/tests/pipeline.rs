@@ -126,20 +126,7 @@ fn event_types(base: &str, id: &str) -> Vec<String> {
         .collect()
 }
 
-/// Each end-to-end test, on both backend sets: the embedded default, and S3 + SQS +
-/// Postgres (moto and pgserver, started by the harness).
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(#[test]
-            fn $name() { super::$name(troupe_tests::stack::Stack::local) })*
-        }
-        mod aws {
-            $(#[test]
-            fn $name() { super::$name(troupe_tests::stack::Stack::aws) })*
-        }
-    };
-}
+use troupe_tests::both;
 
 both!(
     documents_flow_from_upload_to_search_with_every_event_twice,

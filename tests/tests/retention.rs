@@ -14,18 +14,7 @@ use troupe_core::{Event, Message, Queue, State};
 use troupe_tests::stack::{AwsStack, Stack, runtime};
 use troupe_tests::{Child, call};
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(#[test]
-            fn $name() { super::$name(troupe_tests::stack::Stack::local) })*
-        }
-        mod aws {
-            $(#[test]
-            fn $name() { super::$name(troupe_tests::stack::Stack::aws) })*
-        }
-    };
-}
+use troupe_tests::both;
 
 both!(settled_documents_lose_their_working_state_and_deleted_ones_everything);
 
