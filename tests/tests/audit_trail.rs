@@ -20,6 +20,9 @@ component = "api"
 [component.api]
 source = "{{dist}}/api.wasm"
 variables = {{ stream_max_ms = "20000", cause_wait_ms = "{wait_ms}" }}
+[component.api.tool.troupe.grants]
+state = ["doc/", "gone/"]
+event_logs = "read"
 "#
     )
 }

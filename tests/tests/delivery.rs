@@ -296,6 +296,9 @@ visibility_timeout_ms = {visibility_ms}
 [component.slow]
 source = "{{dist}}/recorder.wasm"
 variables = {{ delay_ms = "3000" }}
+[component.slow.tool.troupe.grants]
+state = ["count/"]
+event_logs = "write"
 "#
     )
 }

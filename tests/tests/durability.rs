@@ -27,6 +27,9 @@ variables = { delay_ms = "100" }
 [component.recorder.tool.troupe]
 max_concurrency = 1
 timeout_ms = 1500
+[component.recorder.tool.troupe.grants]
+state = ["count/"]
+event_logs = "write"
 "#,
     );
     // First start declares the subscription; then messages are accepted through the

@@ -48,6 +48,9 @@ source = "{dist}/recorder.wasm"
 variables = { delay_ms = "5000" }
 [component.sleepy.tool.troupe]
 timeout_ms = 300
+[component.sleepy.tool.troupe.grants]
+state = ["count/"]
+event_logs = "write"
 [component.outbound]
 source = "{dist}/outbound.wasm"
 allowed_outbound_hosts = ["http://127.0.0.1:*"]
@@ -74,6 +77,9 @@ backoff_base_ms = 10
 backoff_max_ms = 10
 [component.batcher]
 source = "{dist}/recorder.wasm"
+[component.batcher.tool.troupe.grants]
+state = ["count/"]
+event_logs = "write"
 "#;
 
 /// Subscribes a queue to the dead-letter notices, so a test can read them.
@@ -351,4 +357,128 @@ async fn a_guest_blocked_on_the_host_is_stopped_at_its_timeout() {
         dead[0].last_error
     );
     host.shutdown().await;
+}
+
+/// A component granted only `documents/scratch/`, state `scratch/` and the topic
+/// `t.allowed`, which tries every import.
+const TRESPASS: &str = r#"
+[application.tool.troupe]
+buckets = ["documents"]
+topics = ["t.allowed", "t.other"]
+[[trigger.http]]
+route = "/trespass"
+component = "trespass"
+[component.trespass]
+source = "{dist}/trespass.wasm"
+[component.trespass.tool.troupe.grants]
+blobs = ["documents/scratch/"]
+state = ["scratch/"]
+publish = ["t.allowed"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_reaches_only_what_it_was_granted() {
+    use troupe_core::{Blobs, State, VectorRecord, Vectors};
+    let host = InProcess::start(TRESPASS).await;
+    let l = &host.local;
+    l.blobs
+        .put("documents", "docs/default/secret", b"secret")
+        .await
+        .unwrap();
+    l.blobs
+        .put("archive", "scratch/own", b"archived")
+        .await
+        .unwrap();
+    l.state.put("webhook/secret", b"claim", None).await.unwrap();
+    let logged = Event::new("/test", "t.v1", &serde_json::json!({}));
+    l.state.append_event("default/doc", &logged).await.unwrap();
+    let record = VectorRecord {
+        tenant: "default".into(),
+        document: "doc".into(),
+        chunk: "0".into(),
+        model: "m".into(),
+        vector: vec![1.0, 0.0],
+        text: "x".into(),
+    };
+    l.vectors.upsert(&[record]).await.unwrap();
+    for topic in ["t.allowed", "t.other"] {
+        l.queue
+            .subscribe(&Subscription {
+                name: topic.replace('.', "-"),
+                topic: topic.into(),
+                subject_prefix: None,
+                policy: DeliveryPolicy::default(),
+            })
+            .await
+            .unwrap();
+    }
+
+    let url = format!("http://{}/trespass", host.addr);
+    let (status, body) = tokio::task::spawn_blocking(move || get(&url))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let tried: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(tried["get_scratch"]["ok"], "mine", "{tried:#}");
+    for granted in ["put_scratch", "state_scratch", "publish_allowed"] {
+        assert!(tried[granted].get("ok").is_some(), "{granted}: {tried:#}");
+    }
+    // Listings wider than the grants are narrowed to them.
+    assert_eq!(
+        tried["list_bucket"]["ok"],
+        serde_json::json!(["scratch/own"])
+    );
+    assert_eq!(tried["list_state"]["ok"], serde_json::json!(["scratch/x"]));
+    for refused in [
+        "get_doc",
+        "put_doc",
+        "delete_doc",
+        "list_docs",
+        "get_other_bucket",
+        "state_get",
+        "state_put",
+        "state_delete",
+        "read_events",
+        "append_event",
+        "delete_events",
+        "publish_other",
+        "vectors_search",
+        "vectors_count",
+        "vectors_delete",
+        "embeddings_info",
+    ] {
+        let why = tried[refused]["denied"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{refused} was not denied: {}", tried[refused]));
+        assert!(why.contains("component `trespass`"), "{refused}: {why}");
+    }
+
+    // Nothing it was refused changed anything.
+    let secret = l
+        .blobs
+        .get("documents", "docs/default/secret")
+        .await
+        .unwrap();
+    assert_eq!(secret.as_deref(), Some(&b"secret"[..]));
+    assert!(
+        l.blobs
+            .get("documents", "docs/default/planted")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        l.state
+            .get("webhook/secret")
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
+    assert!(l.state.get("doc/default/forged").await.unwrap().is_none());
+    assert_eq!(l.state.read_events("default/doc").await.unwrap().len(), 1);
+    assert_eq!(l.vectors.count("default", "doc").await.unwrap(), 1);
+    assert_eq!(l.queue.depth("t-allowed").await.unwrap().ready, 1);
+    assert_eq!(l.queue.depth("t-other").await.unwrap().ready, 0);
 }

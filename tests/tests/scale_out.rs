@@ -26,6 +26,9 @@ schedule = "*/10 * * * * *"
 component = "ticker"
 [component.ticker]
 source = "{dist}/recorder.wasm"
+[component.ticker.tool.troupe.grants]
+state = ["count/"]
+event_logs = "write"
 "#,
     );
     let local = Local::open(&dir.path().join("data")).unwrap();

@@ -7,6 +7,8 @@ use troupe_core::{Blobs, DeadLetters, Event, Message, Queue, State};
 use troupe_tests::{InProcess, eventually, get};
 
 const APP: &str = r#"
+[application.tool.troupe]
+topics = ["forwarded.v1", "kv.v1"]
 [[trigger.http]]
 route = "/hello/..."
 component = "hello"
@@ -32,13 +34,26 @@ component = "kv"
 source = "{dist}/hello.wasm"
 [component.kv]
 source = "{dist}/http_state.wasm"
+[component.kv.tool.troupe.grants]
+state = ["kv/"]
+publish = ["kv.v1"]
 [component.recorder]
 source = "{dist}/recorder.wasm"
 variables = { forward_topic = "forwarded.v1" }
+[component.recorder.tool.troupe.grants]
+state = ["count/"]
+event_logs = "write"
+publish = ["forwarded.v1"]
 [component.second]
 source = "{dist}/recorder.wasm"
+[component.second.tool.troupe.grants]
+state = ["count/"]
+event_logs = "write"
 [component.blobs]
 source = "{dist}/recorder.wasm"
+[component.blobs.tool.troupe.grants]
+state = ["count/"]
+event_logs = "write"
 "#;
 
 fn event(outcome: &str) -> Event {
@@ -271,6 +286,9 @@ schedule = "*/10 * * * * *"
 component = "ticker"
 [component.ticker]
 source = "{dist}/recorder.wasm"
+[component.ticker.tool.troupe.grants]
+state = ["count/"]
+event_logs = "write"
 "#,
     )
     .await;

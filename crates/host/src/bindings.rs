@@ -17,13 +17,6 @@ pub use generated::troupe::pipeline::{
     blobs, config, embeddings, logging, publisher, state, types, vectors,
 };
 
-use wasmtime::component::{HasSelf, Linker};
-
-/// Adds every `troupe:pipeline` import to `linker`, served by the store's [`crate::store::Ctx`].
-pub fn add_to_linker(linker: &mut Linker<crate::store::Ctx>) -> wasmtime::Result<()> {
-    generated::EventFunction::add_to_linker::<_, HasSelf<_>>(linker, |c| c)
-}
-
 impl From<troupe_core::Event> for GuestEvent {
     fn from(e: troupe_core::Event) -> Self {
         Self {

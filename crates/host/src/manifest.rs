@@ -6,20 +6,22 @@
 //! keeps tool settings, `[component.<id>.tool.troupe]`, so the same file stays valid
 //! for `spin up`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use troupe_core::DeliveryPolicy;
 
+mod grants;
 mod outbound;
 mod raw;
 mod requires;
 #[cfg(test)]
 mod tests;
 
+pub use grants::{Access, BlobGrant, Grants};
 pub use outbound::{OutboundRule, is_public};
-use raw::{RawDelivery, RawLimits, RawManifest};
+use raw::{RawAppTool, RawDelivery, RawLimits, RawManifest};
 
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +99,8 @@ pub struct ComponentDef {
     /// draw from their own pool and never hold the slots other requests need (0:
     /// they share `max_concurrency`).
     pub max_streams: usize,
+    /// What it may reach through the host's imports.
+    pub grants: Grants,
 }
 
 /// `trigger.http`.
@@ -191,6 +195,9 @@ const DEFAULT_BATCH: usize = 10;
 /// Invocations at once, per component and across the app (the pooling allocator
 /// reserves address space for each).
 pub const MAX_CONCURRENCY: usize = 1000;
+/// Topics consumed outside the manifest's components: every Troupe host subscribes
+/// the embedding worker to its jobs.
+pub const HOST_TOPICS: &[&str] = &["troupe.embedding.requested"];
 /// Longest retry delay a handler may ask for (SQS's longest visibility timeout).
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(12 * 3600);
 
@@ -227,6 +234,12 @@ impl App {
             &raw.application.description,
             &raw.application.authors,
         );
+        let app_tool: RawAppTool = match raw.application.tool.get("troupe") {
+            Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
+                invalid("application.tool.troupe".into(), e.message().to_owned())
+            })?,
+            None => RawAppTool::default(),
+        };
         if raw.application.name.trim().is_empty() {
             return Err(invalid(
                 "application.name".into(),
@@ -253,6 +266,7 @@ impl App {
         }
 
         let mut components = BTreeMap::new();
+        let mut raw_grants = BTreeMap::new();
         for (id, c) in &raw.component {
             let field = |f: &str| format!("component.{id}.{f}");
             let _ = (&c.description, &c.build);
@@ -280,7 +294,7 @@ impl App {
                         .map_err(|why| invalid(field(&format!("variables.{k}")), why))?,
                 );
             }
-            let limits: RawLimits = match c.tool.get("troupe") {
+            let mut limits: RawLimits = match c.tool.get("troupe") {
                 Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
                     invalid(field("tool.troupe"), e.message().to_owned())
                 })?,
@@ -319,9 +333,11 @@ impl App {
                     format!("must be 0..={MAX_CONCURRENCY}"),
                 ));
             }
+            raw_grants.insert(id.clone(), std::mem::take(&mut limits.grants));
             components.insert(
                 id.clone(),
                 ComponentDef {
+                    grants: Grants::default(),
                     max_body_bytes,
                     max_streams,
                     id: id.clone(),
@@ -464,6 +480,38 @@ impl App {
                 expression: t.schedule.clone(),
                 component: t.component.clone(),
             });
+        }
+        let mut buckets = BTreeSet::new();
+        for (i, written) in app_tool.buckets.iter().enumerate() {
+            let field = format!("application.tool.troupe.buckets[{i}]");
+            let bucket = expand(written, &variables).map_err(|why| invalid(field.clone(), why))?;
+            troupe_core::blobs::check_bucket(&bucket).map_err(|e| invalid(field, e.to_string()))?;
+            buckets.insert(bucket);
+        }
+        buckets.extend(raw.trigger.blob.iter().map(|t| t.bucket.clone()));
+        let mut topics: BTreeSet<String> = subscriptions
+            .iter()
+            .filter(|s| s.source == Source::Topic)
+            .map(|s| s.subscription.topic.clone())
+            .chain(HOST_TOPICS.iter().map(|t| (*t).to_owned()))
+            .collect();
+        for (i, written) in app_tool.topics.iter().enumerate() {
+            let field = format!("application.tool.troupe.topics[{i}]");
+            let topic = expand(written, &variables).map_err(|why| invalid(field.clone(), why))?;
+            if topic.trim().is_empty() {
+                return Err(invalid(field, "must not be empty".into()));
+            }
+            topics.insert(topic);
+        }
+        let known = grants::Known {
+            buckets: &buckets,
+            topics: &topics,
+        };
+        for (id, def) in components.iter_mut() {
+            let raw = raw_grants.remove(id).unwrap_or_default();
+            def.grants = grants::resolve(&raw, &variables, &known).map_err(|(f, why)| {
+                invalid(format!("component.{id}.tool.troupe.grants.{f}"), why)
+            })?;
         }
         Ok(Self {
             name: raw.application.name,

@@ -225,7 +225,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)?;
-        crate::bindings::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        crate::imports::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
 
         let mut components = HashMap::new();
         for def in app.components.values() {
@@ -253,7 +253,7 @@ impl Runtime {
             };
             let env = Arc::new(ComponentEnv {
                 id: def.id.clone(),
-                backends: backends.clone(),
+                granted: crate::imports::Granted::new(&backends, def.grants.clone()),
                 variables: def.variables.clone(),
                 allowed: Arc::new(def.allowed_outbound_hosts.clone()),
                 allow_private_outbound,

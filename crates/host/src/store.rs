@@ -9,7 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::Backends;
+use crate::imports::{Caller, Granted};
 use crate::manifest::OutboundRule;
 
 /// Per-component facts every invocation's store needs.
@@ -17,8 +17,8 @@ use crate::manifest::OutboundRule;
 pub struct ComponentEnv {
     /// Component id, for logs and event sources.
     pub id: String,
-    /// Backends the imports call.
-    pub backends: Backends,
+    /// The backends the imports may call, and the grants that bound them.
+    pub granted: Granted,
     /// Resolved variables.
     pub variables: BTreeMap<String, String>,
     /// Outbound allow-list.
@@ -30,6 +30,16 @@ pub struct ComponentEnv {
     pub memory_limit: usize,
     /// Bounds what its `logging.log` calls write, all instances together.
     pub log_gate: LogGate,
+}
+
+impl ComponentEnv {
+    /// The component as its imports name it.
+    pub fn caller(&self) -> Caller<'_> {
+        Caller {
+            component: &self.id,
+            gate: &self.log_gate,
+        }
+    }
 }
 
 /// Bounds a component's log lines in size ([`LogGate::MAX_LINE`]) and rate

@@ -89,6 +89,7 @@ pub fn describe(e: &HostError) -> String {
         HostError::Conflict => "version conflict".into(),
         HostError::Invalid(why) => format!("invalid: {why}"),
         HostError::Unavailable(why) => format!("unavailable: {why}"),
+        HostError::Denied(why) => format!("denied: {why}"),
     }
 }
 
@@ -137,14 +138,21 @@ macro_rules! event_function {
 }
 
 /// Handles each event of a batch on its own: `f` returns the [`Outcome`]. A
-/// [`HandlerError::Malformed`] is dead-lettered (`malformed_event`); other failures are
-/// logged and retried.
+/// [`HandlerError::Malformed`] is dead-lettered (`malformed_event`), and so is a host
+/// call the component was not granted (`denied`: the manifest must change, a retry
+/// cannot help); other failures are logged and retried.
 pub fn each(events: Vec<Event>, mut f: impl FnMut(&Event) -> Result<Outcome>) -> Vec<Outcome> {
     events
         .iter()
         .map(|e| match f(e) {
             Ok(outcome) => outcome,
             Err(HandlerError::Malformed(why)) => reject("malformed_event", why),
+            Err(
+                why @ HandlerError::Host {
+                    cause: HostError::Denied(_),
+                    ..
+                },
+            ) => reject("denied", why.to_string()),
             Err(why) => {
                 log(
                     logging::Level::Warn,

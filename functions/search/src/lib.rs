@@ -93,6 +93,7 @@ type Failure = (u16, &'static str, String);
 fn unavailable(what: &str, e: &HostError) -> Failure {
     match e {
         HostError::Invalid(why) => (400, "bad_request", format!("{what}: {why}")),
+        HostError::Denied(why) => (500, "misconfigured", format!("{what}: {why}")),
         other => (503, "unavailable", format!("{what}: {}", describe(other))),
     }
 }

@@ -28,6 +28,22 @@ pub(super) struct RawApplication {
     pub(super) description: Option<String>,
     #[serde(default)]
     pub(super) authors: Vec<String>,
+    /// Tool settings (`[application.tool.troupe]`); other tools' tables are ignored.
+    #[serde(default)]
+    pub(super) tool: BTreeMap<String, toml::Value>,
+}
+
+/// `[application.tool.troupe]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAppTool {
+    /// Buckets components may be granted besides those a `[[trigger.blob]]` watches.
+    #[serde(default)]
+    pub(super) buckets: Vec<String>,
+    /// Topics consumed outside this manifest (another application, a queue read by
+    /// hand) that components may be granted to publish to.
+    #[serde(default)]
+    pub(super) topics: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,4 +162,25 @@ pub(super) struct RawLimits {
     /// Variables that need others when set (`{ webhook_urls = ["webhook_secret"] }`).
     #[serde(default)]
     pub(super) variables_require: BTreeMap<String, Vec<String>>,
+    /// What the component may reach through the host's imports.
+    #[serde(default)]
+    pub(super) grants: RawGrants,
+}
+
+/// `[component.<id>.tool.troupe.grants]`, as written (see `grants.rs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGrants {
+    #[serde(default)]
+    pub(super) blobs: Vec<String>,
+    #[serde(default)]
+    pub(super) state: Vec<String>,
+    #[serde(default)]
+    pub(super) event_logs: Option<String>,
+    #[serde(default)]
+    pub(super) publish: Vec<String>,
+    #[serde(default)]
+    pub(super) vectors: Option<String>,
+    #[serde(default)]
+    pub(super) embeddings: bool,
 }

@@ -250,3 +250,116 @@ fn a_variable_required_by_a_set_one_must_not_be_empty() {
         "{err}"
     );
 }
+
+const GRANTED: &str = r#"
+spin_manifest_version = 2
+[application]
+name = "t"
+[application.tool.troupe]
+buckets = ["{{ archive }}"]
+topics = ["t.outside"]
+[variables]
+bucket = { default = "documents" }
+archive = { default = "archive" }
+[[trigger.blob]]
+bucket = "documents"
+component = "hello"
+[[trigger.queue]]
+topic = "t.done"
+component = "hello"
+[component.hello]
+source = "hello.wasm"
+[component.hello.tool.troupe.grants]
+blobs = ["{{ bucket }}/chunks/", "archive"]
+state = ["doc/", "*"]
+event_logs = "read"
+publish = ["t.done", "troupe.embedding.requested", "t.outside"]
+vectors = "write"
+embeddings = true
+[component.other]
+source = "hello.wasm"
+"#;
+
+#[test]
+fn grants_are_resolved_and_nothing_is_granted_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::load(&write(dir.path(), GRANTED)).unwrap();
+    let g = &app.components["hello"].grants;
+    assert_eq!(
+        g.blobs,
+        vec![
+            BlobGrant {
+                bucket: "documents".into(),
+                prefix: "chunks/".into()
+            },
+            BlobGrant {
+                bucket: "archive".into(),
+                prefix: String::new()
+            },
+        ]
+    );
+    assert_eq!(g.state, vec!["doc/".to_owned(), String::new()]);
+    assert_eq!(g.event_logs, Access::Read);
+    assert!(g.publishes("t.done") && g.publishes("troupe.embedding.requested"));
+    assert!(g.publishes("t.outside") && !g.publishes("t.elsewhere"));
+    assert_eq!(g.vectors, Access::Write);
+    assert!(g.embeddings);
+    assert_eq!(app.components["other"].grants, Grants::default());
+}
+
+#[test]
+fn a_grant_naming_what_does_not_exist_is_refused_with_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to, field, says) in [
+        (
+            "\"{{ bucket }}/chunks/\"",
+            "\"scratch/chunks/\"",
+            "component.hello.tool.troupe.grants.blobs[0]",
+            "bucket `scratch`",
+        ),
+        (
+            "\"{{ bucket }}/chunks/\"",
+            "\"Bad_Bucket\"",
+            "component.hello.tool.troupe.grants.blobs[0]",
+            "Bad_Bucket",
+        ),
+        (
+            "publish = [\"t.done\"",
+            "publish = [\"t.nobody\"",
+            "component.hello.tool.troupe.grants.publish[0]",
+            "no [[trigger.queue]] subscribes",
+        ),
+        (
+            "state = [\"doc/\"",
+            "state = [\"\"",
+            "component.hello.tool.troupe.grants.state[0]",
+            "every key",
+        ),
+        (
+            "vectors = \"write\"",
+            "vectors = \"all\"",
+            "component.hello.tool.troupe.grants.vectors",
+            "\"read\" or \"write\"",
+        ),
+        (
+            "embeddings = true",
+            "embedding = true",
+            "component.hello.tool.troupe",
+            "embedding",
+        ),
+        (
+            "buckets = [\"{{ archive }}\"]",
+            "buckets = [\"{{ nope }}\"]",
+            "application.tool.troupe.buckets[0]",
+            "nope",
+        ),
+    ] {
+        let text = GRANTED.replacen(from, to, 1);
+        assert_ne!(text, GRANTED, "{from} is in the fixture");
+        let err = App::load(&write(dir.path(), &text))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{field}: {err}");
+        assert!(err.contains(says), "{says}: {err}");
+    }
+}

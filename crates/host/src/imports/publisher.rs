@@ -1,0 +1,66 @@
+//! `troupe:pipeline/publisher`: events onto the topics the component may publish to.
+
+use troupe_core::{Message, Queue};
+use wasmtime::component::{HasData, Linker};
+
+use super::{Caller, Guest, reply};
+use crate::bindings::{GuestError, GuestEvent, publisher};
+use crate::manifest::Grants;
+use crate::store::Ctx;
+
+/// A component's publisher: the queue, if it may publish anywhere, and its grants.
+pub struct PublisherView<'a> {
+    /// Who calls.
+    pub caller: Caller<'a>,
+    /// The queue; `None` without any `publish` grant.
+    pub queue: Option<&'a dyn Queue>,
+    /// Its grants.
+    pub grants: &'a Grants,
+}
+
+struct HasPublisher;
+
+impl HasData for HasPublisher {
+    type Data<'a> = PublisherView<'a>;
+}
+
+pub(super) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
+    publisher::add_to_linker::<Ctx, HasPublisher>(linker, |ctx| {
+        let env = &*ctx.env;
+        PublisherView {
+            caller: env.caller(),
+            queue: env.granted.queue.as_deref(),
+            grants: &env.granted.grants,
+        }
+    })
+}
+
+impl publisher::Host for PublisherView<'_> {
+    async fn publish(&mut self, topic: String, event: GuestEvent) -> Guest<()> {
+        if topic.is_empty() {
+            return Ok(Err(GuestError::Invalid("topic must not be empty".into())));
+        }
+        let Some(queue) = self.queue.filter(|_| self.grants.publishes(&topic)) else {
+            return Ok(Err(self.caller.denied(
+                format!("publishing to topic `{topic}`"),
+                format!("\"{topic}\" to `publish`"),
+            )));
+        };
+        let mut event = troupe_core::Event::from(event);
+        if event.id.is_empty() {
+            event.id = troupe_core::event::new_id();
+        }
+        if event.time.is_empty() {
+            event.time = troupe_core::event::now_rfc3339();
+        }
+        if event.source.is_empty() {
+            event.source = format!("/functions/{}", self.caller.component);
+        }
+        reply(
+            queue
+                .publish(&topic, &[Message::from_event(&event)])
+                .await
+                .map(|_| ()),
+        )
+    }
+}
