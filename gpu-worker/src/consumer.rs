@@ -12,83 +12,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use troupe_core::queue::REASON_MAX_DELIVERIES;
 use troupe_core::{Blobs, Delivery, Event, Leases, Message, Queue, VectorRecord, Vectors};
+use troupe_events::{Chunk, Completed, DEFAULT_TENANT, Failed, Job, Payload, id};
 
 use crate::{Embedder, Error};
 
-/// Topic embedding jobs are published to.
-pub const JOB_TOPIC: &str = "troupe.embedding.requested";
-/// CloudEvents type of a job.
-pub const JOB_TYPE: &str = "troupe.embedding.requested.v1";
-/// Topic completions are published to.
-pub const COMPLETED_TOPIC: &str = "troupe.embedding.completed";
-/// CloudEvents type of a completion.
-pub const COMPLETED_TYPE: &str = "troupe.embedding.completed.v1";
-/// Topic of a document's failure.
-pub const FAILED_TOPIC: &str = "troupe.document.failed";
-/// CloudEvents type of a document's failure.
-pub const FAILED_TYPE: &str = "troupe.document.failed.v1";
+/// Topic of the embedding jobs this consumes (their payload is [`Job`]).
+pub const JOB_TOPIC: &str = Job::TOPIC;
 /// Jobs in flight per job leased by one receive (`batch_size`): enough to keep the
 /// batcher packing from several documents, few enough that a worker that dies leaves
 /// little leased work behind (on SQS each of those receives counts as a delivery).
 pub const IN_FLIGHT_PER_RECEIVE: usize = 2;
-/// Tenant of events that carry none.
-pub const DEFAULT_TENANT: &str = "default";
-
-/// One chunk to embed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chunk {
-    /// Id within the document.
-    pub id: String,
-    /// The text.
-    pub text: String,
-}
-
-/// Where a claim-checked job keeps its chunks: a JSON array of [`Chunk`]s.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobRef {
-    /// Bucket.
-    pub bucket: String,
-    /// Key.
-    pub key: String,
-}
-
-/// The data of a `troupe.embedding.requested.v1` event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Job {
-    /// The document.
-    pub document: String,
-    /// This batch's number, 1-based.
-    pub batch: u32,
-    /// Batches the document was split into.
-    pub of: u32,
-    /// Chunks, inline.
-    #[serde(default)]
-    pub chunks: Vec<Chunk>,
-    /// Chunks, by reference (claim-check).
-    #[serde(default)]
-    pub chunks_blob: Option<BlobRef>,
-}
-
-/// The data of a `troupe.embedding.completed.v1` event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Completed {
-    /// The document.
-    pub document: String,
-    /// The batch done.
-    pub batch: u32,
-    /// Batches in all.
-    pub of: u32,
-    /// The model.
-    pub model: String,
-    /// Vector width.
-    pub dims: usize,
-    /// Chunks embedded in this batch.
-    pub chunks: usize,
-}
 
 /// Why a job did not complete.
 #[derive(Debug)]
@@ -204,6 +140,7 @@ impl Consumer {
         reason: &str,
         why: &str,
     ) -> troupe_core::Result<()> {
+        // The job may be unreadable as a job: take whatever names its document.
         let document = serde_json::from_slice::<serde_json::Value>(&event.data)
             .ok()
             .and_then(|v| v["document"].as_str().map(str::to_owned))
@@ -211,19 +148,21 @@ impl Consumer {
         let Some(document) = document else {
             return Ok(());
         };
-        let data = serde_json::json!({
-            "document": document,
-            "code": reason,
-            "message": format!("the embedding job could not be processed: {why}"),
-            "stage": "embed",
-        });
-        let mut out = Event::new("/gpu-worker", FAILED_TYPE, &data).with_subject(&document);
-        out.id = format!("{document}-failed");
+        let failed = Failed {
+            document: document.clone(),
+            code: reason.to_owned(),
+            message: format!("the embedding job could not be processed: {why}"),
+            stage: "embed".to_owned(),
+        };
+        let data = serde_json::to_value(&failed)
+            .map_err(|e| troupe_core::Error::invalid("document.failed", e.to_string()))?;
+        let mut out = Event::new("/gpu-worker", Failed::TYPE, &data).with_subject(&document);
+        out.id = id::failed(&document);
         out.tenant = event.tenant.clone();
-        out.session = Some(document.clone());
+        out.session = Some(document);
         out.traceparent = event.traceparent.clone();
         self.queue
-            .publish(FAILED_TOPIC, &[Message::from_event(&out)])
+            .publish(Failed::TOPIC, &[Message::from_event(&out)])
             .await
             .map(|_| ())
     }
@@ -310,10 +249,10 @@ impl Consumer {
     }
 
     async fn handle(&self, event: &Event) -> Result<(), Failure> {
-        if event.ty != JOB_TYPE {
+        if event.ty != Job::TYPE {
             return Err(Failure::Reject(
                 "unexpected_type",
-                format!("expected {JOB_TYPE}, got {}", event.ty),
+                format!("expected {}, got {}", Job::TYPE, event.ty),
             ));
         }
         let job: Job = serde_json::from_slice(&event.data)
@@ -374,7 +313,7 @@ impl Consumer {
                 text: c.text,
             })
             .collect();
-        let n = records.len();
+        let n = records.len() as u64;
         self.vectors
             .upsert(&records)
             .await
@@ -384,20 +323,21 @@ impl Consumer {
             batch: job.batch,
             of: job.of,
             model,
-            dims: self.embedder.dims(),
+            dims: self.embedder.dims() as u64,
             chunks: n,
         };
         let data = serde_json::to_value(&done).map_err(|e| Failure::Retry(e.to_string(), None))?;
-        let mut out = Event::new("/gpu-worker", COMPLETED_TYPE, &data).with_subject(&job.document);
+        let mut out = Event::new("/gpu-worker", Completed::TYPE, &data).with_subject(&job.document);
         // Derived from the job: a redelivered job's completion is deduplicated.
-        out.id = format!("{}-completed", event.id);
+        out.id = id::completed(&event.id);
         out.tenant = event.tenant.clone();
         out.session = event.session.clone().or_else(|| Some(job.document.clone()));
         out.traceparent = event.traceparent.clone();
         self.queue
-            .publish(COMPLETED_TOPIC, &[Message::from_event(&out)])
+            .publish(Completed::TOPIC, &[Message::from_event(&out)])
             .await
             .map_err(|e| Failure::Retry(format!("publishing completion: {e}"), None))?;
         Ok(())
     }
 }
+

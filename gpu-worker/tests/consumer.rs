@@ -9,8 +9,12 @@ use std::time::Duration;
 use troupe_core::{
     Blobs, DeadLetters, DeliveryPolicy, Event, Message, Queue, Subscription, Vectors,
 };
-use troupe_gpu_worker::consumer::{COMPLETED_TOPIC, Completed, Consumer, JOB_TOPIC, JOB_TYPE, Job};
+use troupe_events::{BlobRef, Chunk, Completed, Failed, Job, Payload};
+use troupe_gpu_worker::consumer::{Consumer, JOB_TOPIC};
 use troupe_local::Local;
+
+const COMPLETED_TOPIC: &str = Completed::TOPIC;
+const JOB_TYPE: &str = Job::TYPE;
 
 async fn setup(duplicate: bool) -> (tempfile::TempDir, Local, Consumer) {
     let dir = tempfile::tempdir().unwrap();
@@ -59,11 +63,11 @@ fn job_event(job: &Job) -> Event {
     e
 }
 
-fn chunks(doc: &str, texts: &[&str]) -> Vec<troupe_gpu_worker::consumer::Chunk> {
+fn chunks(doc: &str, texts: &[&str]) -> Vec<Chunk> {
     texts
         .iter()
         .enumerate()
-        .map(|(i, t)| troupe_gpu_worker::consumer::Chunk {
+        .map(|(i, t)| Chunk {
             id: format!("{doc}-{i}"),
             text: (*t).to_owned(),
         })
@@ -116,7 +120,7 @@ async fn jobs_become_vectors_and_completion_events() {
         batch: 2,
         of: 2,
         chunks: vec![],
-        chunks_blob: Some(troupe_gpu_worker::consumer::BlobRef {
+        chunks_blob: Some(BlobRef {
             bucket: "documents".into(),
             key: "jobs/doc-1/2.json".into(),
         }),
@@ -223,7 +227,7 @@ async fn bad_jobs_are_dead_lettered_with_a_reason_and_fail_their_document() {
         .queue
         .subscribe(&troupe_core::Subscription {
             name: "status-failed".into(),
-            topic: troupe_gpu_worker::consumer::FAILED_TOPIC.into(),
+            topic: Failed::TOPIC.into(),
             subject_prefix: None,
             policy: Default::default(),
         })
@@ -243,7 +247,7 @@ async fn bad_jobs_are_dead_lettered_with_a_reason_and_fail_their_document() {
         batch: 1,
         of: 1,
         chunks: vec![],
-        chunks_blob: Some(troupe_gpu_worker::consumer::BlobRef {
+        chunks_blob: Some(BlobRef {
             bucket: "documents".into(),
             key: "nope.json".into(),
         }),
@@ -308,7 +312,7 @@ async fn a_job_outlasting_its_visibility_keeps_its_lease() {
         batch: 1,
         of: 1,
         chunks: (0..64)
-            .map(|i| troupe_gpu_worker::consumer::Chunk {
+            .map(|i| Chunk {
                 id: format!("{i}"),
                 text: format!("{i} {text}"),
             })
@@ -347,3 +351,4 @@ async fn a_job_outlasting_its_visibility_keeps_its_lease() {
     );
     assert_eq!(local.queue.depth("slow").await.unwrap().ready, 0);
 }
+
