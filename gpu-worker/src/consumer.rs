@@ -38,6 +38,24 @@ enum Failure {
     Fatal(String),
 }
 
+impl Failure {
+    /// What a job whose texts failed to embed with `e` becomes, by the error's kind:
+    /// input the model refuses is rejected (it would fail the same way anywhere), a
+    /// stopped backend stops this consumer, and anything else is retried.
+    fn of_embedding(e: Error) -> Self {
+        match e {
+            Error::Invalid(_) => Failure::Reject("invalid_input", e.to_string()),
+            Error::Stopped => Failure::Fatal(e.to_string()),
+            Error::Backend(_)
+            | Error::Candle(_)
+            | Error::Tokenizer(_)
+            | Error::Overloaded { .. }
+            | Error::ModelMissing { .. }
+            | Error::ModelInvalid { .. } => Failure::Retry(e.to_string(), None),
+        }
+    }
+}
+
 /// Consumes one subscription of [`JOB_TOPIC`].
 #[derive(Clone)]
 pub struct Consumer {
@@ -292,14 +310,11 @@ impl Consumer {
             .unwrap_or_else(|| DEFAULT_TENANT.to_owned());
         let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
         // Queue work waits for admission rather than burning deliveries on `Overloaded`.
-        let embedded = match self.embedder.embed_waiting(&texts).await {
-            Ok(e) => e,
-            Err(e @ Error::Invalid(_)) => {
-                return Err(Failure::Reject("invalid_input", e.to_string()));
-            }
-            Err(e @ Error::Stopped) => return Err(Failure::Fatal(e.to_string())),
-            Err(e) => return Err(Failure::Retry(e.to_string(), None)),
-        };
+        let embedded = self
+            .embedder
+            .embed_waiting(&texts)
+            .await
+            .map_err(Failure::of_embedding)?;
         let model = self.embedder.model().to_owned();
         let records: Vec<VectorRecord> = chunks
             .into_iter()
@@ -341,3 +356,41 @@ impl Consumer {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::Failure;
+    use crate::{BatchError, Error};
+
+    #[test]
+    fn the_decision_follows_the_errors_kind() {
+        let decide = Failure::of_embedding;
+        assert!(matches!(
+            decide(Error::Invalid("empty input".into())),
+            Failure::Reject("invalid_input", why) if why.contains("empty input")
+        ));
+        assert!(matches!(decide(Error::Stopped), Failure::Fatal(_)));
+        for transient in [
+            Error::Backend("device busy".into()),
+            Error::Tokenizer("bad id".into()),
+            Error::Overloaded {
+                queued: 8,
+                limit: 8,
+            },
+        ] {
+            assert!(matches!(decide(transient), Failure::Retry(_, None)));
+        }
+        // What crossed the batcher's reply path decides the same way.
+        assert!(matches!(
+            decide(BatchError::Invalid("x".into()).into()),
+            Failure::Reject("invalid_input", _)
+        ));
+        assert!(matches!(
+            decide(BatchError::Stopped.into()),
+            Failure::Fatal(_)
+        ));
+        assert!(matches!(
+            decide(BatchError::Backend("x".into()).into()),
+            Failure::Retry(_, None)
+        ));
+    }
+}

@@ -1,5 +1,6 @@
 //! The queue path: embedding jobs through the embedded queue become vectors and
-//! completion events; a job delivered twice leaves one set of vectors.
+//! completion events; a job delivered twice leaves one set of vectors; a stopped
+//! backend stops the consumer with its jobs still leased.
 
 mod common;
 
@@ -352,3 +353,68 @@ async fn a_job_outlasting_its_visibility_keeps_its_lease() {
     assert_eq!(local.queue.depth("slow").await.unwrap().ready, 0);
 }
 
+/// A backend that has lost its device: every batch reports it stopped.
+struct Stopped;
+
+impl troupe_gpu_worker::EmbeddingBackend for Stopped {
+    fn embed(&mut self, _batch: &[Vec<u32>]) -> troupe_gpu_worker::Result<Vec<Vec<f32>>> {
+        Err(troupe_gpu_worker::Error::Stopped)
+    }
+    fn max_batch_tokens(&self) -> usize {
+        16_384
+    }
+    fn dims(&self) -> usize {
+        384
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_backend_stops_the_consumer_and_leaves_the_job_leased() {
+    let (_dir, local, mut consumer) = setup(false).await;
+    consumer.embedder = troupe_gpu_worker::Embedder::start(
+        Box::new(Stopped),
+        troupe_gpu_worker::Tokens::load(common::model_dir(), 256).unwrap(),
+        troupe_gpu_worker::embedder::Options::default(),
+        None,
+    )
+    .unwrap();
+    let job = Job {
+        document: "doc-3".into(),
+        batch: 1,
+        of: 1,
+        chunks: chunks("doc-3", &["alpha", "beta"]),
+        chunks_blob: None,
+    };
+    local
+        .queue
+        .publish(JOB_TOPIC, &[Message::from_event(&job_event(&job))])
+        .await
+        .unwrap();
+    let got = local
+        .queue
+        .receive("gpu-worker", 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(
+        !consumer.process(got).await,
+        "a stopped backend must stop the consumer, not retry its job"
+    );
+    assert!(
+        !consumer.embedder.is_running(),
+        "the inference thread ended"
+    );
+    // Neither retried nor dead-lettered: left leased, for a healthy worker to take
+    // once the lease lapses; the document is not failed.
+    let depth = local.queue.depth("gpu-worker").await.unwrap();
+    assert_eq!((depth.ready, depth.in_flight, depth.dead), (0, 1, 0));
+    assert!(
+        local
+            .queue
+            .receive("gpu-worker", 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(local.vectors.count("acme", "doc-3").await.unwrap(), 0);
+}
