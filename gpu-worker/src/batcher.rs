@@ -6,7 +6,10 @@
 //! `max_batch_tokens` computed tokens (padded, unless the backend packs its inputs
 //! without padding), runs each, and answers every caller on its own
 //! oneshot. Everything taken in one round is answered before the next round starts,
-//! so long inputs are never starved by a stream of short ones.
+//! so long inputs are never starved by a stream of short ones. A failed batch answers
+//! each of its callers with the same [`BatchError`]; once the backend reports that it
+//! has stopped, the thread ends, and every caller still waiting hears
+//! [`Error::Stopped`](crate::Error::Stopped).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -15,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::BatchError;
 use crate::backend::EmbeddingBackend;
-use crate::{Error, Result};
 
 /// One text to embed.
 #[derive(Debug)]
@@ -24,7 +27,7 @@ pub struct Item {
     /// Its token ids.
     pub ids: Vec<u32>,
     /// Where its vector goes.
-    pub reply: oneshot::Sender<Result<Vec<f32>>>,
+    pub reply: oneshot::Sender<Result<Vec<f32>, BatchError>>,
     /// When it was admitted, for the queue-wait metric.
     pub enqueued: Instant,
 }
@@ -142,23 +145,36 @@ pub fn run(
                     }
                 }
                 Ok(vectors) => {
-                    let n = vectors.len();
+                    let e = BatchError::Backend(format!(
+                        "backend returned {} vectors for {} inputs",
+                        vectors.len(),
+                        ids.len()
+                    ));
                     for item in batch {
-                        let _ = item.reply.send(Err(Error::Backend(format!(
-                            "backend returned {n} vectors for {} inputs",
-                            ids.len()
-                        ))));
+                        let _ = item.reply.send(Err(e.clone()));
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, texts = ids.len(), "embedding batch failed");
-                    // Keep the kind: bad input stays a 400 / reject, the rest a retry.
-                    let again = |e: &Error| match e {
-                        Error::Invalid(m) => Error::Invalid(m.clone()),
-                        other => Error::Backend(other.to_string()),
-                    };
+                    // Keep the kind: bad input stays a 400 / reject, a stopped backend
+                    // stops its callers, the rest is a retry.
+                    let e = BatchError::from(&e);
+                    let stopped = e == BatchError::Stopped;
+                    if stopped {
+                        // Closed before anyone hears: a caller told `Stopped` finds
+                        // the embedder no longer running.
+                        rx.close();
+                    }
                     for item in batch {
-                        let _ = item.reply.send(Err(again(&e)));
+                        let _ = item.reply.send(Err(e.clone()));
+                    }
+                    if stopped {
+                        tracing::error!(
+                            "the embedding backend has stopped; the inference thread ends"
+                        );
+                        // Dropping the rest of the round and the channel answers every
+                        // waiting caller with `Stopped`.
+                        return;
                     }
                 }
             }
@@ -168,7 +184,113 @@ pub fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_PADDING, plan};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::{Item, MAX_PADDING, plan, run};
+    use crate::backend::EmbeddingBackend;
+    use crate::{BatchError, Error};
+
+    /// A backend whose every batch fails with the error `fail` makes: the failures
+    /// the real backends cannot be made to produce on demand (a lost device).
+    struct Failing {
+        fail: fn() -> Error,
+    }
+
+    impl EmbeddingBackend for Failing {
+        fn embed(&mut self, _batch: &[Vec<u32>]) -> crate::Result<Vec<Vec<f32>>> {
+            Err((self.fail)())
+        }
+        fn max_batch_tokens(&self) -> usize {
+            1024
+        }
+        fn dims(&self) -> usize {
+            4
+        }
+    }
+
+    fn item(ids: Vec<u32>) -> (Item, oneshot::Receiver<Result<Vec<f32>, BatchError>>) {
+        let (reply, rx) = oneshot::channel();
+        let enqueued = Instant::now();
+        (
+            Item {
+                ids,
+                reply,
+                enqueued,
+            },
+            rx,
+        )
+    }
+
+    /// Starts the batcher's thread on a [`Failing`] backend.
+    fn start(fail: fn() -> Error) -> (mpsc::Sender<Vec<Item>>, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(8);
+        let backend = Box::new(Failing { fail });
+        let thread = std::thread::spawn(move || run(backend, rx, None, Arc::default()));
+        (tx, thread)
+    }
+
+    #[tokio::test]
+    async fn callers_of_a_stopped_backend_hear_stopped_and_the_thread_ends() {
+        let (tx, thread) = start(|| Error::Stopped);
+        // Two callers in one round: a short input and one too long to share a batch.
+        let (a, first) = item(vec![101, 7, 102]);
+        let (b, second) = item(vec![9; 2000]);
+        tx.send(vec![a, b]).await.unwrap();
+        assert_eq!(first.await.unwrap(), Err(BatchError::Stopped));
+        // The second batch never runs; its caller hears the same through the dropped
+        // reply, as the embedder maps it.
+        assert!(second.await.is_err(), "the thread answers no more batches");
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+        assert!(tx.is_closed(), "later callers find the thread gone");
+        assert!(matches!(Error::from(BatchError::Stopped), Error::Stopped));
+    }
+
+    #[tokio::test]
+    async fn every_caller_of_a_failed_batch_hears_its_kind() {
+        for (fail, heard) in [
+            (
+                (|| Error::Invalid("token id out of range".into())) as fn() -> Error,
+                BatchError::Invalid("token id out of range".into()),
+            ),
+            (
+                || Error::Backend("device busy".into()),
+                BatchError::Backend("device busy".into()),
+            ),
+            (
+                || Error::Tokenizer("bad id".into()),
+                BatchError::Backend("tokenization failed: bad id".into()),
+            ),
+        ] {
+            let (tx, thread) = start(fail);
+            let (a, first) = item(vec![101, 7, 102]);
+            let (b, second) = item(vec![101, 8, 102]);
+            tx.send(vec![a, b]).await.unwrap();
+            assert_eq!(first.await.unwrap(), Err(heard.clone()));
+            assert_eq!(second.await.unwrap(), Err(heard.clone()));
+            // The thread lives on for the next batch.
+            let (c, third) = item(vec![101, 102]);
+            tx.send(vec![c]).await.unwrap();
+            assert_eq!(third.await.unwrap(), Err(heard));
+            drop(tx);
+            tokio::task::spawn_blocking(move || thread.join().unwrap())
+                .await
+                .unwrap();
+        }
+        // At the edge each kind is the worker's error of the same kind.
+        assert!(matches!(
+            Error::from(BatchError::Invalid("x".into())),
+            Error::Invalid(m) if m == "x"
+        ));
+        assert!(matches!(
+            Error::from(BatchError::Backend("x".into())),
+            Error::Backend(m) if m == "x"
+        ));
+    }
 
     #[test]
     fn plans_respect_the_budget_and_keep_order() {

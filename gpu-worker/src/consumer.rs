@@ -12,83 +12,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use troupe_core::queue::REASON_MAX_DELIVERIES;
 use troupe_core::{Blobs, Delivery, Event, Leases, Message, Queue, VectorRecord, Vectors};
+use troupe_events::{Chunk, Completed, DEFAULT_TENANT, Failed, Job, Payload, id};
 
 use crate::{Embedder, Error};
 
-/// Topic embedding jobs are published to.
-pub const JOB_TOPIC: &str = "troupe.embedding.requested";
-/// CloudEvents type of a job.
-pub const JOB_TYPE: &str = "troupe.embedding.requested.v1";
-/// Topic completions are published to.
-pub const COMPLETED_TOPIC: &str = "troupe.embedding.completed";
-/// CloudEvents type of a completion.
-pub const COMPLETED_TYPE: &str = "troupe.embedding.completed.v1";
-/// Topic of a document's failure.
-pub const FAILED_TOPIC: &str = "troupe.document.failed";
-/// CloudEvents type of a document's failure.
-pub const FAILED_TYPE: &str = "troupe.document.failed.v1";
+/// Topic of the embedding jobs this consumes (their payload is [`Job`]).
+pub const JOB_TOPIC: &str = Job::TOPIC;
 /// Jobs in flight per job leased by one receive (`batch_size`): enough to keep the
 /// batcher packing from several documents, few enough that a worker that dies leaves
 /// little leased work behind (on SQS each of those receives counts as a delivery).
 pub const IN_FLIGHT_PER_RECEIVE: usize = 2;
-/// Tenant of events that carry none.
-pub const DEFAULT_TENANT: &str = "default";
-
-/// One chunk to embed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chunk {
-    /// Id within the document.
-    pub id: String,
-    /// The text.
-    pub text: String,
-}
-
-/// Where a claim-checked job keeps its chunks: a JSON array of [`Chunk`]s.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobRef {
-    /// Bucket.
-    pub bucket: String,
-    /// Key.
-    pub key: String,
-}
-
-/// The data of a `troupe.embedding.requested.v1` event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Job {
-    /// The document.
-    pub document: String,
-    /// This batch's number, 1-based.
-    pub batch: u32,
-    /// Batches the document was split into.
-    pub of: u32,
-    /// Chunks, inline.
-    #[serde(default)]
-    pub chunks: Vec<Chunk>,
-    /// Chunks, by reference (claim-check).
-    #[serde(default)]
-    pub chunks_blob: Option<BlobRef>,
-}
-
-/// The data of a `troupe.embedding.completed.v1` event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Completed {
-    /// The document.
-    pub document: String,
-    /// The batch done.
-    pub batch: u32,
-    /// Batches in all.
-    pub of: u32,
-    /// The model.
-    pub model: String,
-    /// Vector width.
-    pub dims: usize,
-    /// Chunks embedded in this batch.
-    pub chunks: usize,
-}
 
 /// Why a job did not complete.
 #[derive(Debug)]
@@ -100,6 +36,24 @@ enum Failure {
     /// The worker itself is broken (the inference thread died): leave the job
     /// leased, so it is redelivered elsewhere, and stop consuming.
     Fatal(String),
+}
+
+impl Failure {
+    /// What a job whose texts failed to embed with `e` becomes, by the error's kind:
+    /// input the model refuses is rejected (it would fail the same way anywhere), a
+    /// stopped backend stops this consumer, and anything else is retried.
+    fn of_embedding(e: Error) -> Self {
+        match e {
+            Error::Invalid(_) => Failure::Reject("invalid_input", e.to_string()),
+            Error::Stopped => Failure::Fatal(e.to_string()),
+            Error::Backend(_)
+            | Error::Candle(_)
+            | Error::Tokenizer(_)
+            | Error::Overloaded { .. }
+            | Error::ModelMissing { .. }
+            | Error::ModelInvalid { .. } => Failure::Retry(e.to_string(), None),
+        }
+    }
 }
 
 /// Consumes one subscription of [`JOB_TOPIC`].
@@ -204,6 +158,7 @@ impl Consumer {
         reason: &str,
         why: &str,
     ) -> troupe_core::Result<()> {
+        // The job may be unreadable as a job: take whatever names its document.
         let document = serde_json::from_slice::<serde_json::Value>(&event.data)
             .ok()
             .and_then(|v| v["document"].as_str().map(str::to_owned))
@@ -211,19 +166,21 @@ impl Consumer {
         let Some(document) = document else {
             return Ok(());
         };
-        let data = serde_json::json!({
-            "document": document,
-            "code": reason,
-            "message": format!("the embedding job could not be processed: {why}"),
-            "stage": "embed",
-        });
-        let mut out = Event::new("/gpu-worker", FAILED_TYPE, &data).with_subject(&document);
-        out.id = format!("{document}-failed");
+        let failed = Failed {
+            document: document.clone(),
+            code: reason.to_owned(),
+            message: format!("the embedding job could not be processed: {why}"),
+            stage: "embed".to_owned(),
+        };
+        let data = serde_json::to_value(&failed)
+            .map_err(|e| troupe_core::Error::invalid("document.failed", e.to_string()))?;
+        let mut out = Event::new("/gpu-worker", Failed::TYPE, &data).with_subject(&document);
+        out.id = id::failed(&document);
         out.tenant = event.tenant.clone();
-        out.session = Some(document.clone());
+        out.session = Some(document);
         out.traceparent = event.traceparent.clone();
         self.queue
-            .publish(FAILED_TOPIC, &[Message::from_event(&out)])
+            .publish(Failed::TOPIC, &[Message::from_event(&out)])
             .await
             .map(|_| ())
     }
@@ -310,10 +267,10 @@ impl Consumer {
     }
 
     async fn handle(&self, event: &Event) -> Result<(), Failure> {
-        if event.ty != JOB_TYPE {
+        if event.ty != Job::TYPE {
             return Err(Failure::Reject(
                 "unexpected_type",
-                format!("expected {JOB_TYPE}, got {}", event.ty),
+                format!("expected {}, got {}", Job::TYPE, event.ty),
             ));
         }
         let job: Job = serde_json::from_slice(&event.data)
@@ -353,14 +310,11 @@ impl Consumer {
             .unwrap_or_else(|| DEFAULT_TENANT.to_owned());
         let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
         // Queue work waits for admission rather than burning deliveries on `Overloaded`.
-        let embedded = match self.embedder.embed_waiting(&texts).await {
-            Ok(e) => e,
-            Err(e @ Error::Invalid(_)) => {
-                return Err(Failure::Reject("invalid_input", e.to_string()));
-            }
-            Err(e @ Error::Stopped) => return Err(Failure::Fatal(e.to_string())),
-            Err(e) => return Err(Failure::Retry(e.to_string(), None)),
-        };
+        let embedded = self
+            .embedder
+            .embed_waiting(&texts)
+            .await
+            .map_err(Failure::of_embedding)?;
         let model = self.embedder.model().to_owned();
         let records: Vec<VectorRecord> = chunks
             .into_iter()
@@ -374,7 +328,7 @@ impl Consumer {
                 text: c.text,
             })
             .collect();
-        let n = records.len();
+        let n = records.len() as u64;
         self.vectors
             .upsert(&records)
             .await
@@ -384,20 +338,59 @@ impl Consumer {
             batch: job.batch,
             of: job.of,
             model,
-            dims: self.embedder.dims(),
+            dims: self.embedder.dims() as u64,
             chunks: n,
         };
         let data = serde_json::to_value(&done).map_err(|e| Failure::Retry(e.to_string(), None))?;
-        let mut out = Event::new("/gpu-worker", COMPLETED_TYPE, &data).with_subject(&job.document);
+        let mut out = Event::new("/gpu-worker", Completed::TYPE, &data).with_subject(&job.document);
         // Derived from the job: a redelivered job's completion is deduplicated.
-        out.id = format!("{}-completed", event.id);
+        out.id = id::completed(&event.id);
         out.tenant = event.tenant.clone();
         out.session = event.session.clone().or_else(|| Some(job.document.clone()));
         out.traceparent = event.traceparent.clone();
         self.queue
-            .publish(COMPLETED_TOPIC, &[Message::from_event(&out)])
+            .publish(Completed::TOPIC, &[Message::from_event(&out)])
             .await
             .map_err(|e| Failure::Retry(format!("publishing completion: {e}"), None))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Failure;
+    use crate::{BatchError, Error};
+
+    #[test]
+    fn the_decision_follows_the_errors_kind() {
+        let decide = Failure::of_embedding;
+        assert!(matches!(
+            decide(Error::Invalid("empty input".into())),
+            Failure::Reject("invalid_input", why) if why.contains("empty input")
+        ));
+        assert!(matches!(decide(Error::Stopped), Failure::Fatal(_)));
+        for transient in [
+            Error::Backend("device busy".into()),
+            Error::Tokenizer("bad id".into()),
+            Error::Overloaded {
+                queued: 8,
+                limit: 8,
+            },
+        ] {
+            assert!(matches!(decide(transient), Failure::Retry(_, None)));
+        }
+        // What crossed the batcher's reply path decides the same way.
+        assert!(matches!(
+            decide(BatchError::Invalid("x".into()).into()),
+            Failure::Reject("invalid_input", _)
+        ));
+        assert!(matches!(
+            decide(BatchError::Stopped.into()),
+            Failure::Fatal(_)
+        ));
+        assert!(matches!(
+            decide(BatchError::Backend("x".into()).into()),
+            Failure::Retry(_, None)
+        ));
     }
 }

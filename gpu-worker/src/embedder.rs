@@ -213,6 +213,7 @@ impl Embedder {
         self.tx.send(items).await.map_err(|_| Error::Stopped)?;
         let mut vectors = Vec::with_capacity(replies.len());
         for rx in replies {
+            // A dropped reply: the inference thread has ended.
             vectors.push(rx.await.map_err(|_| Error::Stopped)??);
         }
         Ok(Embedded { vectors, tokens })

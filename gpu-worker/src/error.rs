@@ -46,5 +46,43 @@ pub enum Error {
     Stopped,
 }
 
+/// Why a batch failed, as every caller with an input in it hears: one failure answers
+/// many callers, so it is `Clone` (TEI's `BackendError`), and it keeps the kind the
+/// callers act on. It becomes an [`Error`] where the reply reaches the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The inputs are not acceptable: they fail the same way every time (HTTP 400; a
+    /// rejected job).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The backend failed on this batch; a retry may succeed.
+    #[error("embedding failed: {0}")]
+    Backend(String),
+    /// The backend can embed nothing more; the inference thread ends.
+    #[error("the embedding backend has stopped")]
+    Stopped,
+}
+
+impl From<&Error> for BatchError {
+    fn from(e: &Error) -> Self {
+        match e {
+            Error::Invalid(why) => BatchError::Invalid(why.clone()),
+            Error::Stopped => BatchError::Stopped,
+            Error::Backend(why) => BatchError::Backend(why.clone()),
+            other => BatchError::Backend(other.to_string()),
+        }
+    }
+}
+
+impl From<BatchError> for Error {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Invalid(why) => Error::Invalid(why),
+            BatchError::Backend(why) => Error::Backend(why),
+            BatchError::Stopped => Error::Stopped,
+        }
+    }
+}
+
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

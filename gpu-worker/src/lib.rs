@@ -14,12 +14,14 @@
 //! - [`tokenize`]: the tokenizer with sentence-transformers' truncation.
 //! - [`backend`]: the [`EmbeddingBackend`] trait and [`CandleBackend`].
 //! - [`batcher`]: token-budget, length-grouped batching on the backend thread.
-//! - [`consumer`]: embedding jobs from the queue → vectors + `embedding.completed`.
+//! - [`consumer`]: embedding jobs from the queue → vectors + `embedding.completed`
+//!   (payloads from `troupe-events`).
 //! - [`embedder`]: the async front: admission, ordering, replies.
 //! - [`openai`]: the OpenAI-compatible `POST /v1/embeddings` request and response.
 //! - [`server`]: `troupe worker`'s listener (`/v1/embeddings`, `/health`, `/metrics`).
 //! - [`metrics`]: batch sizes, queue wait, inference time, tokens.
-//! - [`error`]: the worker's errors.
+//! - [`error`]: the worker's errors, and [`BatchError`], what a failed batch tells each
+//!   of its callers.
 //!
 //! # Example
 //!
@@ -48,5 +50,5 @@ pub mod tokenize;
 
 pub use backend::{CandleBackend, EmbeddingBackend};
 pub use embedder::Embedder;
-pub use error::{Error, Result};
+pub use error::{BatchError, Error, Result};
 pub use tokenize::Tokens;

@@ -1,5 +1,6 @@
 //! The queue path: embedding jobs through the embedded queue become vectors and
-//! completion events; a job delivered twice leaves one set of vectors.
+//! completion events; a job delivered twice leaves one set of vectors; a stopped
+//! backend stops the consumer with its jobs still leased.
 
 mod common;
 
@@ -9,8 +10,12 @@ use std::time::Duration;
 use troupe_core::{
     Blobs, DeadLetters, DeliveryPolicy, Event, Message, Queue, Subscription, Vectors,
 };
-use troupe_gpu_worker::consumer::{COMPLETED_TOPIC, Completed, Consumer, JOB_TOPIC, JOB_TYPE, Job};
+use troupe_events::{BlobRef, Chunk, Completed, Failed, Job, Payload};
+use troupe_gpu_worker::consumer::{Consumer, JOB_TOPIC};
 use troupe_local::Local;
+
+const COMPLETED_TOPIC: &str = Completed::TOPIC;
+const JOB_TYPE: &str = Job::TYPE;
 
 async fn setup(duplicate: bool) -> (tempfile::TempDir, Local, Consumer) {
     let dir = tempfile::tempdir().unwrap();
@@ -59,11 +64,11 @@ fn job_event(job: &Job) -> Event {
     e
 }
 
-fn chunks(doc: &str, texts: &[&str]) -> Vec<troupe_gpu_worker::consumer::Chunk> {
+fn chunks(doc: &str, texts: &[&str]) -> Vec<Chunk> {
     texts
         .iter()
         .enumerate()
-        .map(|(i, t)| troupe_gpu_worker::consumer::Chunk {
+        .map(|(i, t)| Chunk {
             id: format!("{doc}-{i}"),
             text: (*t).to_owned(),
         })
@@ -116,7 +121,7 @@ async fn jobs_become_vectors_and_completion_events() {
         batch: 2,
         of: 2,
         chunks: vec![],
-        chunks_blob: Some(troupe_gpu_worker::consumer::BlobRef {
+        chunks_blob: Some(BlobRef {
             bucket: "documents".into(),
             key: "jobs/doc-1/2.json".into(),
         }),
@@ -223,7 +228,7 @@ async fn bad_jobs_are_dead_lettered_with_a_reason_and_fail_their_document() {
         .queue
         .subscribe(&troupe_core::Subscription {
             name: "status-failed".into(),
-            topic: troupe_gpu_worker::consumer::FAILED_TOPIC.into(),
+            topic: Failed::TOPIC.into(),
             subject_prefix: None,
             policy: Default::default(),
         })
@@ -243,7 +248,7 @@ async fn bad_jobs_are_dead_lettered_with_a_reason_and_fail_their_document() {
         batch: 1,
         of: 1,
         chunks: vec![],
-        chunks_blob: Some(troupe_gpu_worker::consumer::BlobRef {
+        chunks_blob: Some(BlobRef {
             bucket: "documents".into(),
             key: "nope.json".into(),
         }),
@@ -308,7 +313,7 @@ async fn a_job_outlasting_its_visibility_keeps_its_lease() {
         batch: 1,
         of: 1,
         chunks: (0..64)
-            .map(|i| troupe_gpu_worker::consumer::Chunk {
+            .map(|i| Chunk {
                 id: format!("{i}"),
                 text: format!("{i} {text}"),
             })
@@ -346,4 +351,70 @@ async fn a_job_outlasting_its_visibility_keeps_its_lease() {
         "the job was embedded more than once: its lease lapsed"
     );
     assert_eq!(local.queue.depth("slow").await.unwrap().ready, 0);
+}
+
+/// A backend that has lost its device: every batch reports it stopped.
+struct Stopped;
+
+impl troupe_gpu_worker::EmbeddingBackend for Stopped {
+    fn embed(&mut self, _batch: &[Vec<u32>]) -> troupe_gpu_worker::Result<Vec<Vec<f32>>> {
+        Err(troupe_gpu_worker::Error::Stopped)
+    }
+    fn max_batch_tokens(&self) -> usize {
+        16_384
+    }
+    fn dims(&self) -> usize {
+        384
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_backend_stops_the_consumer_and_leaves_the_job_leased() {
+    let (_dir, local, mut consumer) = setup(false).await;
+    consumer.embedder = troupe_gpu_worker::Embedder::start(
+        Box::new(Stopped),
+        troupe_gpu_worker::Tokens::load(common::model_dir(), 256).unwrap(),
+        troupe_gpu_worker::embedder::Options::default(),
+        None,
+    )
+    .unwrap();
+    let job = Job {
+        document: "doc-3".into(),
+        batch: 1,
+        of: 1,
+        chunks: chunks("doc-3", &["alpha", "beta"]),
+        chunks_blob: None,
+    };
+    local
+        .queue
+        .publish(JOB_TOPIC, &[Message::from_event(&job_event(&job))])
+        .await
+        .unwrap();
+    let got = local
+        .queue
+        .receive("gpu-worker", 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(
+        !consumer.process(got).await,
+        "a stopped backend must stop the consumer, not retry its job"
+    );
+    assert!(
+        !consumer.embedder.is_running(),
+        "the inference thread ended"
+    );
+    // Neither retried nor dead-lettered: left leased, for a healthy worker to take
+    // once the lease lapses; the document is not failed.
+    let depth = local.queue.depth("gpu-worker").await.unwrap();
+    assert_eq!((depth.ready, depth.in_flight, depth.dead), (0, 1, 0));
+    assert!(
+        local
+            .queue
+            .receive("gpu-worker", 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(local.vectors.count("acme", "doc-3").await.unwrap(), 0);
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use troupe_events::{DeadLettered, Payload};
 
 use crate::Result;
 
@@ -21,9 +22,9 @@ pub const REASON_MAX_DELIVERIES: &str = "max_deliveries";
 /// Topic of the notices consumers publish when they dead-letter an event: whoever
 /// owns the event's subject (for documents, the sweeper) settles it at once instead
 /// of waiting for a timeout.
-pub const DEAD_LETTERED_TOPIC: &str = "troupe.message.dead-lettered";
+pub const DEAD_LETTERED_TOPIC: &str = DeadLettered::TOPIC;
 /// Type of those notices.
-pub const DEAD_LETTERED_TYPE: &str = "troupe.message.dead-lettered.v1";
+pub const DEAD_LETTERED_TYPE: &str = DeadLettered::TYPE;
 /// Longest dead-letter detail a notice carries.
 const MAX_NOTICE_DETAIL: usize = 4096;
 
@@ -45,17 +46,19 @@ pub fn dead_letter_notice(
     while !detail.is_char_boundary(end) {
         end -= 1;
     }
-    let data = serde_json::json!({
-        "event_id": event.id,
-        "event_type": event.ty,
-        "queue": queue,
-        "stage": stage,
-        "reason": reason,
-        "detail": &detail[..end],
-        "deliveries": deliveries,
-    });
+    let data = DeadLettered {
+        event_id: event.id.clone(),
+        event_type: event.ty.clone(),
+        queue: queue.to_owned(),
+        stage: stage.to_owned(),
+        reason: reason.to_owned(),
+        detail: detail[..end].to_owned(),
+        deliveries,
+    };
+    // Strings and a number: serializing cannot fail.
+    let data = serde_json::to_value(&data).unwrap_or_default();
     let mut notice = crate::Event::new(format!("/troupe/{stage}"), DEAD_LETTERED_TYPE, &data);
-    notice.id = format!("{}-dead-{queue}", event.id);
+    notice.id = troupe_events::id::dead_lettered(&event.id, queue);
     notice.subject = event.subject.clone();
     notice.tenant = event.tenant.clone();
     notice.session = event.session.clone();

@@ -19,6 +19,7 @@ use spin_sdk::http_component;
 use troupe_guest::documents::{self, Document};
 use troupe_guest::events::{self, BlobRef, Deleted, Uploaded};
 use troupe_guest::http::{error, json};
+use troupe_guest::stages;
 use troupe_guest::{DEFAULT_TENANT, Event, blobs, bucket, config_u64, describe, new_id};
 use troupe_text::Kind;
 
@@ -189,8 +190,8 @@ async fn upload(req: IncomingRequest, out: ResponseOutparam, tenant: &str, name:
         blob,
     };
     let registered = documents::register(tenant, &up).and_then(|_| {
-        let event = events::new(events::UPLOADED, format!("{id}-uploaded"), tenant, &id, &up);
-        events::publish(events::UPLOADED, event, None)
+        let event = stages::new(events::id::uploaded(&id), tenant, &id, &up);
+        stages::publish(event, None)
     });
     match registered {
         Ok(()) => {
@@ -216,16 +217,15 @@ async fn delete(out: ResponseOutparam, tenant: &str, id: &str) {
         Ok(None) => return not_found(out, id).await,
         Err(why) => return error(out, 503, "unavailable", &why.to_string()).await,
     }
-    let event = events::new(
-        events::DELETED,
-        format!("{id}-deleted"),
+    let event = stages::new(
+        events::id::deleted(id),
         tenant,
         id,
         &Deleted {
             document: id.to_owned(),
         },
     );
-    match events::publish(events::DELETED, event, None) {
+    match stages::publish(event, None) {
         Ok(()) => {
             json(
                 out,

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use futures::SinkExt as _;
 use spin_sdk::http::{Fields, OutgoingResponse, ResponseOutparam};
 use troupe_guest::documents::{self, Document, Status};
-use troupe_guest::{Event, age_ms, config_u64, events, now_ms};
+use troupe_guest::{Event, age_ms, config_u64, events, now_ms, stages};
 
 /// How often the log is polled for new events.
 const POLL_MS: u64 = 200;
@@ -96,7 +96,7 @@ fn folded_all(doc: &Document) -> bool {
 
 /// Whether `event` settles a document.
 fn settles(event: &Event) -> bool {
-    events::stage(events::topic_of(event)) == events::stage(events::INDEXED)
+    events::stage(stages::topic_of(event)) == events::stage(events::INDEXED)
 }
 
 /// The stream's hold-back rule.
@@ -122,7 +122,7 @@ impl Hold {
     ) -> Vec<&'a Event> {
         let started = trail
             .iter()
-            .any(|e| events::topic_of(e) == events::UPLOADED)
+            .any(|e| stages::topic_of(e) == events::UPLOADED)
             || trail.first().is_some_and(|e| self.waited(e));
         if !started {
             return Vec::new();

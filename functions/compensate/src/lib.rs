@@ -5,7 +5,8 @@
 //! document was indexed first) is ignored: the status projection is the arbiter.
 
 use troupe_guest::documents::{Status, Verdict};
-use troupe_guest::events::{self, Compensated};
+use troupe_guest::events::{self, Compensated, Deleted, Payload};
+use troupe_guest::stages;
 use troupe_guest::{Event, Outcome, blobs, bucket, documents, each, vectors};
 
 use troupe_guest::{Result, host};
@@ -16,12 +17,12 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
 }
 
 fn compensate(event: &Event) -> Result<Outcome> {
-    let tenant = events::tenant(event);
-    let id = match events::subject(event) {
+    let tenant = stages::tenant(event);
+    let id = match stages::subject(event) {
         Ok(id) => id,
         Err(rejected) => return Ok(rejected),
     };
-    let deleted = event.type_ == events::type_of(events::DELETED);
+    let deleted = event.type_ == Deleted::TYPE;
     if !deleted {
         match documents::verdict(&tenant, &id, Status::Failed)? {
             Verdict::Agrees => {}
@@ -57,13 +58,7 @@ fn compensate(event: &Event) -> Result<Outcome> {
         vectors_removed,
         blobs_removed,
     };
-    let ev = events::new(
-        events::COMPENSATED,
-        format!("{id}-compensated-{cause}"),
-        &tenant,
-        &id,
-        &done,
-    );
-    events::publish(events::COMPENSATED, ev, Some(event))?;
+    let ev = stages::new(events::id::compensated(&id, cause), &tenant, &id, &done);
+    stages::publish(ev, Some(event))?;
     Ok(Outcome::Ok)
 }

@@ -10,7 +10,8 @@
 //! everything it publishes derive from the document, so running twice publishes
 //! nothing new.
 
-use troupe_guest::events::{self, BlobRef, Extracted, Failed, Job, JobChunk};
+use troupe_guest::events::{self, BlobRef, Chunk, Extracted, Failed, Job};
+use troupe_guest::stages::{self, Upload};
 use troupe_guest::{Event, Outcome, blobs, bucket, config_u64, documents, each, embeddings};
 use troupe_text::Kind;
 
@@ -62,9 +63,9 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
 }
 
 fn extract(event: &Event) -> Result<Outcome> {
-    let (tenant, up) = match events::upload(event)? {
-        events::Upload::Work(tenant, up) => (tenant, up),
-        events::Upload::Skip(outcome) => return Ok(outcome),
+    let (tenant, up) = match stages::upload(event)? {
+        Upload::Work(tenant, up) => (tenant, up),
+        Upload::Skip(outcome) => return Ok(outcome),
     };
     let id = up.document.as_str();
     // The model is served by the worker; while it is away, wait for it: a wait, not a
@@ -92,9 +93,8 @@ fn extract(event: &Event) -> Result<Outcome> {
             message,
             stage: "extract".into(),
         };
-        events::publish(
-            events::FAILED,
-            events::new(events::FAILED, format!("{id}-failed"), &tenant, id, &failed),
+        stages::publish(
+            stages::new(events::id::failed(id), &tenant, id, &failed),
             Some(event),
         )?;
         Ok(Outcome::Ok)
@@ -163,25 +163,18 @@ fn extract(event: &Event) -> Result<Outcome> {
         batches: of,
         tokens: spans.len() as u64,
     };
-    events::publish(
-        events::EXTRACTED,
-        events::new(
-            events::EXTRACTED,
-            format!("{id}-extracted"),
-            &tenant,
-            id,
-            &extracted,
-        ),
+    stages::publish(
+        stages::new(events::id::extracted(id), &tenant, id, &extracted),
         Some(event),
     )?;
     let claim_check =
         usize::try_from(config_u64("claim_check_bytes", 192 * 1024)).unwrap_or(usize::MAX);
     for (i, group) in chunks.chunks(per_job).enumerate() {
         let batch = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        let items: Vec<JobChunk> = group
+        let items: Vec<Chunk> = group
             .iter()
             .enumerate()
-            .map(|(j, c)| JobChunk {
+            .map(|(j, c)| Chunk {
                 id: format!("{:06}", i * per_job + j),
                 text: c.text.clone(),
             })
@@ -206,14 +199,8 @@ fn extract(event: &Event) -> Result<Outcome> {
             job.chunks.clear();
             job.chunks_blob = Some(blob);
         }
-        let ev = events::new(
-            events::EMBEDDING_REQUESTED,
-            format!("{id}-job-{batch}"),
-            &tenant,
-            id,
-            &job,
-        );
-        events::publish(events::EMBEDDING_REQUESTED, ev, Some(event))?;
+        let ev = stages::new(events::id::job(id, batch), &tenant, id, &job);
+        stages::publish(ev, Some(event))?;
     }
     Ok(Outcome::Ok)
 }

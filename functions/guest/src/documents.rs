@@ -174,7 +174,7 @@ pub fn trail(tenant: &str, id: &str) -> std::result::Result<Vec<crate::Event>, H
         .map(|event| {
             let at = crate::unix_time(&event).unwrap_or(latest);
             latest = latest.max(at);
-            let stage = crate::events::stage(crate::events::topic_of(&event));
+            let stage = crate::events::stage(crate::events::topic_of(&event.type_));
             ((at, stage), event)
         })
         .collect();

@@ -5,7 +5,9 @@
 //!
 //! - [`bindings`]: the `imports` world of `wit/troupe.wit`; event functions reuse it
 //!   through `wit_bindgen::generate!`'s `with`.
-//! - [`events`]: topics, event types and their payloads; building and publishing events.
+//! - [`events`]: topics, event types, payloads and id rules: the `troupe-events` crate,
+//!   which the embedding worker shares.
+//! - [`stages`]: reading events, building and publishing the events they cause.
 //! - [`documents`]: the document record (status projection), its keys in state, and
 //!   compare-and-set updates.
 //! - [`retention`]: how long a document's state is kept; forgetting a deleted one.
@@ -14,10 +16,13 @@
 
 pub mod documents;
 pub mod error;
-pub mod events;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod retention;
+pub mod stages;
+
+/// The event contract: topics, CloudEvents types, payloads and id rules.
+pub use troupe_events as events;
 
 /// The host's imports (`troupe:pipeline` world `imports`).
 #[allow(missing_docs, clippy::all)]
@@ -31,8 +36,7 @@ pub use bindings::troupe::pipeline::{
 };
 pub use error::{HandlerError, Result, host};
 
-/// Tenant of requests and events that name none.
-pub const DEFAULT_TENANT: &str = "default";
+pub use troupe_events::DEFAULT_TENANT;
 
 /// The bucket documents, drop-ins and temporary chunk files live in (variable `bucket`).
 pub fn bucket() -> String {

@@ -47,7 +47,10 @@ pub fn working_keys(tenant: &str, id: &str) -> [String; 3] {
 /// The ids of the document events webhooks are sent for; notify's claims are keyed by
 /// them.
 pub fn webhook_event_ids(id: &str) -> [String; 2] {
-    [format!("{id}-indexed"), format!("{id}-failed")]
+    [
+        crate::events::id::indexed(id),
+        crate::events::id::failed(id),
+    ]
 }
 
 /// Whether the document was deleted (its tombstone is there).

@@ -8,7 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 use troupe_guest::documents::{self, Change, Status};
-use troupe_guest::events::{self, Completed, Indexed};
+use troupe_guest::events::{self, Completed, Indexed, Payload};
+use troupe_guest::stages;
 use troupe_guest::{Event, Outcome, each, reject, retention, vectors};
 
 use troupe_guest::{Result, host};
@@ -32,8 +33,8 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
 }
 
 fn join(event: &Event) -> Result<Outcome> {
-    let tenant = events::tenant(event);
-    let id = match events::subject(event) {
+    let tenant = stages::tenant(event);
+    let id = match stages::subject(event) {
         Ok(id) => id,
         Err(rejected) => return Ok(rejected),
     };
@@ -45,20 +46,19 @@ fn join(event: &Event) -> Result<Outcome> {
         return Ok(Outcome::Retry(Some(1000)));
     };
     if matches!(doc.status, Status::Failed | Status::Deleted) {
-        if event.type_ == events::type_of(events::EMBEDDING_COMPLETED) {
+        if event.type_ == Completed::TYPE {
             vectors::delete_document(&tenant, &id).map_err(host("removing late vectors"))?;
         }
         return Ok(Outcome::Ok);
     }
-    let completed: Option<Completed> =
-        if event.type_ == events::type_of(events::EMBEDDING_COMPLETED) {
-            match events::data(event) {
-                Ok(c) => Some(c),
-                Err(why) => return Ok(reject("malformed_event", why.to_string())),
-            }
-        } else {
-            None
-        };
+    let completed: Option<Completed> = if event.type_ == Completed::TYPE {
+        match stages::data(event) {
+            Ok(c) => Some(c),
+            Err(why) => return Ok(reject("malformed_event", why.to_string())),
+        }
+    } else {
+        None
+    };
     let mut now = Join::default();
     documents::update(&format!("join/{tenant}/{id}"), |current: Option<Join>| {
         let mut j = current.unwrap_or_default();
@@ -92,14 +92,8 @@ fn join(event: &Event) -> Result<Outcome> {
             chunks: now.chunks,
             batches: now.of,
         };
-        let ev = events::new(
-            events::INDEXED,
-            format!("{id}-indexed"),
-            &tenant,
-            &id,
-            &indexed,
-        );
-        events::publish(events::INDEXED, ev, Some(event))?;
+        let ev = stages::new(events::id::indexed(&id), &tenant, &id, &indexed);
+        stages::publish(ev, Some(event))?;
     }
     Ok(Outcome::Ok)
 }

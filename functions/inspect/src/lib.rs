@@ -4,6 +4,7 @@
 
 use sha2::{Digest, Sha256};
 use troupe_guest::events::{self, Inspected};
+use troupe_guest::stages::{self, Upload};
 use troupe_guest::{Event, Outcome, blobs, each};
 use troupe_text::Kind;
 
@@ -15,9 +16,9 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
 }
 
 fn inspect(event: &Event) -> Result<Outcome> {
-    let (tenant, up) = match events::upload(event)? {
-        events::Upload::Work(tenant, up) => (tenant, up),
-        events::Upload::Skip(outcome) => return Ok(outcome),
+    let (tenant, up) = match stages::upload(event)? {
+        Upload::Work(tenant, up) => (tenant, up),
+        Upload::Skip(outcome) => return Ok(outcome),
     };
     let id = up.document.as_str();
     let Some(bytes) =
@@ -39,13 +40,7 @@ fn inspect(event: &Event) -> Result<Outcome> {
         title: facts.as_ref().and_then(|f| f.title.clone()),
         pages: facts.as_ref().and_then(|f| f.pages),
     };
-    let ev = events::new(
-        events::INSPECTED,
-        format!("{id}-inspected"),
-        &tenant,
-        id,
-        &inspected,
-    );
-    events::publish(events::INSPECTED, ev, Some(event))?;
+    let ev = stages::new(events::id::inspected(id), &tenant, id, &inspected);
+    stages::publish(ev, Some(event))?;
     Ok(Outcome::Ok)
 }

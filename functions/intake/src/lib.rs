@@ -8,6 +8,7 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use troupe_guest::events::{self, BlobRef, Failed, Uploaded};
+use troupe_guest::stages;
 use troupe_guest::{Event, Outcome, blobs, config_u64, documents, each, reject};
 use troupe_text::Kind;
 
@@ -49,7 +50,7 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
 }
 
 fn intake(event: &Event) -> Result<Outcome> {
-    let record: Record = match events::data(event) {
+    let record: Record = match stages::data(event) {
         Ok(r) => r,
         Err(why) => return Ok(reject("malformed_notification", why.to_string())),
     };
@@ -69,7 +70,7 @@ fn intake(event: &Event) -> Result<Outcome> {
         .as_bytes(),
     );
     let id = hex::encode(&digest[..16]);
-    let tenant = events::tenant(event);
+    let tenant = stages::tenant(event);
     let mut up = Uploaded {
         document: id.clone(),
         content_type: Kind::from_name(&name)
@@ -94,14 +95,8 @@ fn intake(event: &Event) -> Result<Outcome> {
             ),
             stage: "intake".into(),
         };
-        let ev = events::new(
-            events::FAILED,
-            format!("{id}-failed"),
-            &tenant,
-            &id,
-            &failed,
-        );
-        events::publish(events::FAILED, ev, Some(event))?;
+        let ev = stages::new(events::id::failed(&id), &tenant, &id, &failed);
+        stages::publish(ev, Some(event))?;
         return Ok(Outcome::Ok);
     }
     // The document keeps its own copy: the dropped-in key may be overwritten or
@@ -120,13 +115,7 @@ fn intake(event: &Event) -> Result<Outcome> {
     up.size = bytes.len() as u64;
     up.blob = copy;
     documents::register(&tenant, &up)?;
-    let uploaded = events::new(
-        events::UPLOADED,
-        format!("{id}-uploaded"),
-        &tenant,
-        &id,
-        &up,
-    );
-    events::publish(events::UPLOADED, uploaded, Some(event))?;
+    let uploaded = stages::new(events::id::uploaded(&id), &tenant, &id, &up);
+    stages::publish(uploaded, Some(event))?;
     Ok(Outcome::Ok)
 }

@@ -30,7 +30,8 @@ use spin_sdk::http::conversions::TryIntoOutgoingRequest;
 use spin_sdk::http::{Method, Request};
 use spin_sdk::wit::wasi::http0_2_0::{outgoing_handler, types as wasi_http};
 use troupe_guest::documents::{self, Change, Status, Verdict};
-use troupe_guest::events;
+use troupe_guest::events::{Indexed, Payload};
+use troupe_guest::stages;
 use troupe_guest::{
     Event, HostError, Outcome, config, config_u64, each, log, logging, now_ms, reject, state,
 };
@@ -112,9 +113,9 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
             ));
         }
         // Only transitions the record confirms are announced.
-        let tenant = events::tenant(event);
+        let tenant = stages::tenant(event);
         let id = event.subject.clone().unwrap_or_default();
-        let settled_as = if event.type_ == events::type_of(events::INDEXED) {
+        let settled_as = if event.type_ == Indexed::TYPE {
             Status::Indexed
         } else {
             Status::Failed
@@ -267,7 +268,7 @@ fn deliver(event: &Event, url: &str, settings: &Settings, body: &[u8]) -> Result
 
 /// The webhook body: the transition and the document as `GET` shows it.
 fn payload(event: &Event) -> Result<Vec<u8>> {
-    let tenant = events::tenant(event);
+    let tenant = stages::tenant(event);
     let id = event.subject.clone().unwrap_or_default();
     let document = documents::load(&tenant, &id)?.map(|(d, _)| d.view());
     let data: serde_json::Value = serde_json::from_slice(&event.data).unwrap_or_default();

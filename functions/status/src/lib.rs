@@ -10,7 +10,10 @@
 //! any later event for it is acknowledged and dropped.
 
 use troupe_guest::documents::{self, Change, Document, Failure, Status};
-use troupe_guest::events::{self, Compensated, Completed, Extracted, Failed, Inspected, Uploaded};
+use troupe_guest::events::{
+    self, Compensated, Completed, Deleted, Extracted, Failed, Inspected, Payload, Uploaded,
+};
+use troupe_guest::stages::{self, data};
 use troupe_guest::{Event, Outcome, each, now_ms, now_rfc3339, retention, state};
 
 use troupe_guest::{Result, host};
@@ -21,8 +24,8 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
 }
 
 fn fold(event: &Event) -> Result<Outcome> {
-    let tenant = events::tenant(event);
-    let id = match events::subject(event) {
+    let tenant = stages::tenant(event);
+    let id = match stages::subject(event) {
         Ok(id) => id,
         Err(rejected) => return Ok(rejected),
     };
@@ -30,22 +33,20 @@ fn fold(event: &Event) -> Result<Outcome> {
     if retention::is_gone(&tenant, &id)? {
         return Ok(Outcome::Ok);
     }
-    let topic = events::topic_of(event);
-    if topic == events::COMPENSATED
-        && events::data::<Compensated>(event)?.cause == events::type_of(events::DELETED)
-    {
+    let topic = stages::topic_of(event);
+    if topic == events::COMPENSATED && data::<Compensated>(event)?.cause == Deleted::TYPE {
         retention::forget(&tenant, &id)?;
         return Ok(Outcome::Ok);
     }
     state::append_event(&documents::log_subject(&tenant, &id), event)
         .map_err(host(format!("appending to the audit trail of {id}")))?;
     if topic == events::UPLOADED {
-        documents::register(&tenant, &events::data::<Uploaded>(event)?)?;
+        documents::register(&tenant, &data::<Uploaded>(event)?)?;
         return Ok(Outcome::Ok);
     }
     let change: Box<dyn Fn(&mut Document) -> bool> = match topic {
         events::EXTRACTED => {
-            let x: Extracted = events::data(event)?;
+            let x: Extracted = data(event)?;
             Box::new(move |d| {
                 let changed = d.chunks != Some(x.chunks) || d.progress.total != x.batches;
                 d.chunks = Some(x.chunks);
@@ -54,7 +55,7 @@ fn fold(event: &Event) -> Result<Outcome> {
             })
         }
         events::EMBEDDING_COMPLETED => {
-            let c: Completed = events::data(event)?;
+            let c: Completed = data(event)?;
             Box::new(move |d| {
                 if d.batches_done.contains(&c.batch) {
                     return false;
@@ -69,7 +70,7 @@ fn fold(event: &Event) -> Result<Outcome> {
             })
         }
         events::INSPECTED => {
-            let i: Inspected = events::data(event)?;
+            let i: Inspected = data(event)?;
             Box::new(move |d| {
                 if d.sha256.as_deref() == Some(i.sha256.as_str()) {
                     return false;
@@ -83,7 +84,7 @@ fn fold(event: &Event) -> Result<Outcome> {
         }
         events::INDEXED => Box::new(|d| advance(d, Status::Indexed)),
         events::FAILED => {
-            let f: Failed = events::data(event)?;
+            let f: Failed = data(event)?;
             Box::new(move |d| {
                 let moved = advance(d, Status::Failed);
                 if moved {

@@ -17,18 +17,16 @@
 mod retention;
 
 use troupe_guest::documents::{self, Status};
-use troupe_guest::events::{self, Failed};
+use troupe_guest::events::{self, DeadLettered, Failed, Payload};
+use troupe_guest::stages;
 use troupe_guest::{Event, Outcome, blobs, bucket, config_u64, each, log, logging, now_ms, state};
 
 use troupe_guest::{Result, host};
 troupe_guest::event_function!(handle);
 
-/// Type of the host's dead-letter notices.
-const DEAD_LETTERED: &str = "troupe.message.dead-lettered.v1";
-
 fn handle(events: Vec<Event>) -> Vec<Outcome> {
     each(events, |event| {
-        if event.type_ == DEAD_LETTERED {
+        if event.type_ == DeadLettered::TYPE {
             return dead(event);
         }
         sweep(event)?;
@@ -38,30 +36,15 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
     })
 }
 
-/// A dead-letter notice (see the host's `troupe_core::queue::dead_letter_notice`).
-#[derive(serde::Deserialize)]
-struct Dead {
-    #[serde(default)]
-    event_type: String,
-    #[serde(default)]
-    queue: String,
-    stage: String,
-    reason: String,
-    #[serde(default)]
-    detail: String,
-    #[serde(default)]
-    deliveries: u32,
-}
-
 /// Fails the document whose event was dead-lettered, if it has not settled.
 fn dead(notice: &Event) -> Result<Outcome> {
-    let id = match events::subject(notice) {
+    let id = match stages::subject(notice) {
         Ok(id) => id,
         // Not about a document: nothing of ours to settle.
         Err(_) => return Ok(Outcome::Ok),
     };
-    let tenant = events::tenant(notice);
-    let dead: Dead = match events::data(notice) {
+    let tenant = stages::tenant(notice);
+    let dead: DeadLettered = match stages::data(notice) {
         Ok(d) => d,
         Err(why) => return Ok(troupe_guest::reject("malformed_event", why.to_string())),
     };
@@ -84,14 +67,8 @@ fn dead(notice: &Event) -> Result<Outcome> {
         ),
         stage: stage.clone(),
     };
-    let ev = events::new(
-        events::FAILED,
-        format!("{id}-failed"),
-        &tenant,
-        &id,
-        &failed,
-    );
-    events::publish(events::FAILED, ev, Some(notice))?;
+    let ev = stages::new(events::id::failed(&id), &tenant, &id, &failed);
+    stages::publish(ev, Some(notice))?;
     Ok(Outcome::Ok)
 }
 
@@ -148,8 +125,8 @@ fn sweep_one(tick: &Event, key: &str, now: u64) -> Result<()> {
             ),
             stage: "sweeper".into(),
         };
-        let ev = events::new(events::FAILED, format!("{id}-failed"), tenant, id, &failed);
-        events::publish(events::FAILED, ev, Some(tick))?;
+        let ev = stages::new(events::id::failed(id), tenant, id, &failed);
+        stages::publish(ev, Some(tick))?;
     }
     Ok(())
 }
