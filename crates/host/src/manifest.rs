@@ -197,7 +197,7 @@ const DEFAULT_BATCH: usize = 10;
 pub const MAX_CONCURRENCY: usize = 1000;
 /// Topics consumed outside the manifest's components: every Troupe host subscribes
 /// the embedding worker to its jobs.
-pub const HOST_TOPICS: &[&str] = &["troupe.embedding.requested"];
+pub const HOST_TOPICS: &[&str] = &[<troupe_events::Job as troupe_events::Payload>::TOPIC];
 /// Longest retry delay a handler may ask for (SQS's longest visibility timeout).
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(12 * 3600);
 
