@@ -1,6 +1,6 @@
 //! The embedded set's own state and blob details: files an operator can read, file
 //! system key rules, object-created notifications. The contracts shared with Postgres
-//! and S3 are tested on both in `tests/tests/store_semantics.rs`.
+//! and S3 are tested on both in `tests/all/store_semantics.rs`.
 
 use std::time::Duration;
 
