@@ -19,6 +19,6 @@ cd "$root"
 ./scripts/setup-scale-out.sh
 cargo build --release --locked --workspace --all-targets -q
 log="${TMPDIR:-/tmp}/troupe-soak-$(date -u +%Y%m%dT%H%M%SZ).log"
-cargo test --release --locked --workspace --test kills -- --ignored --exact soak --nocapture 2>&1 \
+cargo test --release --locked --workspace --test all -- --ignored --exact kills::soak --nocapture 2>&1 \
   | tee "$log"
 echo "log: $log"

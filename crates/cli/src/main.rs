@@ -314,7 +314,7 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
     // On S3 the bucket's own notifications announce every write.
     let drop_ins = match &opened {
         Opened::Local(local) => Some(tokio::spawn(watch_drop_ins(
-            local.blobs.clone(),
+            troupe_local::DropInScanner::new(local.blobs.clone()),
             watched,
             stop_rx.clone(),
         ))),
@@ -349,7 +349,7 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
 /// Files copied straight into a watched bucket folder are announced like uploads:
 /// once at start-up, then every [`DROP_IN_SCAN`].
 async fn watch_drop_ins(
-    blobs: troupe_local::FsBlobs,
+    mut scanner: troupe_local::DropInScanner,
     watched: Vec<(String, String)>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -358,7 +358,7 @@ async fn watch_drop_ins(
     }
     loop {
         for (bucket, prefix) in &watched {
-            match blobs.scan(bucket, prefix).await {
+            match scanner.scan(bucket, prefix).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
                     bucket,

@@ -1,5 +1,8 @@
 //! Host-side bindings of the `troupe:pipeline` WIT package (`wit/` at the repo root).
 
+// Generated from `wit/troupe.wit`: its items carry the WIT's doc comments; the glue
+// bindgen adds around them (`*Pre`, `add_to_linker`, the host traits' plumbing) has none.
+#[allow(missing_docs)]
 mod generated {
     wasmtime::component::bindgen!({
         path: "../../wit",

@@ -18,16 +18,13 @@ use crate::SqliteQueue;
 /// Filesystem-backed [`Blobs`].
 #[derive(Clone)]
 pub struct FsBlobs {
-    pub(crate) root: PathBuf,
+    root: PathBuf,
     /// `root` with every link resolved: an object's directory must lie under it, so a
     /// symlink planted in the tree cannot lead a read outside the data directory.
-    pub(crate) real_root: PathBuf,
+    real_root: PathBuf,
     /// Where object-created notifications go (and their outbox lives); `None`
     /// disables them.
-    pub(crate) notify: Option<SqliteQueue>,
-    /// Dropped-in files seen once, by (bucket, key), with their (size, modified):
-    /// announced when a later scan sees them unchanged.
-    pub(crate) candidates: crate::drop_ins::Candidates,
+    notify: Option<SqliteQueue>,
 }
 
 impl std::fmt::Debug for FsBlobs {
@@ -75,7 +72,6 @@ impl FsBlobs {
             root,
             real_root,
             notify,
-            candidates: Default::default(),
         })
     }
 
@@ -84,6 +80,22 @@ impl FsBlobs {
         check_bucket(bucket)?;
         check_key(key)?;
         Ok(self.root.join(bucket).join(key))
+    }
+
+    /// The folder holding `bucket`'s objects.
+    pub(crate) fn bucket_dir(&self, bucket: &str) -> Result<PathBuf> {
+        check_bucket(bucket)?;
+        Ok(self.root.join(bucket))
+    }
+
+    /// The blob root with every link resolved, for [`open_regular`].
+    pub(crate) fn real_root(&self) -> &Path {
+        &self.real_root
+    }
+
+    /// The queue object-created notifications go to, if they are on.
+    pub(crate) fn notifications(&self) -> Option<&SqliteQueue> {
+        self.notify.as_ref()
     }
 
     /// Records a pending notification before the object becomes visible, so a crash

@@ -2,13 +2,13 @@
 //! program, not through [`Blobs::put`](troupe_core::Blobs::put)) raise the same
 //! object-created notification a put does, so a watched prefix ingests them.
 //!
-//! [`FsBlobs::scan`] walks a bucket's prefix and announces each file whose size or
-//! modification time differs from what it saw last; `troupe up` runs it at start-up
-//! and then every second. Files still being written are left for a later scan: a
-//! file is announced once two scans in a row saw the same size and modification time
-//! and it is at least [`SETTLE`] old; names starting with `.` (editors' and copiers'
-//! partial files) are skipped. A file that cannot be read is logged and skipped, so
-//! it never holds up the others.
+//! [`DropInScanner::scan`] walks a bucket's prefix and announces each file whose size or
+//! modification time differs from what it saw last; `troupe up` owns one scanner and
+//! runs it at start-up and then every second. Files still being written are left for a
+//! later scan: a file is announced once two scans in a row saw the same size and
+//! modification time and it is at least [`SETTLE`] old; names starting with `.`
+//! (editors' and copiers' partial files) are skipped. A file that cannot be read is
+//! logged and skipped, so it never holds up the others.
 //!
 //! A file's announcement and the record that it was seen (`blob_seen`) commit in one
 //! transaction: a crash leaves both or neither, so a file is never announced twice
@@ -20,12 +20,14 @@
 //! ingested. A file over [`MAX_DROP_IN_BYTES`] is logged and skipped before it is
 //! read; the others are hashed as a stream.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use troupe_core::{Error, Result};
 
-use crate::blobs::{FsBlobs, Pending, check_bucket, open_regular, walk};
+use crate::SqliteQueue;
+use crate::blobs::{FsBlobs, Pending, open_regular, walk};
 use crate::db::sql;
 
 /// Largest file the scan ingests (the API's default `max_upload_bytes`); larger
@@ -35,9 +37,26 @@ pub const MAX_DROP_IN_BYTES: u64 = 50 << 20;
 /// How long a file must stay unchanged before it is announced.
 pub const SETTLE: Duration = Duration::from_millis(500);
 
-/// Files seen once and not yet announced: (bucket, key) → (size, modified ns).
-pub(crate) type Candidates =
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), (u64, i64)>>>;
+/// Announces files dropped into a bucket's folder, as [`FsBlobs`] announces its puts.
+/// One per process that watches the folders (`troupe up`), which drives it with
+/// [`DropInScanner::scan`].
+pub struct DropInScanner {
+    /// The store the files are in, whose notification queue announces them.
+    blobs: FsBlobs,
+    /// Files seen once and not yet announced, by (bucket, key), with their (size,
+    /// modified ns): announced when a later scan sees them unchanged. In memory only:
+    /// after a restart a file waits for two scans again.
+    candidates: HashMap<(String, String), (u64, i64)>,
+}
+
+impl std::fmt::Debug for DropInScanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DropInScanner")
+            .field("blobs", &self.blobs)
+            .field("candidates", &self.candidates.len())
+            .finish()
+    }
+}
 
 /// A file found by a scan.
 struct Found {
@@ -46,14 +65,22 @@ struct Found {
     modified_ns: i64,
 }
 
-impl FsBlobs {
-    /// Announces new or changed files under `bucket/prefix`; returns how many.
-    pub async fn scan(&self, bucket: &str, prefix: &str) -> Result<usize> {
-        let Some(queue) = self.notify.clone() else {
+impl DropInScanner {
+    /// A scanner of `blobs`' folders, having seen nothing yet.
+    pub fn new(blobs: FsBlobs) -> Self {
+        Self {
+            blobs,
+            candidates: HashMap::new(),
+        }
+    }
+
+    /// Announces new or changed files under `bucket/prefix`; returns how many. Without
+    /// a notification queue (see [`FsBlobs::new`]) nothing is announced.
+    pub async fn scan(&mut self, bucket: &str, prefix: &str) -> Result<usize> {
+        let Some(queue) = self.blobs.notifications().cloned() else {
             return Ok(0);
         };
-        check_bucket(bucket)?;
-        let base = self.root.join(bucket);
+        let base = self.blobs.bucket_dir(bucket)?;
         let start = match prefix.rfind('/') {
             Some(i) => base.join(&prefix[..i]),
             None => base.clone(),
@@ -93,7 +120,7 @@ impl FsBlobs {
         .await
         .map_err(|e| Error::backend("filesystem", e))??;
         let b = bucket.to_owned();
-        let seen: std::collections::HashMap<String, (u64, i64)> = queue
+        let seen: HashMap<String, (u64, i64)> = queue
             .db()
             .read(move |c| {
                 let mut stmt = c
@@ -114,17 +141,15 @@ impl FsBlobs {
                 continue;
             }
             // Announce only what the previous scan saw exactly so.
-            let steady = {
-                let mut c = self.candidates.lock().map_err(|_| {
-                    Error::backend("filesystem", "drop-in candidates lock poisoned")
-                })?;
-                c.insert((bucket.to_owned(), f.key.clone()), now) == Some(now)
-            };
+            let steady = self
+                .candidates
+                .insert((bucket.to_owned(), f.key.clone()), now)
+                == Some(now);
             if !steady {
                 continue;
             }
-            let path = self.path(bucket, &f.key)?;
-            let (real_root, max) = (self.real_root.clone(), MAX_DROP_IN_BYTES);
+            let path = self.blobs.path(bucket, &f.key)?;
+            let (real_root, max) = (self.blobs.real_root().to_owned(), MAX_DROP_IN_BYTES);
             let digest = tokio::task::spawn_blocking(move || digest(&real_root, &path, max))
                 .await
                 .map_err(|e| Error::backend("filesystem", e))?;
@@ -138,7 +163,7 @@ impl FsBlobs {
                         limit = MAX_DROP_IN_BYTES,
                         "a dropped-in file is over the size limit; not ingesting it (upload it in parts, or raise the limit)"
                     );
-                    self.seen(&queue, bucket, &f).await?;
+                    record_seen(&queue, bucket, &f).await?;
                     continue;
                 }
                 Ok(None) => continue, // removed meanwhile, or no longer a regular file
@@ -160,22 +185,21 @@ impl FsBlobs {
             // document id, so announcing twice would make two documents. No outbox
             // row is needed: the file itself is the record of the pending work.
             let seen = Seen::of(bucket, &f);
-            self.announce_with(&queue, &pending, move |c| seen.record(c))
+            self.blobs
+                .announce_with(&queue, &pending, move |c| seen.record(c))
                 .await?;
-            if let Ok(mut c) = self.candidates.lock() {
-                c.remove(&(bucket.to_owned(), f.key.clone()));
-            }
+            self.candidates.remove(&(bucket.to_owned(), f.key.clone()));
             announced += 1;
         }
         Ok(announced)
     }
+}
 
-    /// Records a file as seen at its current size and time (when nothing is announced
-    /// for it): it is not looked at again until either changes.
-    async fn seen(&self, queue: &crate::SqliteQueue, bucket: &str, f: &Found) -> Result<()> {
-        let seen = Seen::of(bucket, f);
-        queue.db().write(move |c| seen.record(c)).await
-    }
+/// Records a file as seen at its current size and time (when nothing is announced for
+/// it): it is not looked at again until either changes.
+async fn record_seen(queue: &SqliteQueue, bucket: &str, f: &Found) -> Result<()> {
+    let seen = Seen::of(bucket, f);
+    queue.db().write(move |c| seen.record(c)).await
 }
 
 /// A file as a scan saw it, to be recorded in `blob_seen`.

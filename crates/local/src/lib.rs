@@ -13,7 +13,8 @@
 //! - [`vectors`]: [`SqliteVectors`], embedding vectors with exact search over an
 //!   in-memory copy kept in step with the table.
 //! - [`blobs`]: [`FsBlobs`], atomic file writes and object-created notifications.
-//! - [`drop_ins`]: files written straight into a bucket's folder, announced like puts.
+//! - [`drop_ins`]: [`DropInScanner`], announcing files written straight into a bucket's
+//!   folder like puts.
 //! - [`owners`]: the processes that have the directory open, so a restart releases
 //!   the leases of one that died at once.
 //! - [`retention`]: [`Local::purge`], removing dead letters, dedupe entries and
@@ -42,6 +43,7 @@ use std::sync::Arc;
 
 pub use blobs::FsBlobs;
 pub use db::{Db, Durability};
+pub use drop_ins::DropInScanner;
 pub use queue::SqliteQueue;
 pub use state::SqliteState;
 use troupe_core::{Clock, Error, Result, SystemClock};

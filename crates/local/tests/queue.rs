@@ -1,5 +1,5 @@
 //! SQLite-only queue details, with a hand-moved clock. The queue contract shared with
-//! SQS is tested on both in `tests/tests/queue_semantics.rs`.
+//! SQS is tested on both in `tests/all/queue_semantics.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,12 +1,12 @@
 //! The embedded set's own state and blob details: files an operator can read, file
 //! system key rules, object-created notifications. The contracts shared with Postgres
-//! and S3 are tested on both in `tests/tests/store_semantics.rs`.
+//! and S3 are tested on both in `tests/all/store_semantics.rs`.
 
 use std::time::Duration;
 
 use troupe_core::blobs::{OBJECT_CREATED_TYPE, created_topic};
 use troupe_core::{Blobs, DeliveryPolicy, Event, ObjectCreated, Queue, Subscription};
-use troupe_local::Local;
+use troupe_local::{DropInScanner, Local};
 
 #[tokio::test]
 async fn blobs_round_trip_and_list_by_prefix() {
@@ -203,9 +203,10 @@ async fn drop_ins_ingest_regular_files_only_never_what_a_link_points_at() {
     std::fs::write(&real, b"plain notes").unwrap();
     settle(&real);
     // A file is announced once two scans agree on it.
-    assert_eq!(l.blobs.scan("docs", "uploads/").await.unwrap(), 0);
-    assert_eq!(l.blobs.scan("docs", "uploads/").await.unwrap(), 1);
-    assert_eq!(l.blobs.scan("docs", "uploads/").await.unwrap(), 0);
+    let mut scanner = DropInScanner::new(l.blobs.clone());
+    assert_eq!(scanner.scan("docs", "uploads/").await.unwrap(), 0);
+    assert_eq!(scanner.scan("docs", "uploads/").await.unwrap(), 1);
+    assert_eq!(scanner.scan("docs", "uploads/").await.unwrap(), 0);
     let got = l.queue.receive("intake", 10, Duration::ZERO).await.unwrap();
     let keys: Vec<_> = got
         .iter()
@@ -266,10 +267,11 @@ async fn a_drop_in_is_announced_once_when_the_process_dies_before_recording_it_s
         })
         .await
         .unwrap();
-    assert_eq!(l.blobs.scan("docs", "uploads/").await.unwrap(), 0);
-    let err = l.blobs.scan("docs", "uploads/").await.unwrap_err();
+    let mut scanner = DropInScanner::new(l.blobs.clone());
+    assert_eq!(scanner.scan("docs", "uploads/").await.unwrap(), 0);
+    let err = scanner.scan("docs", "uploads/").await.unwrap_err();
     assert!(err.to_string().contains("the process died here"), "{err}");
-    drop(l);
+    drop((scanner, l));
 
     // The restart: the file is still there, unrecorded, and is announced now.
     let l = Local::open(dir.path()).unwrap();
@@ -282,9 +284,10 @@ async fn a_drop_in_is_announced_once_when_the_process_dies_before_recording_it_s
         .await
         .unwrap();
     assert_eq!(l.blobs.recover().await.unwrap(), 0, "nothing left pending");
-    assert_eq!(l.blobs.scan("docs", "uploads/").await.unwrap(), 0);
-    assert_eq!(l.blobs.scan("docs", "uploads/").await.unwrap(), 1);
-    assert_eq!(l.blobs.scan("docs", "uploads/").await.unwrap(), 0);
+    let mut scanner = DropInScanner::new(l.blobs.clone());
+    assert_eq!(scanner.scan("docs", "uploads/").await.unwrap(), 0);
+    assert_eq!(scanner.scan("docs", "uploads/").await.unwrap(), 1);
+    assert_eq!(scanner.scan("docs", "uploads/").await.unwrap(), 0);
     let got = l.queue.receive("intake", 10, Duration::ZERO).await.unwrap();
     let announced: Vec<_> = got
         .iter()

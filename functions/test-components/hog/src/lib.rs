@@ -1,7 +1,13 @@
 //! Event test component that allocates without bound: the host must stop it at its
 //! memory cap.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "event-function" });
+/// The `troupe:pipeline` bindings (`wit/troupe.wit`, world `event-function`), private to
+/// this component.
+mod bindings {
+    wit_bindgen::generate!({ path: "../../../wit", world: "event-function" });
+}
+
+use bindings::{exports, troupe};
 
 use exports::troupe::pipeline::handler::Guest;
 use troupe::pipeline::types::{Event, Outcome};
@@ -18,4 +24,4 @@ impl Guest for Hog {
     }
 }
 
-export!(Hog);
+bindings::export!(Hog with_types_in bindings);

@@ -1,7 +1,13 @@
 //! HTTP test component that also imports `troupe:pipeline`: `PUT /kv/<key>` stores the
 //! body in state and publishes `test.kv.put.v1`; `GET /kv/<key>` reads it back.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "imports" });
+/// The `troupe:pipeline` bindings (`wit/troupe.wit`, world `imports`), private to
+/// this component.
+mod bindings {
+    wit_bindgen::generate!({ path: "../../../wit", world: "imports" });
+}
+
+use bindings::troupe;
 
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;

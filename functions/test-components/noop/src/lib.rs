@@ -1,7 +1,13 @@
 //! Event test component that acknowledges every event and does nothing else: the
 //! dispatch benchmark's subject.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "event-function" });
+/// The `troupe:pipeline` bindings (`wit/troupe.wit`, world `event-function`), private to
+/// this component.
+mod bindings {
+    wit_bindgen::generate!({ path: "../../../wit", world: "event-function" });
+}
+
+use bindings::{exports, troupe};
 
 use exports::troupe::pipeline::handler::Guest;
 use troupe::pipeline::types::{Event, Outcome};
@@ -14,4 +20,4 @@ impl Guest for Noop {
     }
 }
 
-export!(Noop);
+bindings::export!(Noop with_types_in bindings);

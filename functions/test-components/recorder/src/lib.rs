@@ -7,7 +7,13 @@
 //! With the variable `forward_topic` set it republishes each event there; with
 //! `delay_ms` set it sleeps that long per batch (so tests can kill it mid-batch).
 
-wit_bindgen::generate!({ path: "../../../wit", world: "event-function" });
+/// The `troupe:pipeline` bindings (`wit/troupe.wit`, world `event-function`), private to
+/// this component.
+mod bindings {
+    wit_bindgen::generate!({ path: "../../../wit", world: "event-function" });
+}
+
+use bindings::{exports, troupe};
 
 use exports::troupe::pipeline::handler::Guest;
 use troupe::pipeline::types::{Event, Outcome, Rejection};
@@ -79,4 +85,4 @@ impl Guest for Recorder {
     }
 }
 
-export!(Recorder);
+bindings::export!(Recorder with_types_in bindings);

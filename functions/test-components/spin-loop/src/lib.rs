@@ -1,6 +1,12 @@
 //! Event test component that never returns: the host must stop it at its timeout.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "event-function" });
+/// The `troupe:pipeline` bindings (`wit/troupe.wit`, world `event-function`), private to
+/// this component.
+mod bindings {
+    wit_bindgen::generate!({ path: "../../../wit", world: "event-function" });
+}
+
+use bindings::{exports, troupe};
 
 use exports::troupe::pipeline::handler::Guest;
 use troupe::pipeline::types::{Event, Outcome};
@@ -16,4 +22,4 @@ impl Guest for SpinLoop {
     }
 }
 
-export!(SpinLoop);
+bindings::export!(SpinLoop with_types_in bindings);
