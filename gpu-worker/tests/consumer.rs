@@ -27,7 +27,7 @@ async fn setup(duplicate: bool) -> (tempfile::TempDir, Local, Consumer) {
             .queue
             .subscribe(&Subscription {
                 name: name.into(),
-                topic: topic.into(),
+                topics: vec![topic.into()],
                 subject_prefix: None,
                 policy: DeliveryPolicy::default(),
             })
@@ -223,7 +223,7 @@ async fn bad_jobs_are_dead_lettered_with_a_reason_and_fail_their_document() {
         .queue
         .subscribe(&troupe_core::Subscription {
             name: "status-failed".into(),
-            topic: troupe_gpu_worker::consumer::FAILED_TOPIC.into(),
+            topics: vec![troupe_gpu_worker::consumer::FAILED_TOPIC.into()],
             subject_prefix: None,
             policy: Default::default(),
         })
@@ -291,7 +291,7 @@ async fn a_job_outlasting_its_visibility_keeps_its_lease() {
         .queue
         .subscribe(&Subscription {
             name: "slow".into(),
-            topic: JOB_TOPIC.into(),
+            topics: vec![JOB_TOPIC.into()],
             subject_prefix: None,
             policy: DeliveryPolicy {
                 visibility_timeout: lease,

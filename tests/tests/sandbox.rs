@@ -82,7 +82,7 @@ async fn watch_notices(host: &InProcess) {
         .queue
         .subscribe(&Subscription {
             name: "notices".into(),
-            topic: DEAD_LETTERED_TOPIC.into(),
+            topics: vec![DEAD_LETTERED_TOPIC.into()],
             subject_prefix: None,
             policy: DeliveryPolicy::default(),
         })
