@@ -332,7 +332,10 @@ async fn retiring_moves_leased_delayed_and_dead_messages_in_one_step() {
     assert_eq!(e.queue.publish("t", &[msg("later")]).await.unwrap(), 0);
     // The lease still holds: its holder settles it where it now is.
     assert_eq!(
-        e.queue.ack("old", &[leased.receipt.clone()]).await.unwrap(),
+        e.queue
+            .ack("old", std::slice::from_ref(&leased.receipt))
+            .await
+            .unwrap(),
         1
     );
     let depth = e.queue.depth("new").await.unwrap();
