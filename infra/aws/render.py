@@ -10,7 +10,7 @@ Rules mirrored from crates/host/src/manifest.rs: a subscription is named by its
 or its `topics`; its visibility is `visibility_timeout_ms`, else max(30 s, 2 × the
 component's timeout); `max_deliveries` defaults to 5, `batch_size` to 10; a component's
 timeout defaults to 30 s and its memory to 128 MiB. Queues carry the `troupe:*` tags the
-SQS backend reads (crates/aws/src/sqs/topics.rs: the topics comma-joined into
+SQS backend reads (crates/aws/src/sqs/topics.rs: the topics space-separated in
 `troupe:topic`, continued in `troupe:topic-2` … past 256 characters).
 
 The queues a trigger `replaces` stay in the template, without topic tags (nothing sends
@@ -78,7 +78,7 @@ def topic_tags(topics):
     values = []
     for topic in topics:
         if values and len(values[-1]) + 1 + len(topic) <= 256:
-            values[-1] += "," + topic
+            values[-1] += " " + topic
         else:
             values.append(topic)
     return [{"Key": "troupe:topic" if i == 0 else f"troupe:topic-{i + 1}", "Value": v}

@@ -491,8 +491,8 @@ impl App {
 }
 
 /// A queue trigger's topics: `topic = "…"` or `topics = ["…", …]`, exactly one of the
-/// two; every name non-empty, listed once, without commas (queue tags keep the list
-/// comma-separated on SQS). Errors name the field (`topics[2]`).
+/// two; every name non-empty, listed once, without whitespace (queue tags keep the
+/// list space-separated on SQS). Errors name the field (`topics[2]`).
 fn topics(t: &raw::RawQueueTrigger) -> std::result::Result<Vec<String>, (String, String)> {
     let topics: Vec<String> = match (&t.topic, &t.topics) {
         (Some(_), Some(_)) => {
@@ -527,10 +527,10 @@ fn topics(t: &raw::RawQueueTrigger) -> std::result::Result<Vec<String>, (String,
         if topic.trim().is_empty() {
             return Err((field(j), "must not be empty".into()));
         }
-        if topic.contains(',') {
+        if topic.contains(char::is_whitespace) {
             return Err((
                 field(j),
-                format!("`{topic}`: topic names may not contain commas"),
+                format!("`{topic}`: topic names may not contain whitespace"),
             ));
         }
         if topics[..j].contains(topic) {

@@ -3,7 +3,7 @@
 //! - **Subscriptions are queues.** Subscription `name` is the queue `<prefix><name>`
 //!   with dead letters in `<prefix><name>-dlq` (a redrive policy with `maxReceiveCount`
 //!   = `max_deliveries`). The topics, subject filter and backoff settings are queue
-//!   tags (`troupe:topic`, comma-separated and continued in `troupe:topic-2` … when
+//!   tags (`troupe:topic`, space-separated and continued in `troupe:topic-2` … when
 //!   long; `troupe:subject-prefix`, `troupe:backoff-base-ms`, `troupe:backoff-max-ms`,
 //!   `troupe:dedupe-window-ms`), so any process, and CloudFormation, can declare
 //!   subscriptions.

@@ -1,9 +1,11 @@
 //! A subscription's topics as queue tags.
 //!
 //! SQS tag values hold at most 256 characters, and `status` alone takes eight topics.
-//! The list is comma-joined into `troupe:topic`, continued in `troupe:topic-2`,
-//! `troupe:topic-3` … when it is longer (a topic is never split). A queue from before
-//! topic lists, `troupe:topic` naming one topic, reads as that one topic.
+//! The list is space-separated in `troupe:topic`, continued in `troupe:topic-2`,
+//! `troupe:topic-3` … when it is longer (a topic is never split). A space, unlike a
+//! comma, is one of the characters AWS allows in tag values (letters, digits, spaces
+//! and `_ . : / = + - @`), and no topic holds one. A queue from before topic lists,
+//! `troupe:topic` naming one topic, reads as that one topic.
 
 use std::collections::HashMap;
 
@@ -38,17 +40,17 @@ pub(super) fn is_topic_tag(key: &str) -> bool {
 pub(super) fn pack(name: &str, topics: &[String]) -> Result<Vec<String>> {
     let mut values: Vec<String> = Vec::new();
     for topic in topics {
-        if topic.contains(',') || topic.len() > MAX_TAG_VALUE {
+        if topic.contains(char::is_whitespace) || topic.len() > MAX_TAG_VALUE {
             return Err(Error::invalid(
                 "subscription",
                 format!(
-                    "`{name}`: topic `{topic}` cannot be kept in a queue tag: topics are at most {MAX_TAG_VALUE} characters, without commas"
+                    "`{name}`: topic `{topic}` cannot be kept in a queue tag: topics are at most {MAX_TAG_VALUE} characters, without spaces"
                 ),
             ));
         }
         match values.last_mut() {
             Some(v) if v.len() + 1 + topic.len() <= MAX_TAG_VALUE => {
-                v.push(',');
+                v.push(' ');
                 v.push_str(topic);
             }
             _ => values.push(topic.clone()),
@@ -75,12 +77,7 @@ pub(super) fn unpack(tags: &HashMap<String, String>) -> Option<Vec<String>> {
         let Some(value) = tags.get(&tag_key(i)) else {
             break;
         };
-        topics.extend(
-            value
-                .split(',')
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned),
-        );
+        topics.extend(value.split_whitespace().map(str::to_owned));
     }
     if topics.is_empty() {
         return None;
@@ -132,8 +129,8 @@ mod tests {
 
     #[test]
     fn topics_a_tag_cannot_hold_are_refused_with_the_subscription() {
-        let err = pack("status", &["a,b".to_owned()]).unwrap_err().to_string();
-        assert!(err.contains("`status`") && err.contains("a,b"), "{err}");
+        let err = pack("status", &["a b".to_owned()]).unwrap_err().to_string();
+        assert!(err.contains("`status`") && err.contains("`a b`"), "{err}");
         let err = pack("status", &["x".repeat(300)]).unwrap_err().to_string();
         assert!(err.contains("256"), "{err}");
         let many: Vec<String> = (0..11).map(|i| format!("{i}{}", "t".repeat(250))).collect();

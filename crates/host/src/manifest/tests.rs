@@ -297,9 +297,9 @@ fn topic_lists_and_replaced_subscriptions_are_checked() {
             "listed twice",
         ),
         (
-            "topics = [\"t.v1,u.v1\"]",
+            "topics = [\"t.v1 u.v1\"]",
             "trigger.queue[0].topics[0]",
-            "commas",
+            "whitespace",
         ),
         (
             "subscription = \"s\"",
