@@ -32,7 +32,7 @@ async fn setup(duplicate: bool) -> (tempfile::TempDir, Local, Consumer) {
             .queue
             .subscribe(&Subscription {
                 name: name.into(),
-                topic: topic.into(),
+                topics: vec![topic.into()],
                 subject_prefix: None,
                 policy: DeliveryPolicy::default(),
             })
@@ -228,7 +228,7 @@ async fn bad_jobs_are_dead_lettered_with_a_reason_and_fail_their_document() {
         .queue
         .subscribe(&troupe_core::Subscription {
             name: "status-failed".into(),
-            topic: Failed::TOPIC.into(),
+            topics: vec![Failed::TOPIC.into()],
             subject_prefix: None,
             policy: Default::default(),
         })
@@ -296,7 +296,7 @@ async fn a_job_outlasting_its_visibility_keeps_its_lease() {
         .queue
         .subscribe(&Subscription {
             name: "slow".into(),
-            topic: JOB_TOPIC.into(),
+            topics: vec![JOB_TOPIC.into()],
             subject_prefix: None,
             policy: DeliveryPolicy {
                 visibility_timeout: lease,

@@ -6,10 +6,18 @@ manifest the embedded host runs.
     python3 infra/aws/render.py --check    # exit 1 if the committed template is stale
 
 Rules mirrored from crates/host/src/manifest.rs: a subscription is named by its
-`subscription` key (else the component id, or `<component>-blob`); its visibility is
-`visibility_timeout_ms`, else max(30 s, 2 × the component's timeout); `max_deliveries`
-defaults to 5, `batch_size` to 10; a component's timeout defaults to 30 s and its memory
-to 128 MiB. Queues carry the `troupe:*` tags the SQS backend reads.
+`subscription` key (else the component id, or `<component>-blob`) and takes its `topic`
+or its `topics`; its visibility is `visibility_timeout_ms`, else max(30 s, 2 × the
+component's timeout); `max_deliveries` defaults to 5, `batch_size` to 10; a component's
+timeout defaults to 30 s and its memory to 128 MiB. Queues carry the `troupe:*` tags the
+SQS backend reads (crates/aws/src/sqs/topics.rs: the topics space-separated in
+`troupe:topic`, continued in `troupe:topic-2` … past 256 characters).
+
+The queues a trigger `replaces` stay in the template, without topic tags (nothing sends
+to them) and without event source mappings, so that a stack update does not delete
+them with what they hold; `troupe init --backend aws` moves their messages and dead
+letters to the successor. Drop the names from `replaces` afterwards and the next stack
+update deletes them.
 """
 
 import json
@@ -45,15 +53,17 @@ def subscriptions(m):
         return comps.get(c, {}).get("tool", {}).get("troupe", {}).get("timeout_ms", DEFAULT_TIMEOUT_MS)
     subs = []
     for t in m.get("trigger", {}).get("queue", []):
-        subs.append((t.get("subscription", t["component"]), t["topic"], None, t))
+        topics = t["topics"] if "topics" in t else [t["topic"]]
+        subs.append((t.get("subscription", t["component"]), topics, None, t))
     for t in m.get("trigger", {}).get("blob", []):
         subs.append((t.get("subscription", t["component"] + "-blob"),
-                     f"troupe.blob.created/{t['bucket']}", t.get("prefix") or None, t))
+                     [f"troupe.blob.created/{t['bucket']}"], t.get("prefix") or None, t))
     out = []
-    for name, topic, prefix, t in subs:
+    for name, topics, prefix, t in subs:
         vis_ms = t.get("visibility_timeout_ms", max(30_000, 2 * timeout_ms(t["component"])))
         out.append({
-            "name": name, "topic": topic, "prefix": prefix, "component": t["component"],
+            "name": name, "topics": topics, "prefix": prefix, "component": t["component"],
+            "replaces": t.get("replaces", []),
             "visibility_s": math.ceil(vis_ms / 1000),
             "max_deliveries": t.get("max_deliveries", DEFAULT_MAX_DELIVERIES),
             "batch": t.get("batch_size", DEFAULT_BATCH),
@@ -61,6 +71,22 @@ def subscriptions(m):
             "dedupe_window_ms": t.get("dedupe_window_ms"),
         })
     return out
+
+
+def topic_tags(topics):
+    """The `troupe:topic` tags of a topic list (as the SQS backend writes them)."""
+    values = []
+    for topic in topics:
+        if values and len(values[-1]) + 1 + len(topic) <= 256:
+            values[-1] += " " + topic
+        else:
+            values.append(topic)
+    return [{"Key": "troupe:topic" if i == 0 else f"troupe:topic-{i + 1}", "Value": v}
+            for i, v in enumerate(values)]
+
+
+def is_blob(s):
+    return any(t.startswith("troupe.blob.created/") for t in s["topics"])
 
 
 def resolve_limits(m):
@@ -96,7 +122,7 @@ def render():
     }
     r["Bucket"] = {
         "Type": "AWS::S3::Bucket",
-        "DependsOn": [f"{logical(s['name'])}QueuePolicy" for s in subs if s["topic"].startswith("troupe.blob.created/")],
+        "DependsOn": [f"{logical(s['name'])}QueuePolicy" for s in subs if is_blob(s)],
         "Properties": {
             "BucketName": {"Ref": "BucketName"},
             "BucketEncryption": {"ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
@@ -104,17 +130,26 @@ def render():
             "NotificationConfiguration": {"QueueConfigurations": [
                 {"Event": "s3:ObjectCreated:*", "Queue": {"Fn::GetAtt": [f"{logical(s['name'])}Queue", "Arn"]},
                  **({"Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": s["prefix"]}]}}} if s["prefix"] else {})}
-                for s in subs if s["topic"].startswith("troupe.blob.created/")]},
+                for s in subs if is_blob(s)]},
         },
     }
-    all_subs = subs + [{"name": WORKER_SUBSCRIPTION[0], "topic": WORKER_SUBSCRIPTION[1], "prefix": None,
-                        "component": None, "visibility_s": WORKER_SUBSCRIPTION[2], "max_deliveries": WORKER_MAX_DELIVERIES,
+    all_subs = subs + [{"name": WORKER_SUBSCRIPTION[0], "topics": [WORKER_SUBSCRIPTION[1]], "prefix": None,
+                        "component": None, "replaces": [], "visibility_s": WORKER_SUBSCRIPTION[2],
+                        "max_deliveries": WORKER_MAX_DELIVERIES,
                         "batch": None, "backoff_base_ms": None, "backoff_max_ms": None, "dedupe_window_ms": None}]
+    # Replaced subscriptions: their queues stay, untagged and unmapped, until `troupe
+    # init` has moved what they hold (see the module's doc).
+    all_subs += [{**s, "name": old, "topics": [], "prefix": None, "component": None, "replaces": [],
+                  "retired_into": s["name"], "timeout_of": s["component"]}
+                 for s in subs for old in s["replaces"]]
     for s in all_subs:
         L = logical(s["name"])
-        timeout_s = math.ceil(comps.get(s["component"], {}).get("tool", {}).get("troupe", {}).get("timeout_ms", DEFAULT_TIMEOUT_MS) / 1000) if s["component"] else 0
+        timed = s.get("timeout_of", s["component"])
+        timeout_s = math.ceil(comps.get(timed, {}).get("tool", {}).get("troupe", {}).get("timeout_ms", DEFAULT_TIMEOUT_MS) / 1000) if timed else 0
         visibility = max(s["visibility_s"], VISIBILITY_FACTOR * timeout_s)
-        tags = [{"Key": "troupe:topic", "Value": s["topic"]}]
+        tags = topic_tags(s["topics"])
+        if s.get("retired_into"):
+            tags.append({"Key": "troupe:retired-into", "Value": s["retired_into"]})
         if s["prefix"]:
             tags.append({"Key": "troupe:subject-prefix", "Value": s["prefix"]})
         for k in ("backoff_base_ms", "backoff_max_ms", "dedupe_window_ms"):
@@ -129,7 +164,7 @@ def render():
             "SqsManagedSseEnabled": True,
             "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [f"{L}DeadLetters", "Arn"]}, "maxReceiveCount": s["max_deliveries"]},
             "Tags": tags}}
-        if s["topic"].startswith("troupe.blob.created/"):
+        if is_blob(s):
             r[f"{L}QueuePolicy"] = {"Type": "AWS::SQS::QueuePolicy", "Properties": {
                 "Queues": [{"Ref": f"{L}Queue"}],
                 "PolicyDocument": {"Version": "2012-10-17", "Statement": [{

@@ -1,6 +1,7 @@
 //! A document's audit trail reads in the order things happened, whatever order
-//! `status` logged it in: each topic reaches `status` on its own subscription, so on
-//! a concurrent queue (SQS) an event can be logged before the one that caused it.
+//! `status` logged it in: its one subscription takes every topic, but batches run
+//! concurrently and SQS (or a retry) does not keep the order, so an event can be
+//! logged before the one that caused it.
 //! These tests write the log out of order and read it through the real `api`.
 
 use std::time::Duration;

@@ -60,7 +60,7 @@ async fn dlq_list_and_redrive() {
         .queue
         .subscribe(&troupe_core::Subscription {
             name: "extract".into(),
-            topic: "t".into(),
+            topics: vec!["t".into()],
             subject_prefix: None,
             policy: Default::default(),
         })
@@ -212,7 +212,7 @@ async fn up_consumes_embedding_jobs_and_exits_cleanly_on_sigterm() {
         .queue
         .subscribe(&troupe_core::Subscription {
             name: "indexer".into(),
-            topic: "troupe.embedding.completed".into(),
+            topics: vec!["troupe.embedding.completed".into()],
             subject_prefix: None,
             policy: Default::default(),
         })

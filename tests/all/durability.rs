@@ -1,11 +1,18 @@
 //! Durability: `troupe up` is SIGKILLed in the middle of a batch; after a restart every
-//! accepted message is delivered and none is lost.
+//! accepted message is delivered and none is lost. A data directory (or queue set)
+//! from before topic lists hands what its per-topic subscriptions hold to the
+//! subscription that replaces them.
 
-use std::time::Duration;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use troupe_core::{Event, Message, Queue, State};
+use troupe_core::{DeliveryPolicy, Event, Message, Queue, State, Subscription};
 use troupe_local::Local;
-use troupe_tests::{Child, eventually, manifest};
+use troupe_tests::stack::{Stack, runtime};
+use troupe_tests::{Child, call, eventually, manifest};
+
+troupe_tests::both!(the_per_topic_subscriptions_of_before_hand_their_messages_on);
 
 const TOTAL: usize = 300;
 
@@ -139,4 +146,116 @@ async fn a_drop_in_is_one_document_when_troupe_dies_before_recording_it_seen() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let docs = documents().await;
     assert_eq!(docs.len(), 1, "one file, one document: {docs:?}");
+}
+
+/// The set's queue, opened in this process.
+fn queue_of(stack: &Stack) -> Arc<dyn Queue> {
+    runtime().block_on(async {
+        match stack {
+            Stack::Local { data } => {
+                Arc::new(Local::open(data).expect("open data dir").queue) as Arc<dyn Queue>
+            }
+            Stack::Aws { aws, .. } => Arc::new(aws.scale().await.queue) as Arc<dyn Queue>,
+        }
+    })
+}
+
+/// Before topic lists, `status` had a subscription per topic (`status-uploaded` …).
+/// Messages still in them when the new manifest starts are handled by `status`, dead
+/// letters included, and the old subscriptions receive nothing more.
+fn the_per_topic_subscriptions_of_before_hand_their_messages_on(stack: fn(&Path) -> Stack) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = stack(dir.path());
+    let queue = queue_of(&stack);
+    let doc = "before-lists-1";
+    runtime().block_on(async {
+        for (name, topic) in [
+            ("status-uploaded", "troupe.document.uploaded"),
+            ("status-failed", "troupe.document.failed"),
+        ] {
+            queue
+                .subscribe(&Subscription {
+                    name: name.into(),
+                    topics: vec![topic.into()],
+                    subject_prefix: None,
+                    policy: DeliveryPolicy::default(),
+                })
+                .await
+                .expect("declaring an old subscription");
+        }
+        let mut uploaded = Event::new(
+            "/troupe/api",
+            "troupe.document.uploaded.v1",
+            &serde_json::json!({
+                "document": doc, "name": "before.txt", "content_type": "text/plain",
+                "size": 6, "blob": { "bucket": "documents", "key": format!("docs/default/{doc}") },
+            }),
+        )
+        .with_subject(doc);
+        uploaded.id = format!("{doc}-uploaded");
+        uploaded.tenant = Some("default".into());
+        let sent = queue
+            .publish(
+                "troupe.document.uploaded",
+                &[Message::from_event(&uploaded)],
+            )
+            .await
+            .expect("publishing to the old subscription");
+        assert_eq!(sent, 1);
+        // A dead letter of the old `status-failed`.
+        let mut failed = Event::new("/test", "troupe.document.failed.v1", &serde_json::json!({}));
+        failed.id = "dead-before-lists".into();
+        queue
+            .publish("troupe.document.failed", &[Message::from_event(&failed)])
+            .await
+            .expect("publishing");
+        let got = queue
+            .receive("status-failed", 1, Duration::from_secs(1))
+            .await
+            .expect("receiving");
+        queue
+            .reject(
+                "status-failed",
+                &got[0].receipt,
+                "old_rejection",
+                "before lists",
+            )
+            .await
+            .expect("dead-lettering");
+    });
+
+    let up = Child::pipeline_on(&stack, &["--no-embeddings"], &[]);
+    let base = format!("http://{}", up.addr);
+    let start = Instant::now();
+    loop {
+        let (status, record) = call("GET", &format!("{base}/v1/documents/{doc}"), "", b"");
+        if status == 200 {
+            assert_eq!(record["name"], "before.txt", "{record}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "status never handled the event left in status-uploaded: {status} {record}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dead = stack.dead_letters("status");
+    assert!(
+        dead.iter()
+            .any(|l| l.id == "dead-before-lists" && l.reason == "old_rejection"),
+        "{dead:?}"
+    );
+    let names: Vec<String> = runtime().block_on(async {
+        queue
+            .subscriptions()
+            .await
+            .expect("listing")
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    });
+    assert!(
+        names.contains(&"status".to_owned()) && !names.iter().any(|n| n.starts_with("status-")),
+        "{names:?}"
+    );
 }

@@ -188,7 +188,7 @@ fn settled_documents_lose_their_working_state_and_deleted_ones_everything(
         || {
             let q = queue.clone();
             runtime().block_on(async move {
-                let d = q.depth("status-uploaded").await.expect("depth");
+                let d = q.depth("status").await.expect("depth");
                 d.ready + d.in_flight == 0
             })
         },
@@ -333,7 +333,7 @@ fn the_host_purges_dead_letters_past_their_retention() {
     let local = troupe_local::Local::open(stack.data()).expect("open data dir");
     let dead = || {
         runtime().block_on(async {
-            troupe_core::DeadLetters::dead_letters(&local.queue, "status-uploaded", 10)
+            troupe_core::DeadLetters::dead_letters(&local.queue, "status", 10)
                 .await
                 .expect("listing dead letters")
                 .len()

@@ -128,7 +128,7 @@ async fn a_redriven_s3_notification_is_delivered_not_dropped_as_a_repeat() {
     let scale = stack.scale().await;
     let sub = Subscription {
         name: "intake".into(),
-        topic: troupe_core::blobs::created_topic("documents"),
+        topics: vec![troupe_core::blobs::created_topic("documents")],
         subject_prefix: Some("uploads/".into()),
         policy: DeliveryPolicy {
             visibility_timeout: Duration::from_secs(1),

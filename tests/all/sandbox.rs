@@ -88,7 +88,7 @@ async fn watch_notices(host: &InProcess) {
         .queue
         .subscribe(&Subscription {
             name: "notices".into(),
-            topic: DEAD_LETTERED_TOPIC.into(),
+            topics: vec![DEAD_LETTERED_TOPIC.into()],
             subject_prefix: None,
             policy: DeliveryPolicy::default(),
         })
@@ -405,7 +405,7 @@ async fn a_component_reaches_only_what_it_was_granted() {
         l.queue
             .subscribe(&Subscription {
                 name: topic.replace('.', "-"),
-                topic: topic.into(),
+                topics: vec![topic.into()],
                 subject_prefix: None,
                 policy: DeliveryPolicy::default(),
             })

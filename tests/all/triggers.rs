@@ -133,7 +133,7 @@ async fn http_components_use_state_and_publish() {
         .queue
         .subscribe(&troupe_core::Subscription {
             name: "kv-watch".into(),
-            topic: "kv.v1".into(),
+            topics: vec!["kv.v1".into()],
             subject_prefix: None,
             policy: Default::default(),
         })
@@ -196,7 +196,7 @@ async fn queue_trigger_fans_out_settles_outcomes_and_republishes() {
     let q = &host.local.queue;
     q.subscribe(&troupe_core::Subscription {
         name: "forwarded".into(),
-        topic: "forwarded.v1".into(),
+        topics: vec!["forwarded.v1".into()],
         subject_prefix: None,
         policy: Default::default(),
     })

@@ -16,7 +16,7 @@ use troupe_tests::stack::Stack;
 use troupe_tests::{Child, call, get, repo_root, troupe_bin};
 
 const SECRET: &str = "outage-secret";
-/// `max_deliveries` of the `notify-*` subscriptions in spin.toml.
+/// `max_deliveries` of the `notify` subscription in spin.toml.
 const MAX_DELIVERIES: u64 = 10;
 
 /// How the receiver answers.
@@ -140,18 +140,18 @@ fn metric(base: &str, line_prefix: &str) -> u64 {
 fn settled(base: &str, outcome: &str) -> u64 {
     metric(
         base,
-        &format!(r#"troupe_events_total{{subscription="notify-failed",outcome="{outcome}"}}"#),
+        &format!(r#"troupe_events_total{{subscription="notify",outcome="{outcome}"}}"#),
     )
 }
 
-/// Deliveries of `notify-failed` that ended waiting or failing: each one a counted
+/// Deliveries of `notify` that ended waiting or failing: each one a counted
 /// delivery when waits counted.
 fn waited(base: &str) -> u64 {
     settled(base, "defer") + settled(base, "retry")
 }
 
 fn dead(base: &str) -> u64 {
-    metric(base, r#"troupe_dlq_depth{subscription="notify-failed"}"#)
+    metric(base, r#"troupe_dlq_depth{subscription="notify"}"#)
 }
 
 fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
@@ -361,11 +361,11 @@ fn notify_never_sends_unsigned_even_unchecked() {
         assert_eq!(hooks.counts(), (0, 0, 0), "a webhook went out unsigned");
         metric(
             &base,
-            r#"troupe_events_total{subscription="notify-failed",outcome="reject"}"#,
+            r#"troupe_events_total{subscription="notify",outcome="reject"}"#,
         ) >= 1
     });
     assert_eq!(
-        metric(&base, r#"troupe_dlq_depth{subscription="notify-failed"}"#),
+        metric(&base, r#"troupe_dlq_depth{subscription="notify"}"#),
         1
     );
     std::thread::sleep(Duration::from_secs(2));
@@ -373,7 +373,7 @@ fn notify_never_sends_unsigned_even_unchecked() {
     drop(up);
     let (cli_ok, listing) = {
         let out = Command::new(troupe_bin())
-            .args(["dlq", "list", "notify-failed", "--data-dir"])
+            .args(["dlq", "list", "notify", "--data-dir"])
             .arg(dir.path().join("data"))
             .output()
             .expect("troupe dlq list");

@@ -44,10 +44,11 @@ pub async fn configure_notifications(
     subscriptions: &[Subscription],
 ) -> Result<usize> {
     let mut configs = Vec::new();
-    for s in subscriptions
-        .iter()
-        .filter(|s| s.topic.starts_with("troupe.blob.created/"))
-    {
+    for s in subscriptions.iter().filter(|s| {
+        s.topics
+            .iter()
+            .any(|t| t.starts_with("troupe.blob.created/"))
+    }) {
         let arn = queue.arn(&s.name).await?;
         let url = queue.url(&s.name).await?;
         let policy = serde_json::json!({

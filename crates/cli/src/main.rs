@@ -75,7 +75,9 @@ enum Command {
     },
     /// Create what the backend set needs, idempotently: with `--backend aws`, the
     /// bucket, every subscription's queue and DLQ with its redrive policy, the bucket's
-    /// notifications to the blob triggers' queues, and the Postgres schema.
+    /// notifications to the blob triggers' queues, and the Postgres schema. Then
+    /// retires the subscriptions the manifest's triggers replace, moving what they
+    /// hold to their successors.
     Init {
         #[command(flatten)]
         backend: BackendArgs,
@@ -386,7 +388,7 @@ fn job_subscription() -> Result<troupe_core::Subscription> {
     use troupe_gpu_worker::consumer::JOB_TOPIC;
     Ok(troupe_core::Subscription {
         name: WORKER_SUBSCRIPTION.into(),
-        topic: JOB_TOPIC.into(),
+        topics: vec![JOB_TOPIC.into()],
         subject_prefix: None,
         policy: troupe_core::DeliveryPolicy {
             // Jobs wait for admission behind other work; the consumer renews their
@@ -423,8 +425,9 @@ async fn consumer(
     })
 }
 
-/// `troupe init`: declares every subscription of the manifest and the worker's; on
-/// AWS also the bucket and its notifications (the schema is migrated on connect).
+/// `troupe init`: declares every subscription of the manifest and the worker's, and
+/// retires the ones they replace; on AWS also the bucket and its notifications (the
+/// schema is migrated on connect).
 async fn init(backend: BackendArgs, manifest: PathBuf) -> Result<()> {
     let app = App::load(&manifest)?;
     let opened = Opened::open(&backend, false).await?;
@@ -446,7 +449,10 @@ async fn init(backend: BackendArgs, manifest: PathBuf) -> Result<()> {
             .subscribe(s)
             .await
             .with_context(|| format!("creating subscription `{}`", s.name))?;
-        println!("subscription {} ({}): ready", s.name, s.topic);
+        println!("subscription {} ({}): ready", s.name, s.topics.join(", "));
+    }
+    for t in &app.subscriptions {
+        troupe_host::retire_replaced(&app, &*queue, t).await?;
     }
     if let Opened::Aws(scale) = &opened {
         let n = troupe_aws::setup::configure_notifications(
@@ -512,7 +518,7 @@ async fn dlq(backend: BackendArgs, action: DlqAction) -> Result<()> {
             let mut summary = Vec::new();
             for s in backends.queue.subscriptions().await? {
                 let depth = backends.queue.depth(&s.name).await?;
-                summary.push(serde_json::json!({"subscription": s.name, "topic": s.topic, "dead": depth.dead, "ready": depth.ready, "in_flight": depth.in_flight}));
+                summary.push(serde_json::json!({"subscription": s.name, "topics": s.topics, "dead": depth.dead, "ready": depth.ready, "in_flight": depth.in_flight}));
             }
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }

@@ -34,7 +34,7 @@ pub use error::{Error, Result};
 pub use event::Event;
 pub use queue::{
     DeadLetter, DeadLetters, Delivery, DeliveryPolicy, Depth, Leases, Message, Queue, Receipt,
-    RetryOutcome, Subscription,
+    Retired, RetryOutcome, Subscription,
 };
 pub use state::{Entry, State};
 pub use vectors::{Hit, VectorRecord, Vectors};

@@ -110,18 +110,67 @@ impl DeliveryPolicy {
     }
 }
 
-/// A topic subscription: messages published to `topic` (whose subject starts with
-/// `subject_prefix`, when set) are copied into the queue named `name`.
+/// A topic subscription: messages published to any of its `topics` (whose subject
+/// starts with `subject_prefix`, when set) are copied into the queue named `name`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     /// Queue name, unique in the app.
     pub name: String,
-    /// The topic it listens to.
-    pub topic: String,
+    /// The topics it listens to: one queue (one lease, one dead-letter queue, one
+    /// receive loop) for every event a component handles alike, in publish order.
+    pub topics: Vec<String>,
     /// Only messages whose subject starts with this.
     pub subject_prefix: Option<String>,
     /// Delivery settings.
     pub policy: DeliveryPolicy,
+}
+
+impl Subscription {
+    /// Whether messages published to `topic` are copied to it (its subject filter
+    /// aside).
+    pub fn takes(&self, topic: &str) -> bool {
+        self.topics.iter().any(|t| t == topic)
+    }
+
+    /// Refuses a subscription a backend cannot declare: an empty name, no topics, or an
+    /// empty or repeated topic. The message names the subscription and the topic.
+    pub fn check(&self) -> Result<()> {
+        let bad = |why: String| Err(crate::Error::invalid("subscription", why));
+        if self.name.is_empty() {
+            return bad("a subscription needs a name".into());
+        }
+        if self.topics.is_empty() {
+            return bad(format!(
+                "`{}` takes no topic: give it one or more",
+                self.name
+            ));
+        }
+        for (i, t) in self.topics.iter().enumerate() {
+            if t.trim().is_empty() {
+                return bad(format!("`{}`: topic {i} is empty", self.name));
+            }
+            if self.topics[..i].contains(t) {
+                return bad(format!("`{}`: topic `{t}` is listed twice", self.name));
+            }
+        }
+        if self.policy.max_deliveries == 0 {
+            return bad(format!(
+                "`{}`: max_deliveries must be at least 1",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What retiring a subscription did ([`Queue::retire`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Retired {
+    /// Messages moved to the successor, dead letters included.
+    pub moved: u64,
+    /// Messages that could not move yet (on SQS: leased or delayed ones); they stay
+    /// in the retired queue until it is retired again.
+    pub left: u64,
 }
 
 /// A message to enqueue.
@@ -215,7 +264,7 @@ pub struct DeadLetter {
 pub trait Queue: Send + Sync {
     /// Creates or updates a subscription (and its queue).
     async fn subscribe(&self, subscription: &Subscription) -> Result<()>;
-    /// Every subscription, by name.
+    /// Every subscription, by name, its topics sorted.
     async fn subscriptions(&self) -> Result<Vec<Subscription>>;
     /// Copies each message into every matching subscription's queue, atomically;
     /// returns how many copies were enqueued (duplicates inside a dedupe window and
@@ -255,6 +304,13 @@ pub trait Queue: Send + Sync {
     async fn depth(&self, queue: &str) -> Result<Depth>;
     /// Whether the backend answers.
     async fn health(&self) -> Result<()>;
+    /// Retires subscription `from`, which subscription `into` (declared already)
+    /// replaces: `from` receives nothing more from then on, and every message it holds
+    /// moves to `into` with its id, body and the deliveries made so far — messages to
+    /// `into`'s queue, dead letters to `into`'s dead letters. Nothing is dropped: what
+    /// cannot move yet is counted in [`Retired::left`] and moves when `from` is retired
+    /// again. A `from` that does not exist (or no longer does) retires to nothing.
+    async fn retire(&self, from: &str, into: &str) -> Result<Retired>;
 }
 
 /// Keeping a lease while long work runs (SQS's ChangeMessageVisibility): a consumer
@@ -282,6 +338,32 @@ pub trait DeadLetters: Send + Sync {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn a_subscription_takes_its_topics_and_is_checked() {
+        let s = |topics: &[&str]| Subscription {
+            name: "status".into(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            subject_prefix: None,
+            policy: DeliveryPolicy::default(),
+        };
+        let ok = s(&["a", "b"]);
+        ok.check().unwrap();
+        assert!(ok.takes("a") && ok.takes("b") && !ok.takes("c"));
+        for (bad, says) in [
+            (s(&[]), "takes no topic"),
+            (s(&["a", ""]), "topic 1 is empty"),
+            (s(&["a", "b", "a"]), "`a` is listed twice"),
+        ] {
+            let err = bad.check().unwrap_err().to_string();
+            assert!(err.contains("`status`") && err.contains(says), "{err}");
+        }
+        let unnamed = Subscription {
+            name: String::new(),
+            ..s(&["a"])
+        };
+        assert!(unnamed.check().is_err());
+    }
 
     #[test]
     fn backoff_cap_doubles_then_saturates() {

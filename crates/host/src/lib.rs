@@ -94,8 +94,9 @@ pub struct Options {
     /// Subscriptions consumed outside the manifest (the embedding worker's), which
     /// are not reported as forgotten.
     pub native_subscriptions: Vec<String>,
-    /// The subscriptions exist already (`troupe init` made them): do not declare them
-    /// at start (a Lambda cold start should not call SQS eighteen times).
+    /// The subscriptions exist already (`troupe init` made them, and retired the ones
+    /// they replace): do not declare them at start (a Lambda cold start should not
+    /// call SQS for every subscription).
     pub assume_declared: bool,
     /// Connection and request-body limits of the HTTP listener.
     pub http: admission::HttpLimits,
@@ -213,6 +214,42 @@ fn check_exports(app: &App, runtime: &Runtime) -> Result<()> {
     Ok(())
 }
 
+/// Retires the subscriptions trigger `t` replaces into its own: they receive nothing
+/// more, and what they hold is handled by `t`'s component (moved on every start, so
+/// whatever could not move yet moves next time).
+pub async fn retire_replaced(
+    app: &App,
+    queue: &dyn Queue,
+    t: &manifest::SubscriptionTrigger,
+) -> Result<()> {
+    let into = &t.subscription.name;
+    for old in &t.replaces {
+        let retired = queue.retire(old, into).await.with_context(|| {
+            format!(
+                "{}: retiring subscription `{old}` into `{into}` (its `replaces`)",
+                app.path.display()
+            )
+        })?;
+        if retired.moved > 0 {
+            tracing::info!(
+                subscription = %into,
+                replaced = %old,
+                moved = retired.moved,
+                "moved the messages of a replaced subscription"
+            );
+        }
+        if retired.left > 0 {
+            tracing::warn!(
+                subscription = %into,
+                replaced = %old,
+                left = retired.left,
+                "a replaced subscription still holds leased or delayed messages: they move at the next start"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// A loaded app, ready to serve.
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -241,7 +278,10 @@ impl Host {
         let declared: std::collections::HashSet<&str> = app
             .subscriptions
             .iter()
-            .map(|t| t.subscription.name.as_str())
+            .flat_map(|t| {
+                std::iter::once(t.subscription.name.as_str())
+                    .chain(t.replaces.iter().map(String::as_str))
+            })
             .chain(options.native_subscriptions.iter().map(String::as_str))
             .collect();
         let existing = if options.assume_declared {
@@ -257,9 +297,11 @@ impl Host {
                 {
                     tracing::warn!(
                         subscription = %s.name,
-                        topic = %s.topic,
+                        topics = %s.topics.join(","),
                         "subscription exists but is not in the manifest: it still receives \
-                         copies of its topic's events and nothing consumes them; `troupe dlq list` shows its depth"
+                         copies of its topics' events and nothing consumes them; `troupe dlq list` \
+                         shows its depth; name it in the `replaces` of the trigger that took over \
+                         its topics to move its messages there"
                     );
                 }
             }
@@ -281,6 +323,7 @@ impl Host {
                         t.subscription.name
                     )
                 })?;
+            retire_replaced(&app, &*backends.queue, t).await?;
         }
         Ok(Self {
             shared: Arc::new(Shared {
@@ -319,6 +362,11 @@ impl Host {
         for t in self.shared.app.cron.clone() {
             tasks.spawn(triggers::cron::run(self.shared.clone(), t, stop_rx.clone()));
         }
+        tracing::info!(
+            receive_loops = self.shared.app.subscriptions.len(),
+            schedules = self.shared.app.cron.len(),
+            "triggers running: one receive loop per subscription"
+        );
         let mut stop_rx2 = stop_rx.clone();
         let http = tokio::spawn(server::serve(listener, self.shared.clone(), async move {
             let _ = stop_rx2.changed().await;

@@ -42,7 +42,7 @@ async fn run(durability: Durability, batch: usize, workers: usize, total: usize)
     for w in 0..workers {
         q.subscribe(&Subscription {
             name: format!("bench{w}"),
-            topic: "bench.v1".into(),
+            topics: vec!["bench.v1".into()],
             subject_prefix: None,
             policy: DeliveryPolicy::default(),
         })

@@ -21,11 +21,16 @@ pub enum Durability {
 const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS subscriptions (
     name TEXT PRIMARY KEY,
-    topic TEXT NOT NULL,
     subject_prefix TEXT,
     policy TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS subscriptions_topic ON subscriptions(topic);
+CREATE TABLE IF NOT EXISTS subscription_topics (
+    topic TEXT NOT NULL,
+    subscription TEXT NOT NULL,
+    PRIMARY KEY (topic, subscription)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS subscription_topics_subscription
+    ON subscription_topics(subscription);
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
@@ -113,6 +118,42 @@ fn add_column(conn: &Connection, table: &str, column: &str, ty: &str) -> rusqlit
         // Another process added it meanwhile.
         Err(e) if e.to_string().contains("duplicate column name") => Ok(()),
         other => other,
+    }
+}
+
+/// Databases from before topic lists kept one topic per subscription in
+/// `subscriptions.topic`: moves it to `subscription_topics` and drops the column, in
+/// one transaction (a second process opening the same old database waits, then finds
+/// nothing to do).
+fn move_subscription_topics(conn: &Connection) -> rusqlite::Result<()> {
+    let has_topic = |conn: &Connection| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('subscriptions') WHERE name = 'topic'",
+            [],
+            |r| r.get(0),
+        )
+    };
+    if !has_topic(conn)? {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let moved = (|| {
+        if has_topic(conn)? {
+            conn.execute_batch(
+                "INSERT OR IGNORE INTO subscription_topics (topic, subscription)
+                   SELECT topic, name FROM subscriptions WHERE topic <> '';
+                 DROP INDEX IF EXISTS subscriptions_topic;
+                 ALTER TABLE subscriptions DROP COLUMN topic;",
+            )?;
+        }
+        Ok(())
+    })();
+    match moved {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
 }
 
@@ -236,6 +277,7 @@ impl Db {
         // When a tombstone was laid (ms since the epoch; NULL: before this was kept,
         // and then it is kept for good), so that old ones can be purged.
         add_column(&conn, "vector_tombstones", "deleted_at", "INTEGER").map_err(busy)?;
+        move_subscription_topics(&conn).map_err(busy)?;
         Ok(conn)
     }
 

@@ -2,8 +2,10 @@
 //!
 //! One `messages` table holds every queue: a row is ready when `visible_at <= now`,
 //! leased while `lease` is set and `visible_at` is in the future, and dead-lettered when
-//! `dead = 1`. Receiving, settling and fan-out are single transactions, so a crash at
-//! any point leaves each message either enqueued or not, never half-moved.
+//! `dead = 1`. A subscription's topics are rows of `subscription_topics`; a publish
+//! copies each message to every subscription listed for its topic. Receiving,
+//! settling, fan-out and retiring a subscription are single transactions, so a crash
+//! at any point leaves each message either enqueued or not, never half-moved.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,8 +18,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 use troupe_core::queue::REASON_MAX_DELIVERIES;
 use troupe_core::{
-    Clock, Delivery, DeliveryPolicy, Depth, Error, Message, Queue, Receipt, Result, RetryOutcome,
-    Subscription,
+    Clock, Delivery, DeliveryPolicy, Depth, Error, Message, Queue, Receipt, Result, Retired,
+    RetryOutcome, Subscription,
 };
 
 use crate::db::{Db, sql};
@@ -244,30 +246,34 @@ impl SqliteQueue {
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn subscribe(&self, s: &Subscription) -> Result<()> {
-        if s.name.is_empty() || s.topic.is_empty() {
-            return Err(Error::invalid(
-                "subscription",
-                "name and topic must be non-empty",
-            ));
-        }
-        if s.policy.max_deliveries == 0 {
-            return Err(Error::invalid(
-                "subscription",
-                format!("`{}`: max_deliveries must be at least 1", s.name),
-            ));
-        }
+        s.check()?;
         let policy = serde_json::to_string(&s.policy)
             .map_err(|e| Error::invalid("policy", e.to_string()))?;
         let s2 = s.clone();
         self.db
             .write(move |c| {
                 c.execute(
-                    "INSERT INTO subscriptions (name, topic, subject_prefix, policy) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (name) DO UPDATE SET topic = excluded.topic,
+                    "INSERT INTO subscriptions (name, subject_prefix, policy) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET
                        subject_prefix = excluded.subject_prefix, policy = excluded.policy",
-                    params![s2.name, s2.topic, s2.subject_prefix, policy],
+                    params![s2.name, s2.subject_prefix, policy],
                 )
-                .map_err(sql)
+                .map_err(sql)?;
+                // A redeclared subscription takes exactly its new list: a topic it
+                // dropped reaches it no more.
+                c.execute(
+                    "DELETE FROM subscription_topics WHERE subscription = ?1",
+                    [&s2.name],
+                )
+                .map_err(sql)?;
+                for topic in &s2.topics {
+                    c.execute(
+                        "INSERT INTO subscription_topics (topic, subscription) VALUES (?1, ?2)",
+                        params![topic, s2.name],
+                    )
+                    .map_err(sql)?;
+                }
+                Ok(())
             })
             .await?;
         self.policies
@@ -281,21 +287,40 @@ impl Queue for SqliteQueue {
         self.db
             .read(|c| {
                 let mut stmt = c
-                    .prepare("SELECT name, topic, subject_prefix, policy FROM subscriptions ORDER BY name")
+                    .prepare(
+                        "SELECT s.name, s.subject_prefix, s.policy, t.topic FROM subscriptions s
+                         LEFT JOIN subscription_topics t ON t.subscription = s.name
+                         ORDER BY s.name, t.topic",
+                    )
                     .map_err(sql)?;
                 let rows = stmt
                     .query_map([], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Option<String>>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                        ))
                     })
                     .map_err(sql)?;
-                let mut out = Vec::new();
+                let mut out: Vec<Subscription> = Vec::new();
                 for row in rows {
-                    let (name, topic, subject_prefix, policy) = row.map_err(sql)?;
-                    let policy = serde_json::from_str(&policy).map_err(|e| Error::Corrupt {
-                        what: format!("policy of `{name}`"),
-                        why: e.to_string(),
-                    })?;
-                    out.push(Subscription { name, topic, subject_prefix, policy });
+                    let (name, subject_prefix, policy, topic) = row.map_err(sql)?;
+                    if out.last().is_none_or(|s| s.name != name) {
+                        let policy = serde_json::from_str(&policy).map_err(|e| Error::Corrupt {
+                            what: format!("policy of `{name}`"),
+                            why: e.to_string(),
+                        })?;
+                        out.push(Subscription {
+                            name,
+                            topics: Vec::new(),
+                            subject_prefix,
+                            policy,
+                        });
+                    }
+                    if let (Some(topic), Some(s)) = (topic, out.last_mut()) {
+                        s.topics.push(topic);
+                    }
                 }
                 Ok(out)
             })
@@ -494,6 +519,63 @@ impl Queue for SqliteQueue {
         self.db
             .read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql))
             .await
+    }
+
+    async fn retire(&self, from: &str, into: &str) -> Result<Retired> {
+        if from == into {
+            return Err(Error::invalid(
+                "subscription",
+                format!("`{from}` cannot replace itself"),
+            ));
+        }
+        // The successor must exist, or the messages would move nowhere.
+        self.policy(into).await?;
+        let (from_name, into_name) = (from.to_owned(), into.to_owned());
+        // One transaction: nothing is published to `from` once its messages moved.
+        // Rows keep their sequence, lease, delay and deliveries, so a consumer still
+        // holding one settles it as before; dead letters stay dead letters.
+        let moved = self
+            .db
+            .write(move |tx| {
+                tx.execute(
+                    "DELETE FROM subscription_topics WHERE subscription = ?1",
+                    [&from_name],
+                )
+                .map_err(sql)?;
+                tx.execute("DELETE FROM subscriptions WHERE name = ?1", [&from_name])
+                    .map_err(sql)?;
+                let moved = tx
+                    .execute(
+                        "UPDATE messages SET queue = ?2 WHERE queue = ?1",
+                        params![from_name, into_name],
+                    )
+                    .map_err(sql)?;
+                // Ids it saw stay seen: a repeat publish inside the window is not
+                // delivered again through the successor.
+                tx.execute(
+                    "INSERT INTO dedupe (queue, id, expires_at)
+                       SELECT ?2, id, expires_at FROM dedupe WHERE queue = ?1
+                     ON CONFLICT (queue, id) DO UPDATE
+                       SET expires_at = MAX(dedupe.expires_at, excluded.expires_at)",
+                    params![from_name, into_name],
+                )
+                .map_err(sql)?;
+                tx.execute("DELETE FROM dedupe WHERE queue = ?1", [&from_name])
+                    .map_err(sql)?;
+                Ok(moved)
+            })
+            .await?;
+        self.policies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(from);
+        if moved > 0 {
+            self.wake(&[into.to_owned()]);
+        }
+        Ok(Retired {
+            moved: u64::try_from(moved).unwrap_or(u64::MAX),
+            left: 0,
+        })
     }
 }
 

@@ -179,7 +179,7 @@ mod tests {
         let q = &local.queue;
         q.subscribe(&Subscription {
             name: "s".into(),
-            topic: "t".into(),
+            topics: vec!["t".into()],
             subject_prefix: None,
             policy: DeliveryPolicy::default(),
         })

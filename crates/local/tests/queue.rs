@@ -40,7 +40,7 @@ fn policy() -> DeliveryPolicy {
 async fn sub(q: &SqliteQueue, name: &str, topic: &str) {
     q.subscribe(&Subscription {
         name: name.into(),
-        topic: topic.into(),
+        topics: vec![topic.into()],
         subject_prefix: None,
         policy: policy(),
     })
@@ -67,7 +67,7 @@ async fn retry_backoff_grows_with_jitter_inside_its_bounds() {
     e.queue
         .subscribe(&Subscription {
             name: "a".into(),
-            topic: "t".into(),
+            topics: vec!["t".into()],
             subject_prefix: None,
             policy: p.clone(),
         })
@@ -196,5 +196,167 @@ async fn a_short_retry_delay_wakes_waiting_consumers_when_it_ends() {
     assert!(
         waited >= Duration::from_millis(25) && waited < Duration::from_millis(60),
         "redelivered after {waited:?}"
+    );
+}
+
+/// The queue tables as a data directory from before topic lists has them: one topic
+/// per subscription, in `subscriptions.topic`.
+const SCHEMA_BEFORE_TOPIC_LISTS: &str = r"
+CREATE TABLE subscriptions (
+    name TEXT PRIMARY KEY,
+    topic TEXT NOT NULL,
+    subject_prefix TEXT,
+    policy TEXT NOT NULL
+);
+CREATE INDEX subscriptions_topic ON subscriptions(topic);
+CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    visible_at INTEGER NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    lease TEXT,
+    enqueued_at INTEGER NOT NULL,
+    last_error TEXT,
+    dead INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    dead_at INTEGER
+);
+CREATE INDEX messages_ready ON messages(queue, dead, visible_at, seq);
+CREATE TABLE dedupe (
+    queue TEXT NOT NULL,
+    id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (queue, id)
+) WITHOUT ROWID;
+";
+
+#[tokio::test]
+async fn a_database_from_before_topic_lists_keeps_its_subscriptions_and_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    {
+        let old = rusqlite::Connection::open(&path).unwrap();
+        old.execute_batch(SCHEMA_BEFORE_TOPIC_LISTS).unwrap();
+        let policy = serde_json::to_string(&policy()).unwrap();
+        for (name, topic) in [("status-uploaded", "uploaded"), ("status-failed", "failed")] {
+            old.execute(
+                "INSERT INTO subscriptions (name, topic, subject_prefix, policy) VALUES (?1, ?2, NULL, ?3)",
+                rusqlite::params![name, topic, policy],
+            )
+            .unwrap();
+        }
+        old.execute(
+            "INSERT INTO messages (queue, id, body, visible_at, enqueued_at) VALUES ('status-uploaded', 'waiting', x'77', 0, 0)",
+            [],
+        )
+        .unwrap();
+    }
+    // Opened twice, as a second process would: the second finds nothing to move.
+    for _ in 0..2 {
+        let db = Db::open(&path, Durability::Normal).unwrap();
+        let clock = ManualClock::new(1_700_000_000_000);
+        let q = SqliteQueue::new(db, Arc::new(clock));
+        let subs: Vec<(String, Vec<String>)> = q
+            .subscriptions()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.name, s.topics))
+            .collect();
+        assert_eq!(
+            subs,
+            [
+                ("status-failed".to_owned(), vec!["failed".to_owned()]),
+                ("status-uploaded".to_owned(), vec!["uploaded".to_owned()]),
+            ]
+        );
+    }
+    let db = Db::open(&path, Durability::Normal).unwrap();
+    let q = SqliteQueue::new(db, Arc::new(ManualClock::new(1_700_000_000_000)));
+    assert_eq!(q.publish("uploaded", &[msg("new")]).await.unwrap(), 1);
+    let got: Vec<String> = q
+        .receive("status-uploaded", 10, NO_WAIT)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(got, ["waiting", "new"], "the old message and a new one");
+    // The old column is gone; a redeclaration writes the topic list alone.
+    let has_topic: bool = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('subscriptions') WHERE name = 'topic'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!has_topic);
+    sub(&q, "status-uploaded", "uploaded").await;
+    assert_eq!(q.publish("uploaded", &[msg("newer")]).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn retiring_moves_leased_delayed_and_dead_messages_in_one_step() {
+    let e = env();
+    sub(&e.queue, "old", "t").await;
+    sub(&e.queue, "new", "u").await;
+    let mut delayed = msg("delayed");
+    delayed.delay = Duration::from_secs(5);
+    e.queue
+        .publish("t", &[msg("leased"), msg("dead"), delayed])
+        .await
+        .unwrap();
+    let got = e.queue.receive("old", 2, NO_WAIT).await.unwrap();
+    assert_eq!(got.len(), 2);
+    let leased = got.iter().find(|d| d.id == "leased").unwrap();
+    let dead = got.iter().find(|d| d.id == "dead").unwrap();
+    e.queue
+        .reject("old", &dead.receipt, "bad_input", "no")
+        .await
+        .unwrap();
+
+    let retired = e.queue.retire("old", "new").await.unwrap();
+    assert_eq!((retired.moved, retired.left), (3, 0));
+    let names: Vec<String> = e
+        .queue
+        .subscriptions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["new"]);
+    assert_eq!(e.queue.publish("t", &[msg("later")]).await.unwrap(), 0);
+    // The lease still holds: its holder settles it where it now is.
+    assert_eq!(
+        e.queue
+            .ack("old", std::slice::from_ref(&leased.receipt))
+            .await
+            .unwrap(),
+        1
+    );
+    let depth = e.queue.depth("new").await.unwrap();
+    assert_eq!((depth.ready, depth.in_flight, depth.dead), (0, 1, 1));
+    e.clock.advance(Duration::from_secs(5));
+    let got = e.queue.receive("new", 10, NO_WAIT).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].id.as_str(), got[0].deliveries), ("delayed", 1));
+    let letters = troupe_core::DeadLetters::dead_letters(&e.queue, "new", 10)
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].id.as_str(), letters[0].reason.as_str()),
+        ("dead", "bad_input")
+    );
+    // The ids `old` saw stay seen inside the window.
+    assert_eq!(e.queue.send("new", &[msg("leased")]).await.unwrap(), 0);
+    // Again: nothing left to move.
+    assert_eq!(
+        e.queue.retire("old", "new").await.unwrap(),
+        troupe_core::Retired::default()
     );
 }

@@ -64,7 +64,7 @@ async fn writes_under_a_watched_prefix_notify_subscribers() {
     l.queue
         .subscribe(&Subscription {
             name: "ingest".into(),
-            topic: created_topic("docs"),
+            topics: vec![created_topic("docs")],
             subject_prefix: Some("uploads/".into()),
             policy: DeliveryPolicy::default(),
         })
@@ -101,7 +101,7 @@ async fn notifications_left_pending_by_a_crash_are_published_on_recovery() {
     l.queue
         .subscribe(&Subscription {
             name: "ingest".into(),
-            topic: created_topic("docs"),
+            topics: vec![created_topic("docs")],
             subject_prefix: None,
             policy: DeliveryPolicy::default(),
         })
@@ -170,7 +170,7 @@ async fn drop_ins_ingest_regular_files_only_never_what_a_link_points_at() {
     l.queue
         .subscribe(&Subscription {
             name: "intake".into(),
-            topic: created_topic("docs"),
+            topics: vec![created_topic("docs")],
             subject_prefix: Some("uploads/".into()),
             policy: DeliveryPolicy::default(),
         })
@@ -243,7 +243,7 @@ async fn a_drop_in_is_announced_once_when_the_process_dies_before_recording_it_s
     l.queue
         .subscribe(&Subscription {
             name: "intake".into(),
-            topic: created_topic("docs"),
+            topics: vec![created_topic("docs")],
             subject_prefix: Some("uploads/".into()),
             policy: DeliveryPolicy::default(),
         })

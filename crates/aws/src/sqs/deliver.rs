@@ -117,7 +117,11 @@ impl SqsQueue {
         let logical = subs
             .iter()
             .find(|s| s.name == name)
-            .and_then(|s| s.topic.strip_prefix("troupe.blob.created/"))
+            .and_then(|s| {
+                s.topics
+                    .iter()
+                    .find_map(|t| t.strip_prefix("troupe.blob.created/"))
+            })
             .map(str::to_owned);
         let Some(logical) = logical else {
             return Ok(Some(body.to_vec()));

@@ -52,7 +52,7 @@ impl SqsQueue {
                 Err(e) if is_missing_queue(e.code()) => continue,
                 Err(e) => return Err(sdk_error("sqs", e)),
             };
-            let Some(topic) = tags.get(TAG_TOPIC) else {
+            let Some(topics) = topics::unpack(&tags) else {
                 continue;
             };
             let attrs = self
@@ -87,7 +87,7 @@ impl SqsQueue {
                 .map_or(def.visibility_timeout, Duration::from_secs);
             subs.push(Subscription {
                 name: name.to_owned(),
-                topic: topic.clone(),
+                topics,
                 subject_prefix: tags.get(TAG_SUBJECT).cloned().filter(|p| !p.is_empty()),
                 policy: DeliveryPolicy {
                     visibility_timeout: visibility,

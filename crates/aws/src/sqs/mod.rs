@@ -2,10 +2,11 @@
 //!
 //! - **Subscriptions are queues.** Subscription `name` is the queue `<prefix><name>`
 //!   with dead letters in `<prefix><name>-dlq` (a redrive policy with `maxReceiveCount`
-//!   = `max_deliveries`). The topic, subject filter and backoff settings are queue tags
-//!   (`troupe:topic`, `troupe:subject-prefix`, `troupe:backoff-base-ms`,
-//!   `troupe:backoff-max-ms`, `troupe:dedupe-window-ms`), so any process, and
-//!   CloudFormation, can declare subscriptions.
+//!   = `max_deliveries`). The topics, subject filter and backoff settings are queue
+//!   tags (`troupe:topic`, space-separated and continued in `troupe:topic-2` … when
+//!   long; `troupe:subject-prefix`, `troupe:backoff-base-ms`, `troupe:backoff-max-ms`,
+//!   `troupe:dedupe-window-ms`), so any process, and CloudFormation, can declare
+//!   subscriptions.
 //! - **Topics fan out in the publisher**: a publish sends a copy to every queue whose
 //!   tags match, in batches of up to ten.
 //! - **Dedupe** of message ids inside the window goes through a [`State`] (Postgres in
@@ -24,6 +25,11 @@
 //!   moved to the DLQ by the consumer with its reason code, detail and delivery count
 //!   as message attributes; one whose leases keep expiring is moved by SQS's redrive
 //!   policy (reason `max_deliveries`). Redrive moves messages back itself.
+//! - **Retiring** a subscription removes its topic tags (publishers stop sending to
+//!   it once their listing is renewed), tags it `troupe:retired-into`, and moves what
+//!   its queue and DLQ hold to the successor's. The emptied queues are left in place:
+//!   a publisher with an older listing may still send to them for a few seconds, and
+//!   the next retire moves that too.
 //! - **S3 notifications.** A queue subscribed to a bucket's object-created topic
 //!   receives S3's own notification messages; they are decoded into Troupe's
 //!   object-created events on receipt ([`crate::notifications`]), and a notification
@@ -46,7 +52,9 @@
 //! - `deliver`: received messages (or a Lambda event's records) as deliveries, with S3
 //!   notifications decoded;
 //! - `dead`: moves to the DLQ, dead-letter listing and redrive;
-//! - `defer`: deferring a delivery without counting it.
+//! - `defer`: deferring a delivery without counting it;
+//! - `topics`: a subscription's topic list as queue tags;
+//! - `retire`: retiring a subscription into the one that replaces it.
 
 mod dead;
 mod dedupe;
@@ -54,7 +62,9 @@ mod defer;
 mod deliver;
 mod listing;
 mod names;
+mod retire;
 mod send;
+mod topics;
 
 pub use deliver::Raw;
 pub use names::check_queue_name;
@@ -73,17 +83,18 @@ use rand::SeedableRng;
 use troupe_core::queue::REASON_MAX_DELIVERIES;
 use troupe_core::{
     DeadLetter, DeadLetters, Delivery, DeliveryPolicy, Depth, Error, Leases, Message, Queue,
-    Receipt, Result, RetryOutcome, State, Subscription,
+    Receipt, Result, Retired, RetryOutcome, State, Subscription,
 };
 
 use crate::notifications::{self, Notification};
 use crate::sdk_error;
 
-const TAG_TOPIC: &str = "troupe:topic";
 const TAG_SUBJECT: &str = "troupe:subject-prefix";
 const TAG_BACKOFF_BASE: &str = "troupe:backoff-base-ms";
 const TAG_BACKOFF_MAX: &str = "troupe:backoff-max-ms";
 const TAG_DEDUPE: &str = "troupe:dedupe-window-ms";
+/// On a retired subscription's queue: the subscription its messages went to.
+const TAG_RETIRED: &str = "troupe:retired-into";
 
 const ATTR_ID: &str = "troupe-id";
 const ATTR_SUBJECT: &str = "troupe-subject";
@@ -277,7 +288,9 @@ impl SqsQueue {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn subscribe(&self, s: &Subscription) -> Result<()> {
+        s.check()?;
         check_queue_name("subscription", &self.queue_name(&s.name), false)?;
+        let topic_tags = topics::pack(&s.name, &s.topics)?;
         let dlq = self.create(&self.dlq_name(&s.name)).await?;
         self.sqs
             .set_queue_attributes()
@@ -311,23 +324,27 @@ impl Queue for SqsQueue {
             .sqs
             .tag_queue()
             .queue_url(&url)
-            .tags(TAG_TOPIC, &s.topic)
             .tags(TAG_BACKOFF_BASE, ms(s.policy.backoff_base))
             .tags(TAG_BACKOFF_MAX, ms(s.policy.backoff_max))
             .tags(TAG_DEDUPE, ms(s.policy.dedupe_window));
+        for (i, value) in topic_tags.iter().enumerate() {
+            tag = tag.tags(topics::tag_key(i), value);
+        }
         if let Some(p) = &s.subject_prefix {
             tag = tag.tags(TAG_SUBJECT, p);
         }
         tag.send().await.map_err(|e| sdk_error("sqs", e))?;
-        if s.subject_prefix.is_none() {
-            self.sqs
-                .untag_queue()
-                .queue_url(&url)
-                .tag_keys(TAG_SUBJECT)
-                .send()
-                .await
-                .map_err(|e| sdk_error("sqs", e))?;
+        // What the new declaration does not set: the rest of a longer topic list
+        // declared before (a dropped topic must reach it no more), a subject filter
+        // dropped, the mark of an earlier retirement.
+        let mut untag = self.sqs.untag_queue().queue_url(&url).tag_keys(TAG_RETIRED);
+        for i in topic_tags.len()..topics::MAX_TOPIC_TAGS {
+            untag = untag.tag_keys(topics::tag_key(i));
         }
+        if s.subject_prefix.is_none() {
+            untag = untag.tag_keys(TAG_SUBJECT);
+        }
+        untag.send().await.map_err(|e| sdk_error("sqs", e))?;
         self.forget_listing().await;
         Ok(())
     }
@@ -340,7 +357,7 @@ impl Queue for SqsQueue {
     async fn publish(&self, topic: &str, messages: &[Message]) -> Result<usize> {
         let subs = self.listing().await?;
         let mut sent = 0;
-        for s in subs.iter().filter(|s| s.topic == topic) {
+        for s in subs.iter().filter(|s| s.takes(topic)) {
             let matching: Vec<Message> = messages
                 .iter()
                 .filter(|m| match &s.subject_prefix {
@@ -534,6 +551,10 @@ impl Queue for SqsQueue {
             .await
             .map_err(|e| sdk_error("sqs", e))?;
         Ok(())
+    }
+
+    async fn retire(&self, from: &str, into: &str) -> Result<Retired> {
+        self.retire_into(from, into).await
     }
 }
 

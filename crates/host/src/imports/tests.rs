@@ -211,7 +211,7 @@ fn publishing_reaches_only_granted_topics() {
                 .queue
                 .subscribe(&troupe_core::Subscription {
                     name: name.into(),
-                    topic: topic.into(),
+                    topics: vec![topic.into()],
                     subject_prefix: None,
                     policy: Default::default(),
                 })

@@ -99,7 +99,15 @@ pub(super) struct RawDelivery {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawQueueTrigger {
-    pub(super) topic: String,
+    /// One topic; or `topics`, never both.
+    #[serde(default)]
+    pub(super) topic: Option<String>,
+    /// Several topics, one subscription.
+    #[serde(default)]
+    pub(super) topics: Option<Vec<String>>,
+    /// Subscriptions this one took over; what they hold moves here.
+    #[serde(default)]
+    pub(super) replaces: Vec<String>,
     pub(super) component: String,
     #[serde(default)]
     pub(super) subscription: Option<String>,

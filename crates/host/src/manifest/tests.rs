@@ -363,3 +363,94 @@ fn a_grant_naming_what_does_not_exist_is_refused_with_its_field() {
         assert!(err.contains(says), "{says}: {err}");
     }
 }
+
+#[test]
+fn a_queue_trigger_takes_one_topic_or_a_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::load(&write(dir.path(), GOOD)).unwrap();
+    assert_eq!(app.subscriptions[0].subscription.topics, ["t.v1"]);
+    assert!(app.subscriptions[0].replaces.is_empty());
+
+    let listed = GOOD.replace(
+        "topic = \"t.v1\"",
+        "topics = [\"t.v1\", \"u.v1\"]\nreplaces = [\"hello-t\", \"hello-u\"]",
+    );
+    let app = App::load(&write(dir.path(), &listed)).unwrap();
+    let t = &app.subscriptions[0];
+    assert_eq!(t.subscription.name, "hello");
+    assert_eq!(t.subscription.topics, ["t.v1", "u.v1"]);
+    assert!(t.subscription.takes("u.v1") && !t.subscription.takes("v.v1"));
+    assert_eq!(t.replaces, ["hello-t", "hello-u"]);
+}
+
+#[test]
+fn topic_lists_and_replaced_subscriptions_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = "topic = \"t.v1\"";
+    for (to, field, says) in [
+        (
+            "topic = \"t.v1\"\ntopics = [\"u.v1\"]",
+            "trigger.queue[0].topics",
+            "together with `topic`",
+        ),
+        ("topics = []", "trigger.queue[0].topics", "is empty"),
+        (
+            "topics = [\"t.v1\", \" \"]",
+            "trigger.queue[0].topics[1]",
+            "must not be empty",
+        ),
+        (
+            "topic = \"\"",
+            "trigger.queue[0].topic",
+            "must not be empty",
+        ),
+        (
+            "topics = [\"t.v1\", \"u.v1\", \"t.v1\"]",
+            "trigger.queue[0].topics[2]",
+            "listed twice",
+        ),
+        (
+            "topics = [\"t.v1 u.v1\"]",
+            "trigger.queue[0].topics[0]",
+            "whitespace",
+        ),
+        (
+            "subscription = \"s\"",
+            "trigger.queue[0].topic",
+            "is missing",
+        ),
+        (
+            "topic = \"t.v1\"\nreplaces = [\"old\", \"\"]",
+            "trigger.queue[0].replaces[1]",
+            "must not be empty",
+        ),
+        (
+            "topic = \"t.v1\"\nreplaces = [\"hello\"]",
+            "trigger.queue[0].replaces[0]",
+            "still in use",
+        ),
+    ] {
+        let err = App::load(&write(dir.path(), &GOOD.replacen(queue, to, 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spin.toml") && err.contains(&format!("`{field}`")) && err.contains(says),
+            "{to}: {err}"
+        );
+    }
+    // Two triggers may not take over the same old subscription.
+    let twice = GOOD
+        .replacen(queue, "topic = \"t.v1\"\nreplaces = [\"old\"]", 1)
+        .replacen(
+            "[[trigger.cron]]",
+            "[[trigger.queue]]\ntopic = \"u.v1\"\ncomponent = \"hello\"\nsubscription = \"b\"\nreplaces = [\"old\"]\n[[trigger.cron]]",
+            1,
+        );
+    let err = App::load(&write(dir.path(), &twice))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("trigger.queue[1].replaces[0]") && err.contains("replaced twice"),
+        "{err}"
+    );
+}

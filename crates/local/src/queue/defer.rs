@@ -73,7 +73,7 @@ mod tests {
         let q = SqliteQueue::new(db, Arc::new(clock.clone()));
         q.subscribe(&Subscription {
             name: "a".into(),
-            topic: "t".into(),
+            topics: vec!["t".into()],
             subject_prefix: None,
             policy: DeliveryPolicy {
                 max_deliveries: 2,

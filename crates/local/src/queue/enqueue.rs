@@ -43,7 +43,9 @@ pub(super) fn fan_out(
     let subs: Vec<(String, Option<String>, String)> = {
         let mut stmt = tx
             .prepare_cached(
-                "SELECT name, subject_prefix, policy FROM subscriptions WHERE topic = ?1",
+                "SELECT s.name, s.subject_prefix, s.policy FROM subscription_topics t
+                 JOIN subscriptions s ON s.name = t.subscription
+                 WHERE t.topic = ?1",
             )
             .map_err(sql)?;
         let rows = stmt

@@ -48,7 +48,7 @@ mod tests {
         };
         q.subscribe(&Subscription {
             name: "s".into(),
-            topic: "t".into(),
+            topics: vec!["t".into()],
             subject_prefix: None,
             policy,
         })
