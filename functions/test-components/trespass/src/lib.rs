@@ -5,7 +5,13 @@
 //! else must come back `denied` (the test also checks that nothing it tried to
 //! change changed).
 
-wit_bindgen::generate!({ path: "../../../wit", world: "imports" });
+/// The `troupe:pipeline` bindings (`wit/troupe.wit`, world `imports`), private to
+/// this component.
+mod bindings {
+    wit_bindgen::generate!({ path: "../../../wit", world: "imports" });
+}
+
+use bindings::troupe;
 
 use serde_json::{Value, json};
 use spin_sdk::http::{IntoResponse, Request, Response};
