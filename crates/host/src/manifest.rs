@@ -18,6 +18,7 @@ mod raw;
 mod requires;
 #[cfg(test)]
 mod tests;
+mod topics;
 
 pub use grants::{Access, BlobGrant, Grants};
 pub use outbound::{OutboundRule, is_public};
@@ -406,7 +407,7 @@ impl App {
         for (i, t) in raw.trigger.queue.iter().enumerate() {
             let field = |f: &str| format!("trigger.queue[{i}].{f}");
             known(field("component"), &t.component)?;
-            let topics = topics(t).map_err(|(f, why)| invalid(field(&f), why))?;
+            let topics = topics::of(t).map_err(|(f, why)| invalid(field(&f), why))?;
             let name = t
                 .subscription
                 .clone()
@@ -465,7 +466,7 @@ impl App {
                 },
             });
         }
-        check_replaces(&subscriptions)
+        topics::check_replaces(&subscriptions)
             .map_err(|(i, j, why)| invalid(format!("trigger.queue[{i}].replaces[{j}]"), why))?;
         let mut cron = Vec::new();
         for (i, t) in raw.trigger.cron.iter().enumerate() {
@@ -536,93 +537,6 @@ impl App {
             .find(|t| t.route.matches(path))
             .map(|t| t.component.as_str())
     }
-}
-
-/// A queue trigger's topics: `topic = "…"` or `topics = ["…", …]`, exactly one of the
-/// two; every name non-empty, listed once, without whitespace (queue tags keep the
-/// list space-separated on SQS). Errors name the field (`topics[2]`).
-fn topics(t: &raw::RawQueueTrigger) -> std::result::Result<Vec<String>, (String, String)> {
-    let topics: Vec<String> = match (&t.topic, &t.topics) {
-        (Some(_), Some(_)) => {
-            return Err((
-                "topics".into(),
-                "is set together with `topic`: keep one (`topics` takes a list)".into(),
-            ));
-        }
-        (None, None) => {
-            return Err((
-                "topic".into(),
-                "is missing: set `topic = \"…\"`, or `topics = [\"…\", …]` for several".into(),
-            ));
-        }
-        (Some(one), None) => vec![one.clone()],
-        (None, Some(list)) if list.is_empty() => {
-            return Err((
-                "topics".into(),
-                "is empty: list the topics the component handles".into(),
-            ));
-        }
-        (None, Some(list)) => list.clone(),
-    };
-    let field = |j: usize| {
-        if t.topic.is_some() {
-            "topic".to_owned()
-        } else {
-            format!("topics[{j}]")
-        }
-    };
-    for (j, topic) in topics.iter().enumerate() {
-        if topic.trim().is_empty() {
-            return Err((field(j), "must not be empty".into()));
-        }
-        if topic.contains(char::is_whitespace) {
-            return Err((
-                field(j),
-                format!("`{topic}`: topic names may not contain whitespace"),
-            ));
-        }
-        if topics[..j].contains(topic) {
-            return Err((field(j), format!("`{topic}` is listed twice")));
-        }
-    }
-    Ok(topics)
-}
-
-/// Each name in a `replaces` list is a subscription that no trigger declares and that
-/// only one trigger replaces: `(trigger, index, why)` otherwise.
-fn check_replaces(
-    subscriptions: &[SubscriptionTrigger],
-) -> std::result::Result<(), (usize, usize, String)> {
-    let declared: HashSet<&str> = subscriptions
-        .iter()
-        .map(|t| t.subscription.name.as_str())
-        .collect();
-    let mut taken = HashSet::new();
-    // Queue triggers come first, in manifest order.
-    for (i, t) in subscriptions.iter().enumerate() {
-        for (j, old) in t.replaces.iter().enumerate() {
-            if old.trim().is_empty() {
-                return Err((i, j, "must not be empty".into()));
-            }
-            if declared.contains(old.as_str()) {
-                return Err((
-                    i,
-                    j,
-                    format!(
-                        "`{old}` is declared by a trigger of this manifest: a subscription cannot replace one that is still in use"
-                    ),
-                ));
-            }
-            if !taken.insert(old.as_str()) {
-                return Err((
-                    i,
-                    j,
-                    format!("`{old}` is replaced twice: one subscription takes over its messages"),
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A subscription's policy; `timeout` is its component's, which the lease must outlast
