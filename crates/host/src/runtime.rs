@@ -253,7 +253,7 @@ impl Runtime {
             };
             let env = Arc::new(ComponentEnv {
                 id: def.id.clone(),
-                granted: crate::imports::Granted::new(&backends, def.grants.clone()),
+                granted: crate::imports::Granted::new(backends, def.grants.clone()),
                 variables: def.variables.clone(),
                 allowed: Arc::new(def.allowed_outbound_hosts.clone()),
                 allow_private_outbound,
