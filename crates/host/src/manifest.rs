@@ -6,7 +6,7 @@
 //! keeps tool settings, `[component.<id>.tool.troupe]`, so the same file stays valid
 //! for `spin up`.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -488,32 +488,14 @@ impl App {
                 component: t.component.clone(),
             });
         }
-        let mut buckets = BTreeSet::new();
-        for (i, written) in app_tool.buckets.iter().enumerate() {
-            let field = format!("application.tool.troupe.buckets[{i}]");
-            let bucket = expand(written, &variables).map_err(|why| invalid(field.clone(), why))?;
-            troupe_core::blobs::check_bucket(&bucket).map_err(|e| invalid(field, e.to_string()))?;
-            buckets.insert(bucket);
-        }
-        buckets.extend(raw.trigger.blob.iter().map(|t| t.bucket.clone()));
-        let mut topics: BTreeSet<String> = subscriptions
+        let watched = raw.trigger.blob.iter().map(|t| t.bucket.clone());
+        let consumed = subscriptions
             .iter()
             .filter(|s| s.source == Source::Topic)
             .flat_map(|s| s.subscription.topics.iter().cloned())
-            .chain(HOST_TOPICS.iter().map(|t| (*t).to_owned()))
-            .collect();
-        for (i, written) in app_tool.topics.iter().enumerate() {
-            let field = format!("application.tool.troupe.topics[{i}]");
-            let topic = expand(written, &variables).map_err(|why| invalid(field.clone(), why))?;
-            if topic.trim().is_empty() {
-                return Err(invalid(field, "must not be empty".into()));
-            }
-            topics.insert(topic);
-        }
-        let known = grants::Known {
-            buckets: &buckets,
-            topics: &topics,
-        };
+            .chain(HOST_TOPICS.iter().map(|t| (*t).to_owned()));
+        let known = grants::Known::new(&app_tool, &variables, watched, consumed)
+            .map_err(|(f, why)| invalid(f, why))?;
         for (id, def) in components.iter_mut() {
             let raw = raw_grants.remove(id).unwrap_or_default();
             def.grants = grants::resolve(&raw, &variables, &known).map_err(|(f, why)| {

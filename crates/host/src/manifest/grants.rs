@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::expand;
-use super::raw::RawGrants;
+use super::raw::{RawAppTool, RawGrants};
 
 /// Read, or read and write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -118,9 +118,39 @@ fn overlaps(a: &str, b: &str) -> bool {
 
 /// What a component's grants may name: buckets that exist for the application and
 /// topics something consumes.
-pub(super) struct Known<'a> {
-    pub(super) buckets: &'a BTreeSet<String>,
-    pub(super) topics: &'a BTreeSet<String>,
+pub(super) struct Known {
+    buckets: BTreeSet<String>,
+    topics: BTreeSet<String>,
+}
+
+impl Known {
+    /// The buckets blob triggers watch (`watched`) and the topics subscriptions take
+    /// (`consumed`), with those `[application.tool.troupe]` declares; the error is the
+    /// field and why.
+    pub(super) fn new(
+        tool: &RawAppTool,
+        vars: &BTreeMap<String, String>,
+        watched: impl Iterator<Item = String>,
+        consumed: impl Iterator<Item = String>,
+    ) -> Result<Self, (String, String)> {
+        let mut buckets: BTreeSet<String> = watched.collect();
+        for (i, written) in tool.buckets.iter().enumerate() {
+            let field = format!("application.tool.troupe.buckets[{i}]");
+            let bucket = expand(written, vars).map_err(|why| (field.clone(), why))?;
+            troupe_core::blobs::check_bucket(&bucket).map_err(|e| (field, e.to_string()))?;
+            buckets.insert(bucket);
+        }
+        let mut topics: BTreeSet<String> = consumed.collect();
+        for (i, written) in tool.topics.iter().enumerate() {
+            let field = format!("application.tool.troupe.topics[{i}]");
+            let topic = expand(written, vars).map_err(|why| (field.clone(), why))?;
+            if topic.trim().is_empty() {
+                return Err((field, "must not be empty".into()));
+            }
+            topics.insert(topic);
+        }
+        Ok(Self { buckets, topics })
+    }
 }
 
 /// Resolves `raw` (its names may use `{{ variable }}`); the error is the field below
@@ -128,7 +158,7 @@ pub(super) struct Known<'a> {
 pub(super) fn resolve(
     raw: &RawGrants,
     vars: &BTreeMap<String, String>,
-    known: &Known<'_>,
+    known: &Known,
 ) -> Result<Grants, (String, String)> {
     let at = |field: &str, i: usize| format!("{field}[{i}]");
     let mut grants = Grants::default();
