@@ -14,6 +14,7 @@
 //!   deleted, compensated.
 //! - [`embedding`]: the worker's jobs and their completions.
 //! - [`notice`]: the host's notice that an event was dead-lettered.
+//! - [`tenant`]: tenant names and their rule.
 //! - [`id`]: the ids of derived events, deterministic so that a handler that runs twice
 //!   publishes the same event twice and the queue's dedupe window keeps one.
 //!
@@ -45,6 +46,7 @@ pub mod document;
 pub mod embedding;
 pub mod id;
 pub mod notice;
+pub mod tenant;
 
 pub use document::{
     COMPENSATED, Compensated, DELETED, Deleted, EXTRACTED, Extracted, FAILED, Failed, INDEXED,
@@ -53,8 +55,7 @@ pub use document::{
 pub use embedding::{Chunk, Completed, EMBEDDING_COMPLETED, EMBEDDING_REQUESTED, Job};
 pub use notice::{DEAD_LETTERED, DeadLettered};
 
-/// Tenant of requests and events that name none.
-pub const DEFAULT_TENANT: &str = "default";
+pub use tenant::{DEFAULT_TENANT, Tenant};
 
 /// The JSON `data` of the events on one topic.
 pub trait Payload: Serialize + DeserializeOwned {
