@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use troupe_core::queue::REASON_MAX_DELIVERIES;
 use troupe_core::{Blobs, Delivery, Event, Leases, Message, Queue, VectorRecord, Vectors};
-use troupe_events::{Chunk, Completed, DEFAULT_TENANT, Failed, Job, Payload, id};
+use troupe_events::{Chunk, Completed, Failed, Job, Payload, Tenant, id};
 
 use crate::{Embedder, Error};
 
@@ -281,8 +281,25 @@ impl Consumer {
                 format!("batch {} of {} is out of range", job.batch, job.of),
             ));
         }
+        // The envelope's tenant was set by the host from the invocation that
+        // published the job; the job's own fields came from a guest, so its chunks
+        // must lie in that tenant's keys.
+        let tenant = match &event.tenant {
+            None => Tenant::default(),
+            Some(t) => Tenant::new(t.as_str())
+                .map_err(|e| Failure::Reject("invalid_tenant", e.to_string()))?,
+        };
         let mut chunks = job.chunks.clone();
         if let Some(r) = &job.chunks_blob {
+            if !tenant.owns_key(&r.key) {
+                return Err(Failure::Reject(
+                    "denied",
+                    format!(
+                        "the job of tenant `{tenant}` names chunks at {}/{}, outside its keys (chunks/{tenant}/…)",
+                        r.bucket, r.key
+                    ),
+                ));
+            }
             let bytes = self
                 .blobs
                 .get(&r.bucket, &r.key)
@@ -304,10 +321,7 @@ impl Consumer {
             })?;
             chunks.extend(more);
         }
-        let tenant = event
-            .tenant
-            .clone()
-            .unwrap_or_else(|| DEFAULT_TENANT.to_owned());
+        let tenant = tenant.to_string();
         let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
         // Queue work waits for admission rather than burning deliveries on `Overloaded`.
         let embedded = self

@@ -315,7 +315,7 @@ async fn count(local: &troupe_local::Local, id: &str) -> u64 {
     use troupe_core::State as _;
     local
         .state
-        .get(&format!("count/{id}"))
+        .get(&format!("count/default/{id}"))
         .await
         .unwrap()
         .map_or(0, |e| String::from_utf8_lossy(&e.value).parse().unwrap())

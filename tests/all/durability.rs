@@ -52,7 +52,7 @@ event_logs = "write"
         TOTAL
     );
 
-    let seen = async || local.state.list("count/").await.unwrap().len();
+    let seen = async || local.state.list("count/default/").await.unwrap().len();
     let before = eventually(Duration::from_secs(20), async || {
         let n = seen().await;
         (n >= 30).then_some(n)
@@ -78,7 +78,7 @@ event_logs = "write"
     .await
     .expect("the restarted process drains the queue");
     for e in &events {
-        let count = local.state.get(&format!("count/{}", e.id)).await.unwrap();
+        let count = local.state.get(&format!("count/default/{}", e.id)).await.unwrap();
         assert!(
             count.is_some(),
             "event {} was accepted but never delivered",

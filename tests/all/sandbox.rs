@@ -359,8 +359,8 @@ async fn a_guest_blocked_on_the_host_is_stopped_at_its_timeout() {
     host.shutdown().await;
 }
 
-/// A component granted only `documents/scratch/`, state `scratch/` and the topic
-/// `t.allowed`, which tries every import.
+/// A component granted only `documents/scratch/default/mine/`, state
+/// `scratch/default/mine/` and the topic `t.allowed`, which tries every import.
 const TRESPASS: &str = r#"
 [application.tool.troupe]
 buckets = ["documents"]
@@ -371,8 +371,8 @@ component = "trespass"
 [component.trespass]
 source = "{dist}/trespass.wasm"
 [component.trespass.tool.troupe.grants]
-blobs = ["documents/scratch/"]
-state = ["scratch/"]
+blobs = ["documents/scratch/default/mine/"]
+state = ["scratch/default/mine/"]
 publish = ["t.allowed"]
 "#;
 
@@ -386,10 +386,21 @@ async fn a_component_reaches_only_what_it_was_granted() {
         .await
         .unwrap();
     l.blobs
-        .put("archive", "scratch/own", b"archived")
+        .put("archive", "scratch/default/mine/own", b"archived")
         .await
         .unwrap();
-    l.state.put("webhook/secret", b"claim", None).await.unwrap();
+    l.blobs
+        .put("documents", "scratch/default/theirs", b"t")
+        .await
+        .unwrap();
+    l.state
+        .put("scratch/default/theirs", b"t", None)
+        .await
+        .unwrap();
+    l.state
+        .put("webhook/default/secret", b"claim", None)
+        .await
+        .unwrap();
     let logged = Event::new("/test", "t.v1", &serde_json::json!({}));
     l.state.append_event("default/doc", &logged).await.unwrap();
     let record = VectorRecord {
@@ -426,9 +437,12 @@ async fn a_component_reaches_only_what_it_was_granted() {
     // Listings wider than the grants are narrowed to them.
     assert_eq!(
         tried["list_bucket"]["ok"],
-        serde_json::json!(["scratch/own"])
+        serde_json::json!(["scratch/default/mine/own"])
     );
-    assert_eq!(tried["list_state"]["ok"], serde_json::json!(["scratch/x"]));
+    assert_eq!(
+        tried["list_state"]["ok"],
+        serde_json::json!(["scratch/default/mine/x"])
+    );
     for refused in [
         "get_doc",
         "put_doc",
@@ -451,6 +465,10 @@ async fn a_component_reaches_only_what_it_was_granted() {
             .as_str()
             .unwrap_or_else(|| panic!("{refused} was not denied: {}", tried[refused]));
         assert!(why.contains("component `trespass`"), "{refused}: {why}");
+        assert!(
+            !why.contains("acts for tenant"),
+            "{refused} must be refused by its grants: {why}"
+        );
     }
 
     // Nothing it was refused changed anything.
@@ -469,7 +487,7 @@ async fn a_component_reaches_only_what_it_was_granted() {
     );
     assert_eq!(
         l.state
-            .get("webhook/secret")
+            .get("webhook/default/secret")
             .await
             .unwrap()
             .unwrap()

@@ -58,7 +58,7 @@ event_logs = "write"
     for t in tasks {
         t.await.unwrap();
     }
-    let log = local.state.read_events("seen").await.unwrap();
+    let log = local.state.read_events("default/seen").await.unwrap();
     let mut times: Vec<&str> = log
         .iter()
         .map(|e| {

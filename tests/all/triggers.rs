@@ -68,7 +68,7 @@ fn event(outcome: &str) -> Event {
 async fn count(host: &InProcess, id: &str) -> u64 {
     host.local
         .state
-        .get(&format!("count/{id}"))
+        .get(&format!("count/default/{id}"))
         .await
         .unwrap()
         .map_or(0, |e| String::from_utf8_lossy(&e.value).parse().unwrap())
@@ -164,7 +164,7 @@ async fn http_components_use_state_and_publish() {
     assert_eq!(
         host.local
             .state
-            .get("kv/colour")
+            .get("kv/default/colour")
             .await
             .unwrap()
             .unwrap()
@@ -260,13 +260,13 @@ async fn blob_trigger_fires_for_writes_under_its_prefix() {
         .await
         .unwrap();
     let seen = eventually(Duration::from_secs(10), async || {
-        let log = host.local.state.read_events("seen").await.unwrap();
+        let log = host.local.state.read_events("default/seen").await.unwrap();
         (!log.is_empty()).then_some(log)
     })
     .await
     .expect("blob event handled");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let seen_now = host.local.state.read_events("seen").await.unwrap();
+    let seen_now = host.local.state.read_events("default/seen").await.unwrap();
     assert_eq!(seen_now.len(), 1, "only the uploads/ write triggers");
     assert_eq!(seen[0].ty, "troupe.blob.created.v1");
     assert_eq!(seen[0].subject.as_deref(), Some("uploads/a.txt"));
@@ -299,7 +299,7 @@ event_logs = "write"
     tokio::time::sleep(Duration::from_secs(65)).await;
     stop.send(true).unwrap();
     task.await.unwrap();
-    let log = local.state.read_events("seen").await.unwrap();
+    let log = local.state.read_events("default/seen").await.unwrap();
     // Ticks at every multiple of 10 s: 6 or 7 of them in 65 s, depending on the start.
     assert!((6..=7).contains(&log.len()), "{} ticks", log.len());
     assert!(log.iter().all(|e| e.ty == "troupe.cron.tick.v1"));

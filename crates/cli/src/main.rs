@@ -48,8 +48,14 @@ struct HostArgs {
     max_connections_per_client: usize,
     /// Let components whose `allowed_outbound_hosts` has a wildcard host (`notify`'s
     /// `https://*:*`) reach loopback, link-local and private addresses too. Off, only
-    /// a rule naming such a host (`http://10.0.0.5:8080`) reaches it.
-    #[arg(long, env = "TROUPE_ALLOW_PRIVATE_OUTBOUND")]
+    /// a rule naming such a host (`http://10.0.0.5:8080`) reaches it. This is also
+    /// what lets a tenant register a webhook on such an address
+    /// (`--allow-private-webhooks`).
+    #[arg(
+        long,
+        visible_alias = "allow-private-webhooks",
+        env = "TROUPE_ALLOW_PRIVATE_OUTBOUND"
+    )]
     allow_private_outbound: bool,
     #[command(flatten)]
     retention: troupe_cli::retention::RetentionArgs,

@@ -3,6 +3,15 @@
 //! A tenant name is 1–63 characters of `[a-z0-9-]`, starting with a letter or digit
 //! (`[a-z0-9][a-z0-9-]{0,62}`): it is a path segment in state keys and blob keys, a
 //! label in metrics and a claim in tokens, so it is checked wherever it enters.
+//!
+//! # Where a tenant's things live
+//!
+//! State keys and blob keys name their tenant as their second segment,
+//! `<kind>/<tenant>/<rest>` (`doc/acme/<id>`, `docs/acme/<id>`, `uploads/acme/a.pdf`);
+//! event-log subjects name it first, `<tenant>/<rest>`. The host checks every key a
+//! tenant's invocation names against these rules ([`Tenant::owns_key`],
+//! [`Tenant::owns_prefix`], [`Tenant::owns_subject`]), so no guest reaches another
+//! tenant's data whatever it asks for. Kinds starting with `_` are the host's own.
 
 use std::fmt;
 
@@ -57,6 +66,42 @@ impl Tenant {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether `key` is `<kind>/<this tenant>/<rest>`, with a kind that is not the
+    /// host's (`_…`) and a non-empty rest.
+    pub fn owns_key(&self, key: &str) -> bool {
+        matches!(split(key), Some((_, t, rest)) if t == self.0 && !rest.is_empty())
+    }
+
+    /// Whether every key under `prefix` is this tenant's: `prefix` is
+    /// `<kind>/<this tenant>/…` (the slash after the tenant included).
+    pub fn owns_prefix(&self, prefix: &str) -> bool {
+        matches!(split(prefix), Some((_, t, _)) if t == self.0)
+    }
+
+    /// Whether an event-log subject (`<tenant>/<rest>`) is this tenant's.
+    pub fn owns_subject(&self, subject: &str) -> bool {
+        subject
+            .split_once('/')
+            .is_some_and(|(t, rest)| t == self.0 && !rest.is_empty())
+    }
+
+    /// The tenant a key names as its second segment, if it names a valid one and
+    /// has something after it: `uploads/acme/a.pdf` → `acme`; `uploads/a.pdf` →
+    /// `None` (a file dropped straight under a prefix belongs to the default tenant).
+    pub fn of_key(key: &str) -> Option<Self> {
+        match split(key) {
+            Some((_, t, rest)) if !rest.is_empty() => Self::new(t).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// `<kind>/<tenant>/<rest>` of a key whose kind is not empty and not the host's.
+fn split(key: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = key.splitn(3, '/');
+    let (kind, tenant, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    (!kind.is_empty() && !kind.starts_with('_')).then_some((kind, tenant, rest))
 }
 
 impl Default for Tenant {
@@ -122,6 +167,44 @@ mod tests {
             let e = Tenant::new(bad).unwrap_err();
             assert!(e.to_string().contains("not a tenant name"), "{bad}");
         }
+    }
+
+    #[test]
+    fn keys_name_their_tenant_second() {
+        let acme = Tenant::new("acme").unwrap();
+        assert!(acme.owns_key("doc/acme/d1"));
+        assert!(acme.owns_key("chunks/acme/d1/00001.json"));
+        for other in [
+            "doc/beta/d1",
+            "doc/acme",
+            "doc/acme/",
+            "doc/acmex/d1",
+            "acme/doc/d1",
+            "/acme/d1",
+            "_troupe/acme/keys",
+            "doc",
+            "",
+        ] {
+            assert!(!acme.owns_key(other), "{other}");
+        }
+        assert!(acme.owns_prefix("active/acme/"));
+        assert!(acme.owns_prefix("doc/acme/01"));
+        for wide in ["active/", "active/acm", "active/acme", "", "_troupe/acme/"] {
+            assert!(!acme.owns_prefix(wide), "{wide}");
+        }
+        assert!(acme.owns_subject("acme/d1"));
+        assert!(!acme.owns_subject("beta/d1"));
+        assert!(!acme.owns_subject("acme/"));
+        assert!(!acme.owns_subject("acme"));
+    }
+
+    #[test]
+    fn drop_ins_name_their_tenant_by_folder() {
+        assert_eq!(Tenant::of_key("uploads/acme/a.pdf"), Some(Tenant::new("acme").unwrap()));
+        assert_eq!(Tenant::of_key("uploads/acme/sub/a.pdf"), Some(Tenant::new("acme").unwrap()));
+        assert_eq!(Tenant::of_key("uploads/a.pdf"), None);
+        assert_eq!(Tenant::of_key("uploads/Big Folder/a.pdf"), None);
+        assert_eq!(Tenant::of_key("uploads/acme/"), None);
     }
 
     #[test]

@@ -56,7 +56,7 @@ fn main() {
     let samples = rt.block_on(async {
         for _ in 0..2_000 {
             runtime
-                .handle_events("noop", vec![event.clone().into()])
+                .handle_events("noop", vec![event.clone().into()], Default::default())
                 .await
                 .expect("warm-up");
         }
@@ -64,7 +64,7 @@ fn main() {
         for _ in 0..20_000 {
             let t = Instant::now();
             let out = runtime
-                .handle_events("noop", vec![event.clone().into()])
+                .handle_events("noop", vec![event.clone().into()], Default::default())
                 .await
                 .expect("dispatch");
             samples.push(t.elapsed());

@@ -10,6 +10,7 @@
 //! - [`store`]: per-invocation store data: WASI contexts, memory cap, outbound policy.
 //! - [`imports`]: the host side of `troupe:pipeline` (publish, blobs, state, config, log).
 //! - [`runtime`]: engine, compiled-component cache, pre-instances, invocation, faults.
+//! - [`tenancy`]: the tenant each invocation acts for, and the tenants seen.
 //! - [`triggers`]: subscription consumers (`queue`, `blob`) and `cron` schedules.
 //! - [`server`]: the HTTP listener: routes, `/health`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry.
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod tenancy;
 pub mod triggers;
 
 use std::future::Future;
@@ -132,6 +134,8 @@ pub struct Shared {
     pub backends: Backends,
     /// Prometheus metrics.
     pub metrics: metrics::Metrics,
+    /// The tenants served so far (cron ticks run once per tenant).
+    pub tenants: tenancy::Tenants,
     /// Guest tasks that may outlive their HTTP request; shutdown waits for them.
     pub tasks: tokio_util::task::TaskTracker,
     /// Native endpoints and extra metrics.
@@ -325,12 +329,14 @@ impl Host {
                 })?;
             retire_replaced(&app, &*backends.queue, t).await?;
         }
+        let tenants = tenancy::Tenants::new(backends.state.clone());
         Ok(Self {
             shared: Arc::new(Shared {
                 app,
                 runtime,
                 backends,
                 metrics: metrics::Metrics::default(),
+                tenants,
                 tasks: tokio_util::task::TaskTracker::new(),
                 body_budget: admission::BodyBudget::new(&options.http),
                 options,

@@ -21,6 +21,7 @@ use crate::Backends;
 use crate::bindings::{EventFunctionPre, GuestEvent, Outcome};
 use crate::manifest::{App, ComponentDef};
 use crate::store::{ComponentEnv, Ctx};
+use crate::tenancy::Binding;
 
 /// How often the epoch ticks; timeouts are checked, and long-running guests yield to
 /// other tasks, at this granularity.
@@ -63,6 +64,11 @@ pub enum Exports {
     /// `wasi:http/incoming-handler`.
     Http(ProxyPre<Ctx>),
 }
+
+/// The variable every component can read (`config.get`) to learn whether the host
+/// lets wildcard outbound rules reach loopback, link-local and private addresses
+/// (`--allow-private-outbound`): `"true"` or `"false"`.
+pub const HOST_PRIVATE_OUTBOUND: &str = "allow_private_outbound";
 
 /// A loaded component.
 pub struct Loaded {
@@ -251,10 +257,16 @@ impl Runtime {
                     ),
                 },
             };
+            // The host's outbound policy, for a component that checks an address
+            // before storing it (the api refuses private webhook URLs up front).
+            let mut variables = def.variables.clone();
+            variables
+                .entry(HOST_PRIVATE_OUTBOUND.to_owned())
+                .or_insert_with(|| allow_private_outbound.to_string());
             let env = Arc::new(ComponentEnv {
                 id: def.id.clone(),
                 granted: crate::imports::Granted::new(backends, def.grants.clone()),
-                variables: def.variables.clone(),
+                variables,
                 allowed: Arc::new(def.allowed_outbound_hosts.clone()),
                 allow_private_outbound,
                 memory_limit: def.memory_limit,
@@ -304,8 +316,8 @@ impl Runtime {
 
     /// A store for one invocation of `loaded`: memory cap, and a deadline that
     /// yields every tick and traps once `timeout` has passed.
-    pub fn store(&self, loaded: &Loaded) -> Store<Ctx> {
-        let mut store = Store::new(&self.engine, Ctx::new(loaded.env.clone()));
+    pub fn store(&self, loaded: &Loaded, binding: Binding) -> Store<Ctx> {
+        let mut store = Store::new(&self.engine, Ctx::new(loaded.env.clone(), binding));
         store.limiter(|c| &mut c.limiter);
         let started = Instant::now();
         let timeout = loaded.def.timeout;
@@ -340,11 +352,13 @@ impl Runtime {
         }
     }
 
-    /// Invokes an event function's `handle` with `events`; one outcome per event.
+    /// Invokes an event function's `handle` with `events`, all of `binding`'s tenant;
+    /// one outcome per event.
     pub async fn handle_events(
         &self,
         id: &str,
         events: Vec<GuestEvent>,
+        binding: Binding,
     ) -> Result<Vec<Outcome>, Fault> {
         let loaded = self
             .components
@@ -355,7 +369,7 @@ impl Runtime {
             .acquire()
             .await
             .map_err(|_| Fault::Overloaded(loaded.def.max_concurrency))?;
-        self.handle_events_in(loaded, events).await
+        self.handle_events_in(loaded, events, binding).await
     }
 
     /// Like [`Self::handle_events`], for a caller already holding a slot.
@@ -363,6 +377,7 @@ impl Runtime {
         &self,
         loaded: &Loaded,
         events: Vec<GuestEvent>,
+        binding: Binding,
     ) -> Result<Vec<Outcome>, Fault> {
         let Exports::Events(pre) = &loaded.exports else {
             return Err(Fault::Trap(format!(
@@ -371,7 +386,7 @@ impl Runtime {
             )));
         };
         let started = Instant::now();
-        let mut store = self.store(loaded);
+        let mut store = self.store(loaded, binding);
         let n = events.len();
         // Epoch interruption stops running guest code; this also bounds time spent
         // waiting on the host (sleeps, slow imports).

@@ -19,6 +19,8 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::Shared;
 use crate::admission::{BodyError, ConnectionGate, read_body};
 use crate::runtime::{Exports, Fault, Runtime};
+use crate::tenancy::Binding;
+use troupe_events::Tenant;
 
 /// Largest body a native endpoint reads.
 const MAX_NATIVE_BODY: u64 = 16 << 20;
@@ -202,7 +204,9 @@ async fn route<B: RequestBody>(
             resp
         }
         _ => match shared.app.route(&path) {
-            Some(component) => invoke(&shared, component, req, request_id).await,
+            Some(component) => {
+                invoke(&shared, component, req, request_id, Tenant::default()).await
+            }
             None => error(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -254,12 +258,22 @@ fn wants_stream<B>(req: &Request<B>) -> bool {
         .any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")))
 }
 
+/// The request header that tells an HTTP component the tenant it acts for. The host
+/// sets it after removing whatever the client sent under that name.
+pub const TENANT_HEADER: &str = "troupe-tenant";
+
 async fn invoke<B: RequestBody>(
     shared: &Arc<Shared>,
     id: &str,
-    req: Request<B>,
+    mut req: Request<B>,
     request_id: &str,
+    tenant: Tenant,
 ) -> Response<HyperOutgoingBody> {
+    let headers = req.headers_mut();
+    headers.remove(TENANT_HEADER);
+    if let Ok(v) = http::HeaderValue::from_str(tenant.as_str()) {
+        headers.insert(TENANT_HEADER, v);
+    }
     let runtime: &Runtime = &shared.runtime;
     let Some(loaded) = runtime.component(id).cloned() else {
         return error(
@@ -282,6 +296,7 @@ async fn invoke<B: RequestBody>(
         http.request.method = %req.method(),
         url.path = %req.uri().path(),
         request.id = %request_id,
+        tenant = %tenant,
         http.response.status_code = tracing::field::Empty,
     );
     // The body first, whole, before any slot is taken: a slow client holds its
@@ -336,8 +351,9 @@ async fn invoke<B: RequestBody>(
             }
         }
     };
+    shared.tenants.register(&tenant).await;
     let started = Instant::now();
-    let mut store = runtime.store(&loaded);
+    let mut store = runtime.store(&loaded, Binding::tenant(tenant));
     let (tx, rx) = tokio::sync::oneshot::channel();
     let prepared = store
         .data_mut()

@@ -11,6 +11,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use crate::imports::{Caller, Granted};
 use crate::manifest::OutboundRule;
+use crate::tenancy::Binding;
 
 /// Per-component facts every invocation's store needs.
 #[derive(Debug)]
@@ -32,15 +33,6 @@ pub struct ComponentEnv {
     pub log_gate: LogGate,
 }
 
-impl ComponentEnv {
-    /// The component as its imports name it.
-    pub fn caller(&self) -> Caller<'_> {
-        Caller {
-            component: &self.id,
-            gate: &self.log_gate,
-        }
-    }
-}
 
 /// Bounds a component's log lines in size ([`LogGate::MAX_LINE`]) and rate
 /// ([`LogGate::PER_SECOND`], bursts of [`LogGate::BURST`]): a guest cannot fill the
@@ -143,11 +135,13 @@ pub struct Ctx {
     hooks: Outbound,
     /// The component's environment.
     pub env: Arc<ComponentEnv>,
+    /// The tenant this invocation acts for, which every import is scoped to.
+    pub binding: Binding,
 }
 
 impl Ctx {
-    /// A fresh context for one invocation of `env`'s component.
-    pub fn new(env: Arc<ComponentEnv>) -> Self {
+    /// A fresh context for one invocation of `env`'s component, for `binding`'s tenant.
+    pub fn new(env: Arc<ComponentEnv>, binding: Binding) -> Self {
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stderr();
         Self {
@@ -163,6 +157,16 @@ impl Ctx {
                 allow_private: env.allow_private_outbound,
             },
             env,
+            binding,
+        }
+    }
+
+    /// The invocation as its imports name it.
+    pub fn caller(&self) -> Caller<'_> {
+        Caller {
+            component: &self.env.id,
+            gate: &self.env.log_gate,
+            binding: &self.binding,
         }
     }
 }

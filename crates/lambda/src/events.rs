@@ -13,6 +13,7 @@ use troupe_aws::notifications::{self, Notification};
 use troupe_aws::sqs::Raw;
 use troupe_host::bindings::Outcome;
 use troupe_host::manifest::Source;
+use troupe_host::tenancy::{self, Binding};
 
 use crate::Adapter;
 
@@ -152,7 +153,6 @@ pub async fn s3(adapter: &Adapter, event: Value) -> Result<Value> {
                 Some(p) => e.subject.as_deref().is_some_and(|s| s.starts_with(p)),
                 None => true,
             })
-            .map(Into::into)
             .collect();
         if events.is_empty() {
             continue;
@@ -163,30 +163,45 @@ pub async fn s3(adapter: &Adapter, event: Value) -> Result<Value> {
             .component(&t.component)
             .with_context(|| format!("component `{}` is not loaded", t.component))?;
         ran += events.len();
-        match adapter
-            .shared
-            .runtime
-            .handle_events_in(loaded, events)
-            .await
-        {
-            Ok(outcomes) => {
-                for o in outcomes {
-                    match o {
-                        Outcome::Ok => {}
-                        Outcome::Retry(_) => {
-                            failures.push(format!("{} asked to retry", t.component))
-                        }
-                        // No queue to hold it: Lambda's asynchronous retries are the wait.
-                        Outcome::Defer(_) => {
-                            failures.push(format!("{} asked to wait", t.component))
-                        }
-                        Outcome::Reject(r) => {
-                            tracing::warn!(component = %t.component, reason = %r.reason, detail = %r.detail, "an S3 event was rejected")
+        // Each object runs for the tenant its folder names (`uploads/<tenant>/…`).
+        for event in events {
+            let tenant = match tenancy::of_event(&event) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(component = %t.component, error = %e, "an S3 event names no valid tenant; skipped");
+                    continue;
+                }
+            };
+            adapter.shared.tenants.register(&tenant).await;
+            let binding = Binding {
+                tenant,
+                objects: tenancy::announced(&event).into_iter().collect(),
+            };
+            match adapter
+                .shared
+                .runtime
+                .handle_events_in(loaded, vec![event.into()], binding)
+                .await
+            {
+                Ok(outcomes) => {
+                    for o in outcomes {
+                        match o {
+                            Outcome::Ok => {}
+                            Outcome::Retry(_) => {
+                                failures.push(format!("{} asked to retry", t.component))
+                            }
+                            // No queue to hold it: Lambda's asynchronous retries are the wait.
+                            Outcome::Defer(_) => {
+                                failures.push(format!("{} asked to wait", t.component))
+                            }
+                            Outcome::Reject(r) => {
+                                tracing::warn!(component = %t.component, reason = %r.reason, detail = %r.detail, "an S3 event was rejected")
+                            }
                         }
                     }
                 }
+                Err(fault) => failures.push(format!("{}: {fault}", t.component)),
             }
-            Err(fault) => failures.push(format!("{}: {fault}", t.component)),
         }
     }
     if !failures.is_empty() {

@@ -8,8 +8,17 @@
 //! - `GET /v1/documents/{id}/events`: the audit trail as a JSON array of CloudEvents;
 //!   with `Accept: text/event-stream`, a live stream until the document settles.
 //! - `DELETE /v1/documents/{id}` → 202; `document.deleted` cascades.
+//! - `GET /v1/documents[?limit=&cursor=&status=]`: the tenant's documents, newest
+//!   first ([`list`]).
+//! - `/v1/webhooks`: the tenant's webhooks ([`webhooks`]).
+//!
+//! Everything acts for the tenant the host bound the request to (header
+//! `troupe-tenant`, set by the host from the request's credential); the host scopes
+//! every import to it as well.
 
+mod list;
 mod sse;
+mod webhooks;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -20,7 +29,7 @@ use troupe_guest::documents::{self, Document};
 use troupe_guest::events::{self, BlobRef, Deleted, Uploaded};
 use troupe_guest::http::{error, json};
 use troupe_guest::stages;
-use troupe_guest::{DEFAULT_TENANT, Event, blobs, bucket, config_u64, describe, new_id};
+use troupe_guest::{Event, blobs, bucket, config_u64, describe, new_id};
 use troupe_text::Kind;
 
 /// Default upload limit: 50 MB.
@@ -31,12 +40,14 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let path = req.path_with_query().unwrap_or_default();
     let (path, query) = path.split_once('?').unwrap_or((path.as_str(), ""));
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let tenant = DEFAULT_TENANT;
+    let tenant = troupe_guest::http::tenant(&req);
+    let tenant = tenant.as_str();
     match (req.method(), segments.as_slice()) {
         (Method::Post, ["v1", "documents"]) => {
             let name = query_param(query, "name");
             upload(req, out, tenant, name).await
         }
+        (Method::Get, ["v1", "documents"]) => list::list(out, tenant, query).await,
         (Method::Get, ["v1", "documents", id]) => match find(tenant, id) {
             Ok(Some(doc)) => json(out, 200, &doc.view()).await,
             Ok(None) => not_found(out, id).await,
@@ -60,7 +71,16 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         }
         (Method::Delete, ["v1", "documents", id]) => delete(out, tenant, id).await,
         (_, ["v1", "documents"] | ["v1", "documents", ..]) => {
-            error(out, 405, "method_not_allowed", "use POST /v1/documents, GET or DELETE /v1/documents/{id}, GET /v1/documents/{id}/events").await
+            error(out, 405, "method_not_allowed", "use GET or POST /v1/documents, GET or DELETE /v1/documents/{id}, GET /v1/documents/{id}/events").await
+        }
+        (Method::Post, ["v1", "webhooks"]) => match small_body(req).await {
+            Ok(body) => webhooks::create(out, tenant, &body).await,
+            Err((status, code, message)) => error(out, status, code, &message).await,
+        },
+        (Method::Get, ["v1", "webhooks"]) => webhooks::list(out, tenant).await,
+        (Method::Delete, ["v1", "webhooks", id]) => webhooks::delete(out, tenant, id).await,
+        (_, ["v1", "webhooks"] | ["v1", "webhooks", ..]) => {
+            error(out, 405, "method_not_allowed", "use GET or POST /v1/webhooks, DELETE /v1/webhooks/{id}").await
         }
         _ => error(out, 404, "not_found", &format!("no route {path}")).await,
     }
@@ -88,7 +108,24 @@ fn accepts_sse(req: &IncomingRequest) -> bool {
     header(req, "accept").is_some_and(|a| a.to_ascii_lowercase().contains("text/event-stream"))
 }
 
-fn query_param(query: &str, key: &str) -> Option<String> {
+/// The largest JSON body of a request other than an upload.
+const MAX_JSON_BODY: usize = 16 * 1024;
+
+/// A short request body, whole.
+async fn small_body(req: IncomingRequest) -> Result<Vec<u8>, (u16, &'static str, String)> {
+    let mut body = Vec::new();
+    let mut stream = req.into_body_stream();
+    while let Some(chunk) = stream.next().await {
+        let bytes = chunk.map_err(|e| (400, "bad_body", format!("reading the request body: {e:?}")))?;
+        if body.len() + bytes.len() > MAX_JSON_BODY {
+            return Err((413, "too_large", format!("the body is over {MAX_JSON_BODY} bytes")));
+        }
+        body.extend_from_slice(&bytes);
+    }
+    Ok(body)
+}
+
+pub(crate) fn query_param(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k == key).then(|| {

@@ -32,7 +32,7 @@ fn compensate(event: &Event) -> Result<Outcome> {
         }
     }
     let vectors_removed =
-        vectors::delete_document(&tenant, &id).map_err(host("removing vectors"))?;
+        vectors::delete_document(&id).map_err(host("removing vectors"))?;
     let bucket = bucket();
     let mut keys = blobs::list_objects(&bucket, &format!("chunks/{tenant}/{id}/"))
         .map_err(host("listing chunk blobs"))?;

@@ -1,7 +1,23 @@
 //! JSON responses for the HTTP functions; every error body is
 //! `{"error": {"code", "message"}}`.
 
-use spin_sdk::http::{Fields, OutgoingResponse, ResponseOutparam};
+use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
+
+/// The request header in which the host names the tenant a request acts for (after
+/// authenticating it, and removing whatever the client sent under that name).
+pub const TENANT_HEADER: &str = "troupe-tenant";
+
+/// The tenant the host bound this request to; `default` when it named none (a host
+/// older than tenants). Every import call is scoped to it whatever the guest names,
+/// so this only shapes keys and answers.
+pub fn tenant(req: &IncomingRequest) -> String {
+    req.headers()
+        .get(TENANT_HEADER)
+        .first()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .filter(|t| troupe_events::tenant::is_valid(t))
+        .unwrap_or_else(|| crate::DEFAULT_TENANT.to_owned())
+}
 
 /// Sends `body` as JSON with `status`.
 pub async fn json(out: ResponseOutparam, status: u16, body: &serde_json::Value) {

@@ -11,6 +11,7 @@
 //! - [`documents`]: the document record (status projection), its keys in state, and
 //!   compare-and-set updates.
 //! - [`retention`]: how long a document's state is kept; forgetting a deleted one.
+//! - [`webhooks`]: a tenant's registered webhooks (`hooks/<tenant>/<id>`).
 //! - [`error`]: [`HandlerError`], why a handler could not finish (retry or dead-letter).
 //! - [`http`] (feature `http`): JSON responses and `{"error": {"code", "message"}}` bodies.
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod retention;
 pub mod stages;
+pub mod webhooks;
 
 /// The event contract: topics, CloudEvents types, payloads and id rules.
 pub use troupe_events as events;
@@ -37,6 +39,10 @@ pub use bindings::troupe::pipeline::{
 pub use error::{HandlerError, Result, host};
 
 pub use troupe_events::DEFAULT_TENANT;
+
+/// The variable the host sets on every component: `"true"` when it lets outbound
+/// calls reach loopback, link-local and private addresses (`--allow-private-outbound`).
+pub const HOST_PRIVATE_OUTBOUND: &str = "allow_private_outbound";
 
 /// The bucket documents, drop-ins and temporary chunk files live in (variable `bucket`).
 pub fn bucket() -> String {

@@ -19,9 +19,9 @@ use crate::{Result, host, now_ms, state};
 pub const SETTLED_PREFIX: &str = "settled/";
 /// Prefix of deleted documents' tombstones.
 pub const GONE_PREFIX: &str = "gone/";
-/// Prefix of notify's webhook claims (`webhook/<endpoint>/<event id>`).
+/// Prefix of notify's webhook claims (`webhook/<tenant>/<hook>/<event id>`).
 pub const WEBHOOK_PREFIX: &str = "webhook/";
-/// Prefix of notify's circuit breakers (`breaker/<endpoint>`).
+/// Prefix of notify's circuit breakers (`breaker/<tenant>/<hook>`).
 pub const BREAKER_PREFIX: &str = "breaker/";
 
 /// Key of a settled document's entry in the retention work list.

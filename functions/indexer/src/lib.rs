@@ -47,7 +47,7 @@ fn join(event: &Event) -> Result<Outcome> {
     };
     if matches!(doc.status, Status::Failed | Status::Deleted) {
         if event.type_ == Completed::TYPE {
-            vectors::delete_document(&tenant, &id).map_err(host("removing late vectors"))?;
+            vectors::delete_document(&id).map_err(host("removing late vectors"))?;
         }
         return Ok(Outcome::Ok);
     }

@@ -1,17 +1,22 @@
 //! `notify` (on `document.indexed` and `document.failed`): a signed webhook per
-//! transition to each endpoint in `webhook_urls` (comma-separated).
+//! transition to each endpoint of the document's tenant — the webhooks it registered
+//! (`POST /v1/webhooks`, each with its own secret and event filter) and, for the
+//! `default` tenant only, the operator's `webhook_urls` (comma-separated, signed with
+//! `webhook_secret`). A tenant's endpoints never receive another tenant's events: the
+//! invocation acts for the event's tenant and reads only its webhooks.
 //!
-//! - Signature: `troupe-signature: v1=<hex HMAC-SHA256(webhook_secret, "<timestamp>.<body>")>`
+//! - Signature: `troupe-signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`
 //!   with `troupe-timestamp` (Unix seconds) and `troupe-event-id` headers. Never
 //!   unsigned: the manifest refuses `webhook_urls` without `webhook_secret` at start-up
 //!   (`variables_require`), and should the secret still be empty here, each event is
 //!   rejected (`webhook_secret_missing`, dead-lettered: set the secret and redrive)
 //!   instead of sent.
-//! - Once per transition and endpoint: a claim in state (`webhook/<endpoint>/<event id>`,
-//!   compare-and-set) lets one delivery send; it becomes `sent` on a 2xx.
+//! - Once per transition and endpoint: a claim in state
+//!   (`webhook/<tenant>/<endpoint>/<event id>`, compare-and-set) lets one delivery
+//!   send; it becomes `sent` on a 2xx.
 //! - A call that fails — an error status, no connection, or no answer within
 //!   `webhook_timeout_ms` (default 10 s) — counts against the endpoint's circuit
-//!   (`breaker/<endpoint>`). Below `breaker_failures` failures in a row (default 5) the
+//!   (`breaker/<tenant>/<endpoint>`). Below `breaker_failures` failures in a row (default 5) the
 //!   event is retried through the queue (a counted delivery, the subscription's
 //!   backoff). The failure that opens the circuit and every wait — circuit open, a claim
 //!   held by another delivery, the status not yet recorded — *defers* the event:
@@ -31,7 +36,7 @@ use spin_sdk::http::{Method, Request};
 use spin_sdk::wit::wasi::http0_2_0::{outgoing_handler, types as wasi_http};
 use troupe_guest::documents::{self, Change, Status, Verdict};
 use troupe_guest::events::{Indexed, Payload};
-use troupe_guest::stages;
+use troupe_guest::{stages, webhooks};
 use troupe_guest::{
     Event, HostError, Outcome, config, config_u64, each, log, logging, now_ms, reject, state,
 };
@@ -50,8 +55,20 @@ struct Breaker {
     tripped: bool,
 }
 
+/// Where one event goes: an endpoint of its tenant.
+struct Target {
+    /// Names its claims and breaker: the webhook's id, or a hash of an operator URL.
+    endpoint: String,
+    url: String,
+    /// The HMAC key of its signatures.
+    secret: String,
+}
+
 /// The settings every delivery of a batch shares.
 struct Settings {
+    /// The operator's endpoints (`webhook_urls`), for the `default` tenant.
+    urls: Vec<String>,
+    /// Their signing secret (`webhook_secret`).
     secret: String,
     /// `breaker_failures`: failures in a row that open an endpoint's circuit.
     threshold: u32,
@@ -93,6 +110,7 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
         .filter(|u| !u.is_empty())
         .collect();
     let settings = Settings {
+        urls,
         secret: config::get("webhook_secret").unwrap_or_default(),
         threshold: u32::try_from(config_u64("breaker_failures", 5))
             .unwrap_or(5)
@@ -103,17 +121,19 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
         calls: std::cell::Cell::new(0),
     };
     each(events, |event| {
-        if urls.is_empty() {
-            return Ok(Outcome::Ok);
-        }
-        if settings.secret.trim().is_empty() {
+        let tenant = stages::tenant(event);
+        let operator = tenant == troupe_guest::DEFAULT_TENANT && !settings.urls.is_empty();
+        if operator && settings.secret.trim().is_empty() {
             return Ok(reject(
                 "webhook_secret_missing",
                 "webhook_urls is set but webhook_secret is empty, and webhooks are never sent unsigned: set webhook_secret (TROUPE_VARIABLE_WEBHOOK_SECRET), restart, and redrive this dead letter",
             ));
         }
+        let targets = targets(&tenant, event, &settings, operator)?;
+        if targets.is_empty() {
+            return Ok(Outcome::Ok);
+        }
         // Only transitions the record confirms are announced.
-        let tenant = stages::tenant(event);
         let id = event.subject.clone().unwrap_or_default();
         let settled_as = if event.type_ == Indexed::TYPE {
             Status::Indexed
@@ -139,11 +159,34 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
         // One body for every endpoint: the record as `GET` shows it.
         let body = payload(event)?;
         let mut outcome = Outcome::Ok;
-        for url in &urls {
-            outcome = combine(outcome, deliver(event, url, &settings, &body)?);
+        for target in &targets {
+            outcome = combine(outcome, deliver(event, &tenant, target, &settings, &body)?);
         }
         Ok(outcome)
     })
+}
+
+/// The endpoints of `tenant` that receive `event`: its registered webhooks that ask
+/// for the event's topic, and the operator's URLs when `operator`.
+fn targets(tenant: &str, event: &Event, settings: &Settings, operator: bool) -> Result<Vec<Target>> {
+    let topic = stages::topic_of(event);
+    let mut targets: Vec<Target> = webhooks::list(tenant)?
+        .into_iter()
+        .filter(|h| h.wants(topic))
+        .map(|h| Target {
+            endpoint: h.id,
+            url: h.url,
+            secret: h.secret,
+        })
+        .collect();
+    if operator {
+        targets.extend(settings.urls.iter().map(|url| Target {
+            endpoint: hex::encode(&Sha256::digest(url.as_bytes())[..8]),
+            url: url.clone(),
+            secret: settings.secret.clone(),
+        }));
+    }
+    Ok(targets)
 }
 
 /// The event's outcome over several endpoints: a failure (counted) over a wait, the
@@ -168,9 +211,15 @@ fn wait(ms: u64) -> Outcome {
     Outcome::Defer(u32::try_from(ms).unwrap_or(u32::MAX))
 }
 
-fn deliver(event: &Event, url: &str, settings: &Settings, body: &[u8]) -> Result<Outcome> {
-    let endpoint = hex::encode(&Sha256::digest(url.as_bytes())[..8]);
-    let claim_key = format!("webhook/{endpoint}/{}", event.id);
+fn deliver(
+    event: &Event,
+    tenant: &str,
+    target: &Target,
+    settings: &Settings,
+    body: &[u8],
+) -> Result<Outcome> {
+    let (endpoint, url) = (&target.endpoint, &target.url);
+    let claim_key = format!("webhook/{tenant}/{endpoint}/{}", event.id);
     let now = now_ms();
     // Already sent, or being sent by another delivery?
     let mut expected = 0;
@@ -190,7 +239,7 @@ fn deliver(event: &Event, url: &str, settings: &Settings, body: &[u8]) -> Result
         }
         expected = entry.version;
     }
-    let breaker_key = format!("breaker/{endpoint}");
+    let breaker_key = format!("breaker/{tenant}/{endpoint}");
     let (breaker, version) = documents::get_json::<Breaker>(&breaker_key)?.unwrap_or_default();
     if breaker.open_until_ms > now {
         return Ok(wait(breaker.open_until_ms - now));
@@ -227,7 +276,7 @@ fn deliver(event: &Event, url: &str, settings: &Settings, body: &[u8]) -> Result
         Err(e) => return Err(host("claiming the webhook")(e)),
     }
     settings.calls.set(settings.calls.get() + 1);
-    match send(url, settings, &event.id, body) {
+    match send(url, &target.secret, settings, &event.id, body) {
         Ok(()) => {
             state::put(&claim_key, b"sent", None).map_err(host("state"))?;
             if breaker.failures > 0 || breaker.tripped {
@@ -298,12 +347,18 @@ enum Undelivered {
     Status(u16),
 }
 
-fn send(url: &str, settings: &Settings, event_id: &str, body: &[u8]) -> Result<(), Undelivered> {
-    if settings.secret.trim().is_empty() {
+fn send(
+    url: &str,
+    secret: &str,
+    settings: &Settings,
+    event_id: &str,
+    body: &[u8],
+) -> Result<(), Undelivered> {
+    if secret.trim().is_empty() {
         return Err(Undelivered::Key("it is empty".into()));
     }
     let timestamp = (now_ms() / 1000).to_string();
-    let mut mac = Hmac::<Sha256>::new_from_slice(settings.secret.as_bytes())
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
         .map_err(|e| Undelivered::Key(e.to_string()))?;
     mac.update(timestamp.as_bytes());
     mac.update(b".");

@@ -12,7 +12,7 @@ use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
 use troupe_guest::documents::{self, Status};
 use troupe_guest::http::{error, json};
-use troupe_guest::{DEFAULT_TENANT, HostError, describe, embeddings, vectors};
+use troupe_guest::{HostError, describe, embeddings, vectors};
 
 /// The largest request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -43,6 +43,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         .await;
     }
     let mut body = Vec::new();
+    let tenant = troupe_guest::http::tenant(&req);
     let mut stream = req.into_body_stream();
     while let Some(chunk) = stream.next().await {
         match chunk {
@@ -82,7 +83,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         )
         .await;
     }
-    match search(DEFAULT_TENANT, &q) {
+    match search(&tenant, &q) {
         Ok(hits) => json(out, 200, &serde_json::json!({ "hits": hits })).await,
         Err((status, code, message)) => error(out, status, code, &message).await,
     }
@@ -111,7 +112,7 @@ fn search(tenant: &str, q: &Query) -> Result<Vec<serde_json::Value>, Failure> {
     // Ask for more than k: hits of documents that are not indexed are dropped.
     let mut want = q.k * 2 + 10;
     loop {
-        let found = vectors::search(tenant, &model.name, &query, want)
+        let found = vectors::search(&model.name, &query, want)
             .map_err(|e| unavailable("searching vectors", &e))?;
         let exhausted = (found.len() as u32) < want;
         let mut names: HashMap<String, Option<String>> = HashMap::new();

@@ -1,7 +1,8 @@
 //! `sweeper` (cron, and `message.dead-lettered`): stuck work, dead work, and the
 //! temporary-blob purge.
 //!
-//! Each tick it walks the active documents; one that made no progress for longer
+//! Each tick runs once per tenant (the host's doing) and walks that tenant's active
+//! documents; one that made no progress for longer
 //! than its stage allows (`uploaded_timeout_ms`, default 15 min; `processing_timeout_ms`,
 //! default 30 min) becomes `document.failed` with reason `timeout`. Once per
 //! `purge_interval_ms` (default a day) it deletes the chunk blobs of settled documents.
@@ -29,9 +30,10 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
         if event.type_ == DeadLettered::TYPE {
             return dead(event);
         }
-        sweep(event)?;
-        purge()?;
-        retention::retain()?;
+        let tenant = stages::tenant(event);
+        sweep(event, &tenant)?;
+        purge(&tenant)?;
+        retention::retain(&tenant)?;
         Ok(Outcome::Ok)
     })
 }
@@ -72,10 +74,10 @@ fn dead(notice: &Event) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn sweep(tick: &Event) -> Result<()> {
+fn sweep(tick: &Event, tenant: &str) -> Result<()> {
     let now = now_ms();
-    let keys =
-        state::list_keys(documents::ACTIVE_PREFIX).map_err(host("listing active documents"))?;
+    let keys = state::list_keys(&format!("{}{tenant}/", documents::ACTIVE_PREFIX))
+        .map_err(host("listing active documents"))?;
     for key in keys {
         // One bad record must not stop the sweep of the others.
         if let Err(why) = sweep_one(tick, &key, now) {
@@ -131,23 +133,24 @@ fn sweep_one(tick: &Event, key: &str, now: u64) -> Result<()> {
     Ok(())
 }
 
-const LAST_PURGE: &str = "sweeper/last-purge";
-
-fn purge() -> Result<()> {
+fn purge(tenant: &str) -> Result<()> {
     let now = now_ms();
-    let Some(last) = state::get(LAST_PURGE)
+    let last_purge = format!("sweeper/{tenant}/last-purge");
+    let Some(last) = state::get(&last_purge)
         .map_err(host("state"))?
         .and_then(|e| String::from_utf8_lossy(&e.value).parse::<u64>().ok())
     else {
         // The first run starts the clock: the first purge is one interval later.
-        state::put(LAST_PURGE, now.to_string().as_bytes(), None).map_err(host("state"))?;
+        state::put(&last_purge, now.to_string().as_bytes(), None).map_err(host("state"))?;
         return Ok(());
     };
     if now.saturating_sub(last) < config_u64("purge_interval_ms", 24 * 3_600_000) {
         return Ok(());
     }
     let bucket = bucket();
-    for key in blobs::list_objects(&bucket, "chunks/").map_err(host("listing chunk blobs"))? {
+    let chunks = blobs::list_objects(&bucket, &format!("chunks/{tenant}/"))
+        .map_err(host("listing chunk blobs"))?;
+    for key in chunks {
         let mut parts = key.split('/').skip(1);
         let (Some(tenant), Some(id)) = (parts.next(), parts.next()) else {
             continue;
@@ -157,6 +160,6 @@ fn purge() -> Result<()> {
             blobs::delete(&bucket, &key).map_err(host(format!("removing {key}")))?;
         }
     }
-    state::put(LAST_PURGE, now.to_string().as_bytes(), None).map_err(host("state"))?;
+    state::put(&last_purge, now.to_string().as_bytes(), None).map_err(host("state"))?;
     Ok(())
 }

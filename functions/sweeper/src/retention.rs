@@ -15,12 +15,11 @@
 use troupe_guest::retention::{self, BREAKER_PREFIX, GONE_PREFIX, SETTLED_PREFIX, WEBHOOK_PREFIX};
 use troupe_guest::{Result, config_u64, host, log, logging, now_ms, state};
 
-const LAST_PASS: &str = "sweeper/last-retention";
-
-/// Runs the pass if one is due.
-pub fn retain() -> Result<()> {
+/// Runs the pass over `tenant`'s keys if one is due.
+pub fn retain(tenant: &str) -> Result<()> {
     let now = now_ms();
-    let last = state::get(LAST_PASS)
+    let last_pass = format!("sweeper/{tenant}/last-retention");
+    let last = state::get(&last_pass)
         .map_err(host("state"))?
         .and_then(|e| String::from_utf8_lossy(&e.value).parse::<u64>().ok())
         .unwrap_or(0);
@@ -29,28 +28,26 @@ pub fn retain() -> Result<()> {
     }
     let keep_settled = config_u64("settled_retention_ms", 3_600_000);
     let keep_tombstones = config_u64("tombstone_retention_ms", 7 * 24 * 3_600_000);
-    let claims = state::list_keys(WEBHOOK_PREFIX).map_err(host("listing webhook claims"))?;
-    each_older(SETTLED_PREFIX, now, keep_settled, |tenant, id| {
+    let claims = state::list_keys(&format!("{WEBHOOK_PREFIX}{tenant}/"))
+        .map_err(host("listing webhook claims"))?;
+    let settled = format!("{SETTLED_PREFIX}{tenant}/");
+    each_older(&settled, now, keep_settled, |id| {
         retention::remove_working_state(tenant, id, &claims)
     })?;
-    each_older(GONE_PREFIX, now, keep_tombstones, retention::forget)?;
-    breakers(now, keep_settled)?;
-    state::put(LAST_PASS, now.to_string().as_bytes(), None).map_err(host("state"))?;
+    let gone = format!("{GONE_PREFIX}{tenant}/");
+    each_older(&gone, now, keep_tombstones, |id| retention::forget(tenant, id))?;
+    breakers(tenant, now, keep_settled)?;
+    state::put(&last_pass, now.to_string().as_bytes(), None).map_err(host("state"))?;
     Ok(())
 }
 
-/// For each entry `<prefix><tenant>/<id>` holding a time (ms) more than `keep_ms`
-/// before `now`: runs `f`, then removes the entry. One bad entry does not stop the
-/// others.
-fn each_older(
-    prefix: &str,
-    now: u64,
-    keep_ms: u64,
-    f: impl Fn(&str, &str) -> Result<()>,
-) -> Result<()> {
+/// For each entry `<prefix><id>` (`prefix` ends with the tenant's `/`) holding a
+/// time (ms) more than `keep_ms` before `now`: runs `f`, then removes the entry. One
+/// bad entry does not stop the others.
+fn each_older(prefix: &str, now: u64, keep_ms: u64, f: impl Fn(&str) -> Result<()>) -> Result<()> {
     let keys = state::list_keys(prefix).map_err(host(format!("listing {prefix}")))?;
     for key in keys {
-        let Some((tenant, id)) = key.strip_prefix(prefix).and_then(|r| r.split_once('/')) else {
+        let Some(id) = key.strip_prefix(prefix).filter(|id| !id.contains('/')) else {
             continue;
         };
         let done = (|| -> Result<()> {
@@ -63,7 +60,7 @@ fn each_older(
             if now.saturating_sub(at) <= keep_ms {
                 return Ok(());
             }
-            f(tenant, id)?;
+            f(id)?;
             // Only if unchanged: a document settled again meanwhile keeps its entry.
             match state::delete(&key, Some(entry.version)) {
                 Ok(_) | Err(troupe_guest::HostError::Conflict) => Ok(()),
@@ -78,10 +75,11 @@ fn each_older(
 }
 
 /// Drops breakers that are closed, long quiet, and have no claims left.
-fn breakers(now: u64, keep_ms: u64) -> Result<()> {
-    for key in state::list_keys(BREAKER_PREFIX).map_err(host("listing breakers"))? {
-        let endpoint = key.strip_prefix(BREAKER_PREFIX).unwrap_or_default();
-        let claims = state::list_keys(&format!("{WEBHOOK_PREFIX}{endpoint}/"))
+fn breakers(tenant: &str, now: u64, keep_ms: u64) -> Result<()> {
+    let prefix = format!("{BREAKER_PREFIX}{tenant}/");
+    for key in state::list_keys(&prefix).map_err(host("listing breakers"))? {
+        let endpoint = key.strip_prefix(&prefix).unwrap_or_default();
+        let claims = state::list_keys(&format!("{WEBHOOK_PREFIX}{tenant}/{endpoint}/"))
             .map_err(host("listing webhook claims"))?;
         if !claims.is_empty() {
             continue;

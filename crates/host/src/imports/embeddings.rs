@@ -29,7 +29,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     embeddings::add_to_linker::<Ctx, HasEmbeddings>(linker, |ctx| {
         let env = &*ctx.env;
         EmbeddingsView {
-            caller: env.caller(),
+            caller: ctx.caller(),
             granted: env.granted.grants.embeddings,
             model: env.granted.embeddings.as_ref(),
         }

@@ -21,7 +21,7 @@ impl HasData for HasLogging {
 
 pub(super) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     logging::add_to_linker::<Ctx, HasLogging>(linker, |ctx| LoggingView {
-        caller: ctx.env.caller(),
+        caller: ctx.caller(),
     })
 }
 

@@ -4,6 +4,10 @@
 //! backends it was granted something of ([`Granted`]); a call outside its grants
 //! answers `denied` and never reaches a backend.
 //!
+//! Every call is also scoped to the invocation's tenant ([`Binding`]): state and blob
+//! keys must be `<kind>/<tenant>/…`, event-log subjects `<tenant>/…`, vector calls
+//! and published events take the tenant from the host, never from the guest.
+//!
 //! Backend failures reach the guest as WIT errors (`conflict`, `invalid`,
 //! `unavailable`) it can react to; only host bugs become traps. Adding a capability
 //! is a WIT interface, a module here and a line in [`add_to_linker`].
@@ -17,6 +21,8 @@ use crate::Backends;
 use crate::bindings::{GuestError, types};
 use crate::manifest::{Access, Grants};
 use crate::store::{Ctx, LogGate};
+use crate::tenancy::Binding;
+use troupe_events::Tenant;
 
 mod blobs;
 mod config;
@@ -90,17 +96,19 @@ impl Granted {
     }
 }
 
-/// Who is calling: the component's id, for denials, and the gate its log lines
-/// (denials among them) pass.
+/// Who is calling: the component's id, for denials, the gate its log lines
+/// (denials among them) pass, and the tenant the invocation acts for.
 #[derive(Clone, Copy)]
 pub struct Caller<'a> {
     /// The component id.
     pub component: &'a str,
     /// Its log gate.
     pub gate: &'a LogGate,
+    /// The invocation's tenant, and the objects that triggered it.
+    pub binding: &'a Binding,
 }
 
-impl Caller<'_> {
+impl<'a> Caller<'a> {
     /// The error for a call outside the grants, logged (through the component's log
     /// gate, so a guest that keeps trying cannot flood the host's log) with what to
     /// add to the manifest.
@@ -111,6 +119,25 @@ impl Caller<'_> {
         );
         if let Some(line) = self.gate.admit(self.component, message.clone()) {
             tracing::warn!(target: "troupe::grants", component = self.component, "{line}");
+        }
+        GuestError::Denied(message)
+    }
+
+    /// The tenant every call is scoped to.
+    pub fn tenant(&self) -> &'a Tenant {
+        &self.binding.tenant
+    }
+
+    /// The error for a name outside the invocation's tenant (`what` names it, `rule`
+    /// says what it must look like), logged as a denial is.
+    fn foreign(&self, what: String, rule: &str) -> GuestError {
+        let tenant = self.tenant();
+        let message = format!(
+            "component `{}` acts for tenant `{tenant}` here and may not reach {what}: {rule}",
+            self.component
+        );
+        if let Some(line) = self.gate.admit(self.component, message.clone()) {
+            tracing::warn!(target: "troupe::tenancy", component = self.component, tenant = %tenant, "{line}");
         }
         GuestError::Denied(message)
     }

@@ -28,7 +28,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     publisher::add_to_linker::<Ctx, HasPublisher>(linker, |ctx| {
         let env = &*ctx.env;
         PublisherView {
-            caller: env.caller(),
+            caller: ctx.caller(),
             queue: env.granted.queue.as_deref(),
             grants: &env.granted.grants,
         }
@@ -53,6 +53,9 @@ impl publisher::Host for PublisherView<'_> {
         if event.time.is_empty() {
             event.time = troupe_core::event::now_rfc3339();
         }
+        // The event belongs to the tenant the invocation acts for, whatever the guest
+        // wrote: its handlers will act for that tenant too.
+        event.tenant = Some(self.caller.tenant().to_string());
         if event.source.is_empty() {
             event.source = format!("/functions/{}", self.caller.component);
         }

@@ -1,5 +1,5 @@
 //! `troupe:pipeline/state`: keys under the granted prefixes, and event logs as far
-//! as `event_logs` reaches.
+//! as `event_logs` reaches, all of the invocation's tenant.
 
 use troupe_core::State;
 use wasmtime::component::{HasData, Linker};
@@ -30,7 +30,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     state::add_to_linker::<Ctx, HasState>(linker, |ctx| {
         let env = &*ctx.env;
         StateView {
-            caller: env.caller(),
+            caller: ctx.caller(),
             state: env.granted.state.as_deref(),
             grants: &env.granted.grants,
         }
@@ -38,11 +38,19 @@ pub(super) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
 }
 
 impl<'a> StateView<'a> {
-    /// The backend when `key` is granted.
+    /// The backend when `key` is granted and the invocation's tenant's.
     fn key(&self, key: &str) -> Result<&'a dyn State, GuestError> {
-        self.state
+        let s = self
+            .state
             .filter(|_| self.grants.state_key(key))
-            .ok_or_else(|| self.refuse_key(key))
+            .ok_or_else(|| self.refuse_key(key))?;
+        if !self.caller.tenant().owns_key(key) {
+            return Err(self.caller.foreign(
+                format!("state key `{key}`"),
+                &format!("state keys are `<kind>/{}/<name>`", self.caller.tenant()),
+            ));
+        }
+        Ok(s)
     }
 
     fn refuse_key(&self, key: &str) -> GuestError {
@@ -52,8 +60,15 @@ impl<'a> StateView<'a> {
         )
     }
 
-    /// The backend when event logs are granted `wanted`.
+    /// The backend when event logs are granted `wanted` and `subject` is the
+    /// invocation's tenant's.
     fn log(&self, wanted: Access, subject: &str) -> Result<&'a dyn State, GuestError> {
+        if !self.caller.tenant().owns_subject(subject) {
+            return Err(self.caller.foreign(
+                format!("the event log `{subject}`"),
+                &format!("event-log subjects are `{}/<name>`", self.caller.tenant()),
+            ));
+        }
         self.state
             .filter(|_| self.grants.event_logs.allows(wanted))
             .ok_or_else(|| {
@@ -105,12 +120,19 @@ impl state::Host for StateView<'_> {
         let Some(s) = self.state.filter(|_| self.grants.state_listing(&prefix)) else {
             return Ok(Err(self.refuse_key(&prefix)));
         };
+        let tenant = self.caller.tenant();
+        if !tenant.owns_prefix(&prefix) {
+            return Ok(Err(self.caller.foreign(
+                format!("keys under `{prefix}`"),
+                &format!("list a prefix `<kind>/{tenant}/…`"),
+            )));
+        }
         let grants = self.grants;
-        reply(
-            s.list(&prefix)
-                .await
-                .map(|keys| keys.into_iter().filter(|k| grants.state_key(k)).collect()),
-        )
+        reply(s.list(&prefix).await.map(|keys| {
+            keys.into_iter()
+                .filter(|k| grants.state_key(k) && tenant.owns_key(k))
+                .collect()
+        }))
     }
 
     async fn append_event(&mut self, subject: String, event: GuestEvent) -> Guest<u64> {

@@ -12,12 +12,15 @@ use crate::bindings::{
     vectors::Host as _,
 };
 use crate::manifest::BlobGrant;
+use crate::tenancy::Binding;
 
 struct Fixture {
     _dir: tempfile::TempDir,
     local: troupe_local::Local,
     backends: Backends,
     gate: LogGate,
+    /// Tenant `t`, which the views act for.
+    binding: Binding,
 }
 
 fn fixture() -> Fixture {
@@ -37,6 +40,7 @@ fn fixture() -> Fixture {
         local,
         backends,
         gate: LogGate::default(),
+        binding: Binding::tenant(Tenant::new("t").unwrap()),
     }
 }
 
@@ -48,10 +52,11 @@ fn run<F: Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-fn caller(gate: &LogGate) -> Caller<'_> {
+fn caller(f: &Fixture) -> Caller<'_> {
     Caller {
         component: "snoop",
-        gate,
+        gate: &f.gate,
+        binding: &f.binding,
     }
 }
 
@@ -105,7 +110,7 @@ fn blobs_reach_only_granted_buckets_and_prefixes() {
         };
         let granted = Granted::new(&f.backends, grants);
         let mut view = BlobsView {
-            caller: caller(&f.gate),
+            caller: caller(&f),
             blobs: granted.blobs.as_deref(),
             grants: &granted.grants,
         };
@@ -131,7 +136,7 @@ fn blobs_reach_only_granted_buckets_and_prefixes() {
         );
         denied(view.list_objects("documents".into(), "docs/".into()).await);
         // A listing wider than the grant is narrowed to it.
-        let listed = view.list_objects("documents".into(), String::new()).await;
+        let listed = view.list_objects("documents".into(), "chunks/t/".into()).await;
         assert_eq!(listed.unwrap().unwrap(), vec!["chunks/t/d/1".to_owned()]);
         // Nothing denied was touched.
         let secret = f
@@ -150,7 +155,7 @@ fn blobs_reach_only_granted_buckets_and_prefixes() {
         assert!(none.blobs.is_none() && none.queue.is_none() && none.state.is_none());
         assert!(none.vectors.is_none() && none.embeddings.is_none());
         let mut view = BlobsView {
-            caller: caller(&f.gate),
+            caller: caller(&f),
             blobs: none.blobs.as_deref(),
             grants: &none.grants,
         };
@@ -179,7 +184,7 @@ fn state_reaches_only_granted_prefixes_and_logs_as_far_as_granted() {
         };
         let granted = Granted::new(&f.backends, grants);
         let mut view = StateView {
-            caller: caller(&f.gate),
+            caller: caller(&f),
             state: granted.state.as_deref(),
             grants: &granted.grants,
         };
@@ -189,7 +194,7 @@ fn state_reaches_only_granted_prefixes_and_logs_as_far_as_granted() {
         denied(view.put("webhook/e/1".into(), b"x".to_vec(), None).await);
         denied(view.delete("webhook/e/1".into(), None).await);
         denied(view.list_keys("webhook/".into()).await);
-        let keys = view.list_keys(String::new()).await.unwrap().unwrap();
+        let keys = view.list_keys("doc/t/".into()).await.unwrap().unwrap();
         assert_eq!(keys, vec!["doc/t/d".to_owned()]);
         let log = view.read_events("t/d".into()).await.unwrap().unwrap();
         assert_eq!(log.len(), 1);
@@ -224,7 +229,7 @@ fn publishing_reaches_only_granted_topics() {
         };
         let granted = Granted::new(&f.backends, grants);
         let mut view = PublisherView {
-            caller: caller(&f.gate),
+            caller: caller(&f),
             queue: granted.queue.as_deref(),
             grants: &granted.grants,
         };
@@ -260,25 +265,25 @@ fn vectors_search_and_count_with_read_and_delete_only_with_write() {
             },
         );
         let mut view = VectorsView {
-            caller: caller(&f.gate),
+            caller: caller(&f),
             vectors: granted.vectors.as_deref(),
             access: granted.grants.vectors,
         };
-        let n = view.count("t".into(), "d".into()).await;
+        let n = view.count("d".into()).await;
         assert_eq!(n.unwrap().unwrap(), 1);
-        let hits = view.search("t".into(), "m".into(), vec![1.0, 0.0], 3).await;
+        let hits = view.search("m".into(), vec![1.0, 0.0], 3).await;
         assert_eq!(hits.unwrap().unwrap().len(), 1);
-        denied(view.delete_document("t".into(), "d".into()).await);
+        denied(view.delete_document("d".into()).await);
         assert_eq!(f.local.vectors.count("t", "d").await.unwrap(), 1);
 
         let none = Granted::new(&f.backends, Grants::default());
         let mut view = VectorsView {
-            caller: caller(&f.gate),
+            caller: caller(&f),
             vectors: none.vectors.as_deref(),
             access: none.grants.vectors,
         };
-        denied(view.count("t".into(), "d".into()).await);
-        denied(view.search("t".into(), "m".into(), vec![1.0, 0.0], 3).await);
+        denied(view.count("d".into()).await);
+        denied(view.search("m".into(), vec![1.0, 0.0], 3).await);
     });
 }
 
@@ -287,14 +292,14 @@ fn the_model_needs_a_grant_and_a_host_that_has_one() {
     let f = fixture();
     run(async {
         let mut view = EmbeddingsView {
-            caller: caller(&f.gate),
+            caller: caller(&f),
             granted: false,
             model: None,
         };
         denied(view.info().await);
         denied(view.embed(vec!["x".into()]).await);
         let mut view = EmbeddingsView {
-            caller: caller(&f.gate),
+            caller: caller(&f),
             granted: true,
             model: None,
         };
@@ -302,5 +307,124 @@ fn the_model_needs_a_grant_and_a_host_that_has_one() {
             Err(GuestError::Unavailable(why)) => assert!(why.contains("without"), "{why}"),
             other => panic!("expected unavailable, got {other:?}"),
         }
+    });
+}
+
+/// Everything a tenant's invocation may name is checked against its tenant: another
+/// tenant's keys, objects, logs and vectors answer `denied` (or are simply not
+/// there), however wide the grants; published events carry the invocation's tenant.
+#[test]
+fn an_invocation_reaches_only_its_own_tenant() {
+    let f = fixture();
+    run(async {
+        let s = &f.local.state;
+        s.put("doc/u/secret", b"u's", None).await.unwrap();
+        s.put("doc/t/mine", b"t's", None).await.unwrap();
+        s.put("_troupe/t/x", b"host's", None).await.unwrap();
+        s.append_event("u/secret", &event("u1").into()).await.unwrap();
+        let b = &f.local.blobs;
+        b.put("documents", "docs/u/secret", b"u's").await.unwrap();
+        b.put("documents", "uploads/dropped.pdf", b"d").await.unwrap();
+        b.put("documents", "uploads/other.pdf", b"o").await.unwrap();
+        let record = |tenant: &str| troupe_core::VectorRecord {
+            tenant: tenant.into(),
+            document: "d".into(),
+            chunk: "0".into(),
+            model: "m".into(),
+            vector: vec![1.0, 0.0],
+            text: tenant.into(),
+        };
+        f.local.vectors.upsert(&[record("u"), record("t")]).await.unwrap();
+
+        let all = Grants {
+            state: vec!["*".into()],
+            event_logs: Access::Write,
+            blobs: vec![BlobGrant {
+                bucket: "documents".into(),
+                prefix: String::new(),
+            }],
+            vectors: Access::Write,
+            publish: ["t.any".to_owned()].into(),
+            ..Grants::default()
+        };
+        let granted = Granted::new(&f.backends, all);
+        let mut state = StateView {
+            caller: caller(&f),
+            state: granted.state.as_deref(),
+            grants: &granted.grants,
+        };
+        for key in ["doc/u/secret", "doc/t", "_troupe/t/x", "secret", "u/doc/secret"] {
+            let why = denied(state.get(key.into()).await);
+            assert!(why.contains("tenant `t`") && why.contains("<kind>/t/"), "{why}");
+            denied(state.put(key.into(), b"x".to_vec(), None).await);
+            denied(state.delete(key.into(), None).await);
+        }
+        for prefix in ["", "doc/", "doc/u/", "_troupe/"] {
+            denied(state.list_keys(prefix.into()).await);
+        }
+        let mine = state.list_keys("doc/t/".into()).await.unwrap().unwrap();
+        assert_eq!(mine, vec!["doc/t/mine".to_owned()]);
+        denied(state.read_events("u/secret".into()).await);
+        denied(state.append_event("u/secret".into(), event("t1")).await);
+        denied(state.delete_events("u/secret".into()).await);
+        assert_eq!(s.get("doc/u/secret").await.unwrap().unwrap().value, b"u's");
+        assert_eq!(s.read_events("u/secret").await.unwrap().len(), 1);
+
+        let mut blobs = BlobsView {
+            caller: caller(&f),
+            blobs: granted.blobs.as_deref(),
+            grants: &granted.grants,
+        };
+        denied(blobs.get("documents".into(), "docs/u/secret".into()).await);
+        denied(blobs.delete("documents".into(), "docs/u/secret".into()).await);
+        denied(blobs.list_objects("documents".into(), "docs/".into()).await);
+        denied(blobs.get("documents".into(), "uploads/dropped.pdf".into()).await);
+        // An object that announced the invocation may be read and removed, not written.
+        let mut announced = Binding::tenant(Tenant::new("t").unwrap());
+        announced.objects = vec![("documents".into(), "uploads/dropped.pdf".into())];
+        blobs.caller.binding = &announced;
+        let got = blobs.get("documents".into(), "uploads/dropped.pdf".into()).await;
+        assert_eq!(got.unwrap().unwrap(), Some(b"d".to_vec()));
+        denied(blobs.put("documents".into(), "uploads/dropped.pdf".into(), b"x".to_vec()).await);
+        denied(blobs.get("documents".into(), "uploads/other.pdf".into()).await);
+        assert_eq!(b.get("documents", "docs/u/secret").await.unwrap(), Some(b"u's".to_vec()));
+
+        let mut vectors = VectorsView {
+            caller: caller(&f),
+            vectors: granted.vectors.as_deref(),
+            access: granted.grants.vectors,
+        };
+        let hits = vectors.search("m".into(), vec![1.0, 0.0], 10).await.unwrap().unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].text, "t");
+        assert_eq!(vectors.delete_document("d".into()).await.unwrap().unwrap(), 1);
+        assert_eq!(f.local.vectors.count("u", "d").await.unwrap(), 1);
+
+        f.local
+            .queue
+            .subscribe(&troupe_core::Subscription {
+                name: "any".into(),
+                topics: vec!["t.any".into()],
+                subject_prefix: None,
+                policy: Default::default(),
+            })
+            .await
+            .unwrap();
+        let mut publisher = PublisherView {
+            caller: caller(&f),
+            queue: granted.queue.as_deref(),
+            grants: &granted.grants,
+        };
+        let mut forged = troupe_core::Event::from(event("e1"));
+        forged.tenant = Some("u".into());
+        publisher.publish("t.any".into(), forged.into()).await.unwrap().unwrap();
+        let got = f
+            .local
+            .queue
+            .receive("any", 1, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+        let sent = troupe_core::Event::from_json(&got[0].body).unwrap();
+        assert_eq!(sent.tenant.as_deref(), Some("t"));
     });
 }

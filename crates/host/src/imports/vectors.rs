@@ -1,5 +1,5 @@
 //! `troupe:pipeline/vectors`: search and count with `vectors = "read"`, delete with
-//! `"write"`.
+//! `"write"`, always in the invocation's tenant.
 
 use troupe_core::Vectors;
 use wasmtime::component::{HasData, Linker};
@@ -29,7 +29,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     vectors::add_to_linker::<Ctx, HasVectors>(linker, |ctx| {
         let env = &*ctx.env;
         VectorsView {
-            caller: env.caller(),
+            caller: ctx.caller(),
             vectors: env.granted.vectors.as_deref(),
             access: env.granted.grants.vectors,
         }
@@ -54,7 +54,6 @@ impl<'a> VectorsView<'a> {
 impl vectors::Host for VectorsView<'_> {
     async fn search(
         &mut self,
-        tenant: String,
         model: String,
         query: Vec<f32>,
         k: u32,
@@ -63,7 +62,7 @@ impl vectors::Host for VectorsView<'_> {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
-        let hits = v.search(&tenant, &model, &query, k as usize).await;
+        let hits = v.search(self.caller.tenant().as_str(), &model, &query, k as usize).await;
         reply(hits.map(|hits| {
             hits.into_iter()
                 .map(|h| vectors::Hit {
@@ -76,16 +75,16 @@ impl vectors::Host for VectorsView<'_> {
         }))
     }
 
-    async fn delete_document(&mut self, tenant: String, document: String) -> Guest<u32> {
+    async fn delete_document(&mut self, document: String) -> Guest<u32> {
         match self.backend(Access::Write, "deleting vectors") {
-            Ok(v) => reply(v.delete_document(&tenant, &document).await.map(count)),
+            Ok(v) => reply(v.delete_document(self.caller.tenant().as_str(), &document).await.map(count)),
             Err(e) => Ok(Err(e)),
         }
     }
 
-    async fn count(&mut self, tenant: String, document: String) -> Guest<u32> {
+    async fn count(&mut self, document: String) -> Guest<u32> {
         match self.backend(Access::Read, "counting vectors") {
-            Ok(v) => reply(v.count(&tenant, &document).await.map(count)),
+            Ok(v) => reply(v.count(self.caller.tenant().as_str(), &document).await.map(count)),
             Err(e) => Ok(Err(e)),
         }
     }

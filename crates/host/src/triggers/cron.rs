@@ -22,6 +22,9 @@ use tokio::sync::watch;
 use tracing::Instrument;
 use troupe_core::{Event, State};
 
+use troupe_events::Tenant;
+
+use crate::tenancy::Binding;
 use crate::Shared;
 use crate::manifest::CronTrigger;
 
@@ -169,8 +172,23 @@ async fn claim(
     }
 }
 
-/// One scheduled invocation.
+/// One scheduled tick: the component runs once per tenant the deployment has seen,
+/// each run acting for its tenant (so a cron job reaches no tenant's data but the one
+/// it runs for).
 pub async fn tick(shared: &Shared, trigger: &CronTrigger, at: DateTime<Utc>) {
+    let tenants = match shared.tenants.all().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(component = %trigger.component, error = %e, "listing tenants for a cron tick failed; the next tick runs as scheduled");
+            return;
+        }
+    };
+    for tenant in tenants {
+        tick_for(shared, trigger, at, tenant).await;
+    }
+}
+
+async fn tick_for(shared: &Shared, trigger: &CronTrigger, at: DateTime<Utc>, tenant: Tenant) {
     let scheduled = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut event = Event::new(
         format!("/cron/{}", trigger.component),
@@ -178,11 +196,12 @@ pub async fn tick(shared: &Shared, trigger: &CronTrigger, at: DateTime<Utc>) {
         &serde_json::json!({"schedule": trigger.expression, "scheduled_time": scheduled}),
     );
     event.time = scheduled;
-    let span = tracing::info_span!("host.invoke", component = %trigger.component, trigger = "cron", messaging.message.id = %event.id);
+    event.tenant = Some(tenant.to_string());
+    let span = tracing::info_span!("host.invoke", component = %trigger.component, trigger = "cron", tenant = %tenant, messaging.message.id = %event.id);
     let started = Instant::now();
     let result = shared
         .runtime
-        .handle_events(&trigger.component, vec![event.into()])
+        .handle_events(&trigger.component, vec![event.into()], Binding::tenant(tenant))
         .instrument(span)
         .await;
     let label = result.as_ref().err().map_or("ok", |f| f.label());

@@ -11,11 +11,13 @@ use tokio::sync::watch;
 use tracing::Instrument;
 use troupe_core::queue::{DEAD_LETTERED_TOPIC, REASON_MAX_DELIVERIES, dead_letter_notice};
 use troupe_core::{Delivery, Event, Message, Receipt, RetryOutcome};
+use troupe_events::Tenant;
 
 use crate::Shared;
 use crate::bindings::Outcome;
 use crate::manifest::{Source, SubscriptionTrigger};
 use crate::runtime::Fault;
+use crate::tenancy::{self, Binding};
 
 /// Dead-letter reason for a message whose body is not a CloudEvent.
 pub const REASON_MALFORMED: &str = "malformed_event";
@@ -95,18 +97,23 @@ pub async fn process(
     let name = trigger.subscription.name.as_str();
     let mut batch = Vec::with_capacity(deliveries.len());
     for d in deliveries {
-        match Event::from_json(&d.body) {
-            Ok(event) => batch.push(Leased {
-                receipt: d.receipt,
-                event,
-                deliveries: d.deliveries,
-            }),
-            Err(e) => {
-                tracing::warn!(messaging.destination.name = %name, messaging.message.id = %d.id, error = %e, "dead-lettering a malformed message");
+        let parsed = Event::from_json(&d.body).map_err(|e| (REASON_MALFORMED, e.to_string()));
+        match parsed.and_then(|event| {
+            let tenant = tenancy::of_event(&event).map_err(|e| (REASON_TENANT, e.to_string()))?;
+            Ok((tenant, event))
+        }) {
+            Ok((tenant, event)) => batch.push((
+                tenant,
+                Leased {
+                    receipt: d.receipt,
+                    event,
+                    deliveries: d.deliveries,
+                },
+            )),
+            Err((reason, why)) => {
+                tracing::warn!(messaging.destination.name = %name, messaging.message.id = %d.id, reason, error = %why, "dead-lettering a message that cannot be handled");
                 settle(
-                    queue
-                        .reject(name, &d.receipt, REASON_MALFORMED, &e.to_string())
-                        .await,
+                    queue.reject(name, &d.receipt, reason, &why).await,
                     name,
                     &d.receipt,
                 );
@@ -115,13 +122,43 @@ pub async fn process(
         }
     }
     if !batch.is_empty() {
-        let receipts: Vec<Receipt> = batch.iter().map(|l| l.receipt.clone()).collect();
+        let receipts: Vec<Receipt> = batch.iter().map(|(_, l)| l.receipt.clone()).collect();
+        let run = async {
+            // One invocation acts for one tenant: a batch that mixes tenants runs
+            // as one invocation per tenant.
+            for (tenant, group) in by_tenant(batch) {
+                shared.tenants.register(&tenant).await;
+                let binding = Binding {
+                    tenant,
+                    objects: group
+                        .iter()
+                        .filter_map(|l| tenancy::announced(&l.event))
+                        .collect(),
+                };
+                invoke(shared, trigger, group, &binding, &mut left).await;
+            }
+        };
         tokio::select! {
-            () = invoke(shared, trigger, batch, &mut left) => {}
+            () = run => {}
             never = keep_leased(shared, trigger, &receipts) => match never {},
         }
     }
     left
+}
+
+/// Dead-letter reason of an event whose envelope names an invalid tenant.
+const REASON_TENANT: &str = "invalid_tenant";
+
+/// `batch` split by tenant, each group in delivery order.
+fn by_tenant(batch: Vec<(Tenant, Leased)>) -> Vec<(Tenant, Vec<Leased>)> {
+    let mut groups: Vec<(Tenant, Vec<Leased>)> = Vec::new();
+    for (tenant, leased) in batch {
+        match groups.iter_mut().find(|(t, _)| *t == tenant) {
+            Some((_, g)) => g.push(leased),
+            None => groups.push((tenant, vec![leased])),
+        }
+    }
+    groups
 }
 
 /// A leased event with what settling it needs.
@@ -156,6 +193,7 @@ async fn invoke(
     shared: &Shared,
     trigger: &SubscriptionTrigger,
     batch: Vec<Leased>,
+    binding: &Binding,
     left: &mut Vec<Receipt>,
 ) {
     let queue = &shared.backends.queue;
@@ -171,6 +209,7 @@ async fn invoke(
         messaging.destination.name = %name,
         messaging.message.id = %batch[0].receipt.message_id,
         messaging.batch.message_count = batch.len(),
+        tenant = %binding.tenant,
     );
     let Some(loaded) = shared.runtime.component(&trigger.component) else {
         left.extend(batch.into_iter().map(|l| l.receipt));
@@ -180,7 +219,7 @@ async fn invoke(
     let events = batch.iter().map(|l| l.event.clone().into()).collect();
     let result = shared
         .runtime
-        .handle_events_in(loaded, events)
+        .handle_events_in(loaded, events, binding.clone())
         .instrument(span.clone())
         .await;
     let label = result.as_ref().err().map_or("ok", |f| f.label());
@@ -198,7 +237,7 @@ async fn invoke(
                 // Which event caused it? Run each alone, settling each by its own result.
                 tracing::warn!(parent: &span, error = %fault, deterministic, "invocation of a batch failed; running its events one by one");
                 for one in batch {
-                    Box::pin(invoke(shared, trigger, vec![one], left)).await;
+                    Box::pin(invoke(shared, trigger, vec![one], binding, left)).await;
                 }
                 return;
             }

@@ -13,6 +13,14 @@ use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
 use troupe::pipeline::{publisher, state, types};
 
+/// The tenant the host bound the request to (its keys' second segment).
+fn tenant(req: &Request) -> String {
+    req.header("troupe-tenant")
+        .and_then(|v| v.as_str())
+        .unwrap_or("default")
+        .to_owned()
+}
+
 #[http_component]
 fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     let Some(key) = req.path().strip_prefix("/kv/").map(str::to_owned) else {
@@ -21,7 +29,7 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     Ok(match req.method() {
         Method::Put => {
             let body = req.body().to_vec();
-            let version = state::put(&format!("kv/{key}"), &body, None)
+            let version = state::put(&format!("kv/{}/{key}", tenant(&req)), &body, None)
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let event = types::Event {
                 id: String::new(),
@@ -42,7 +50,9 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 .build()
         }
         Method::Get => {
-            match state::get(&format!("kv/{key}")).map_err(|e| anyhow::anyhow!("{e:?}"))? {
+            match state::get(&format!("kv/{}/{key}", tenant(&req)))
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            {
                 Some(entry) => Response::builder().status(200).body(entry.value).build(),
                 None => Response::builder().status(404).body("absent").build(),
             }

@@ -52,11 +52,13 @@ impl Guest for Recorder {
             .map(|event| {
                 let data: serde_json::Value =
                     serde_json::from_slice(&event.data).unwrap_or_default();
-                if let Err(e) = state::append_event("seen", &event) {
+                // Keys and logs name the tenant the host bound the invocation to.
+                let tenant = event.tenant.clone().unwrap_or_else(|| "default".into());
+                if let Err(e) = state::append_event(&format!("{tenant}/seen"), &event) {
                     eprintln!("append failed: {e:?}");
                     return Outcome::Retry(None);
                 }
-                if let Err(e) = bump(&format!("count/{}", event.id)) {
+                if let Err(e) = bump(&format!("count/{tenant}/{}", event.id)) {
                     eprintln!("bump failed: {e}");
                     return Outcome::Retry(None);
                 }

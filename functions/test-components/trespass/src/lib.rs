@@ -1,9 +1,10 @@
 //! HTTP test component that tries every `troupe:pipeline` import, granted or not.
 //! `GET /trespass` answers a JSON object: for each attempt, `{"ok": …}` with what it
 //! got, `{"denied": why}` or `{"error": …}`. Its manifest grants it only
-//! `documents/scratch/`, state `scratch/`, and publishing to `t.allowed`; everything
-//! else must come back `denied` (the test also checks that nothing it tried to
-//! change changed).
+//! `documents/scratch/default/mine/`, state `scratch/default/mine/`, and publishing
+//! to `t.allowed`; everything else must come back `denied` (the test also checks
+//! that nothing it tried to change changed). Every key names the tenant it acts for
+//! (`default`), so what is refused is refused by the grants.
 
 /// The `troupe:pipeline` bindings (`wit/troupe.wit`, world `imports`), private to
 /// this component.
@@ -51,29 +52,29 @@ fn handle(_req: Request) -> anyhow::Result<impl IntoResponse> {
     let d = "documents";
     let attempts = json!({
         // Granted.
-        "put_scratch": verdict(blobs::put(d, "scratch/own", b"mine"), |_| json!(true)),
-        "get_scratch": verdict(blobs::get(d, "scratch/own"), bytes),
-        "state_scratch": verdict(state::put("scratch/x", b"1", None), |v| json!(v)),
+        "put_scratch": verdict(blobs::put(d, "scratch/default/mine/own", b"mine"), |_| json!(true)),
+        "get_scratch": verdict(blobs::get(d, "scratch/default/mine/own"), bytes),
+        "state_scratch": verdict(state::put("scratch/default/mine/x", b"1", None), |v| json!(v)),
         "publish_allowed": verdict(publisher::publish("t.allowed", &event("e-allowed")), |_| json!(true)),
         // Narrowed to what is granted.
-        "list_bucket": verdict(blobs::list_objects(d, ""), |k| json!(k)),
-        "list_state": verdict(state::list_keys(""), |k| json!(k)),
+        "list_bucket": verdict(blobs::list_objects(d, "scratch/default/"), |k| json!(k)),
+        "list_state": verdict(state::list_keys("scratch/default/"), |k| json!(k)),
         // Not granted.
         "get_doc": verdict(blobs::get(d, "docs/default/secret"), bytes),
         "put_doc": verdict(blobs::put(d, "docs/default/planted", b"x"), |_| json!(true)),
         "delete_doc": verdict(blobs::delete(d, "docs/default/secret"), |b| json!(b)),
-        "list_docs": verdict(blobs::list_objects(d, "docs/"), |k| json!(k)),
-        "get_other_bucket": verdict(blobs::get("archive", "scratch/own"), bytes),
-        "state_get": verdict(state::get("webhook/secret"), |e| json!(e.map(|e| e.version))),
+        "list_docs": verdict(blobs::list_objects(d, "docs/default/"), |k| json!(k)),
+        "get_other_bucket": verdict(blobs::get("archive", "scratch/default/mine/own"), bytes),
+        "state_get": verdict(state::get("webhook/default/secret"), |e| json!(e.map(|e| e.version))),
         "state_put": verdict(state::put("doc/default/forged", b"{}", None), |v| json!(v)),
-        "state_delete": verdict(state::delete("webhook/secret", None), |b| json!(b)),
+        "state_delete": verdict(state::delete("webhook/default/secret", None), |b| json!(b)),
         "read_events": verdict(state::read_events("default/doc"), |v| json!(v.len())),
         "append_event": verdict(state::append_event("default/doc", &event("e-log")), |v| json!(v)),
         "delete_events": verdict(state::delete_events("default/doc"), |v| json!(v)),
         "publish_other": verdict(publisher::publish("t.other", &event("e-other")), |_| json!(true)),
-        "vectors_search": verdict(vectors::search("default", "m", &[1.0, 0.0], 5), |h| json!(h.len())),
-        "vectors_count": verdict(vectors::count("default", "doc"), |n| json!(n)),
-        "vectors_delete": verdict(vectors::delete_document("default", "doc"), |n| json!(n)),
+        "vectors_search": verdict(vectors::search("m", &[1.0, 0.0], 5), |h| json!(h.len())),
+        "vectors_count": verdict(vectors::count("doc"), |n| json!(n)),
+        "vectors_delete": verdict(vectors::delete_document("doc"), |n| json!(n)),
         "embeddings_info": verdict(embeddings::info(), |i| json!(i.name)),
     });
     Ok(Response::builder()
