@@ -20,5 +20,6 @@ mod s3_uploads;
 mod sandbox;
 mod scale_out;
 mod store_semantics;
+mod tenants;
 mod triggers;
 mod webhooks;

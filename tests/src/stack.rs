@@ -366,11 +366,16 @@ impl Stack {
 
     /// Vectors stored for a document of the default tenant.
     pub fn vector_count(&self, document: &str) -> usize {
+        self.tenant_vector_count("default", document)
+    }
+
+    /// Vectors stored for a document of `tenant`.
+    pub fn tenant_vector_count(&self, tenant: &str, document: &str) -> usize {
         runtime().block_on(async {
             let backends = self.opened().await.backends(None);
             backends
                 .vectors
-                .count("default", document)
+                .count(tenant, document)
                 .await
                 .expect("counting vectors")
         })

@@ -57,6 +57,10 @@ struct HostArgs {
         env = "TROUPE_ALLOW_PRIVATE_OUTBOUND"
     )]
     allow_private_outbound: bool,
+    /// The most bytes of documents one tenant may store; an upload past it answers
+    /// 413 `quota_exceeded`, a dropped-in file past it fails. No quota when unset.
+    #[arg(long, env = "TROUPE_TENANT_MAX_BYTES", value_name = "BYTES")]
+    tenant_max_bytes: Option<u64>,
     #[command(flatten)]
     retention: troupe_cli::retention::RetentionArgs,
 }
@@ -226,6 +230,7 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
         max_connections,
         max_connections_per_client,
         allow_private_outbound,
+        tenant_max_bytes,
         retention,
     } = args;
     let embedding = (!no_embeddings).then_some(embedding);
@@ -251,6 +256,7 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
             ..Default::default()
         },
         allow_private_outbound,
+        tenant_max_bytes,
         ..Default::default()
     };
     let mut embedder = None;

@@ -43,7 +43,7 @@ fn main() {
         embeddings: None,
     };
     let runtime =
-        Runtime::new(&app, &backends, Some(&dir.path().join("cache")), false).expect("runtime");
+        Runtime::new(&app, &backends, Some(&dir.path().join("cache")), &Default::default()).expect("runtime");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -105,6 +105,9 @@ pub struct Options {
     /// Outbound rules with a wildcard host may reach loopback, link-local and private
     /// addresses (by default only rules naming such a host may).
     pub allow_private_outbound: bool,
+    /// The most bytes of documents one tenant may store (`--tenant-max-bytes`);
+    /// uploads past it answer 413 `quota_exceeded`.
+    pub tenant_max_bytes: Option<u64>,
 }
 
 impl std::fmt::Debug for Options {
@@ -266,14 +269,12 @@ impl Host {
         let runtime = {
             let (app, backends) = (app.clone(), backends.clone());
             let cache_dir = options.cache_dir.clone();
-            let allow_private_outbound = options.allow_private_outbound;
+            let policy = runtime::Policy {
+                allow_private_outbound: options.allow_private_outbound,
+                tenant_max_bytes: options.tenant_max_bytes,
+            };
             tokio::task::spawn_blocking(move || {
-                Runtime::new(
-                    &app,
-                    &backends,
-                    cache_dir.as_deref(),
-                    allow_private_outbound,
-                )
+                Runtime::new(&app, &backends, cache_dir.as_deref(), &policy)
             })
             .await
             .context("compiling components")??

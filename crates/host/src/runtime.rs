@@ -70,6 +70,19 @@ pub enum Exports {
 /// (`--allow-private-outbound`): `"true"` or `"false"`.
 pub const HOST_PRIVATE_OUTBOUND: &str = "allow_private_outbound";
 
+/// The variable every component can read for the most bytes of documents one tenant
+/// may store (`--tenant-max-bytes`); absent when there is no quota.
+pub const HOST_TENANT_MAX_BYTES: &str = "tenant_max_bytes";
+
+/// What the operator decided for every component.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// Wildcard outbound rules may reach loopback, link-local and private addresses.
+    pub allow_private_outbound: bool,
+    /// The most bytes of documents one tenant may store.
+    pub tenant_max_bytes: Option<u64>,
+}
+
 /// A loaded component.
 pub struct Loaded {
     /// Its manifest entry.
@@ -224,8 +237,9 @@ impl Runtime {
         app: &App,
         backends: &Backends,
         cache_dir: Option<&Path>,
-        allow_private_outbound: bool,
+        policy: &Policy,
     ) -> Result<Self> {
+        let allow_private_outbound = policy.allow_private_outbound;
         let engine = engine(app)?;
         let mut linker: Linker<Ctx> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
@@ -263,6 +277,9 @@ impl Runtime {
             variables
                 .entry(HOST_PRIVATE_OUTBOUND.to_owned())
                 .or_insert_with(|| allow_private_outbound.to_string());
+            if let Some(max) = policy.tenant_max_bytes {
+                variables.insert(HOST_TENANT_MAX_BYTES.to_owned(), max.to_string());
+            }
             let env = Arc::new(ComponentEnv {
                 id: def.id.clone(),
                 granted: crate::imports::Granted::new(backends, def.grants.clone()),

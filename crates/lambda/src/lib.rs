@@ -56,6 +56,8 @@ pub struct Config {
     pub model_dir: Option<PathBuf>,
     /// Compiled-component cache (`TROUPE_DATA_DIR`; default `/tmp/troupe`).
     pub cache_dir: PathBuf,
+    /// The most bytes of documents one tenant may store (`TROUPE_TENANT_MAX_BYTES`).
+    pub tenant_max_bytes: Option<u64>,
 }
 
 impl Config {
@@ -77,6 +79,9 @@ impl Config {
             cache_dir: var("TROUPE_DATA_DIR")
                 .unwrap_or_else(|| PathBuf::from("/tmp/troupe"))
                 .join("cache"),
+            tenant_max_bytes: std::env::var("TROUPE_TENANT_MAX_BYTES")
+                .ok()
+                .and_then(|v| v.trim().parse().ok()),
         }
     }
 }
@@ -116,6 +121,7 @@ impl Adapter {
         let options = Options {
             cache_dir: Some(config.cache_dir),
             assume_declared: true,
+            tenant_max_bytes: config.tenant_max_bytes,
             ..Default::default()
         };
         let host = Host::new(

@@ -177,11 +177,14 @@ async fn upload(req: IncomingRequest, out: ResponseOutparam, tenant: &str, name:
             "the upload is larger than the limit of {limit} bytes (variable `max_upload_bytes`)"
         )
     };
-    if header(&req, "content-length")
-        .and_then(|l| l.trim().parse::<u64>().ok())
-        .is_some_and(|l| l > limit)
-    {
+    let declared_size = header(&req, "content-length").and_then(|l| l.trim().parse::<u64>().ok());
+    if declared_size.is_some_and(|l| l > limit) {
         return error(out, 413, "too_large", &too_big()).await;
+    }
+    match documents::over_quota(tenant, declared_size.unwrap_or(0)) {
+        Ok(None) => {}
+        Ok(Some(why)) => return error(out, 413, "quota_exceeded", &why).await,
+        Err(why) => return error(out, 503, "unavailable", &why.to_string()).await,
     }
     let mut body = Vec::new();
     let mut stream = req.into_body_stream();
@@ -203,6 +206,11 @@ async fn upload(req: IncomingRequest, out: ResponseOutparam, tenant: &str, name:
                 .await;
             }
         }
+    }
+    match documents::over_quota(tenant, body.len() as u64) {
+        Ok(None) => {}
+        Ok(Some(why)) => return error(out, 413, "quota_exceeded", &why).await,
+        Err(why) => return error(out, 503, "unavailable", &why.to_string()).await,
     }
     let id = new_id();
     let name = name.unwrap_or_else(|| format!("{id}.{}", extension(kind)));

@@ -245,14 +245,17 @@ pub fn register(tenant: &str, up: &crate::events::Uploaded) -> Result<Document> 
         .map_err(host(format!("marking {} active", up.document)))?;
     let now = crate::now_rfc3339();
     let mut stored = None;
+    let mut created = false;
     update(
         &key(tenant, &up.document),
         |current: Option<Document>| match current {
             Some(existing) => {
                 stored = Some(existing);
+                created = false;
                 Change::Keep
             }
             None => {
+                created = true;
                 let doc = Document {
                     id: up.document.clone(),
                     tenant: tenant.to_owned(),
@@ -278,12 +281,54 @@ pub fn register(tenant: &str, up: &crate::events::Uploaded) -> Result<Document> 
             }
         },
     )?;
+    if created {
+        add_usage(tenant, i128::from(up.size))?;
+    }
     stored.ok_or_else(|| {
         HandlerError::State(format!(
             "{}: record vanished while registering",
             up.document
         ))
     })
+}
+
+/// Key of the bytes of documents a tenant stores: what `register` added and
+/// `forget` took away (the quota `tenant_max_bytes` is checked against it).
+pub fn usage_key(tenant: &str) -> String {
+    format!("usage/{tenant}/bytes")
+}
+
+/// The bytes of documents `tenant` stores.
+pub fn usage(tenant: &str) -> Result<u64> {
+    Ok(get_json::<u64>(&usage_key(tenant))?.map_or(0, |(n, _)| n))
+}
+
+/// Adds `delta` (negative: removes) to `tenant`'s stored bytes, never below zero.
+pub fn add_usage(tenant: &str, delta: i128) -> Result<()> {
+    update(&usage_key(tenant), |n: Option<u64>| {
+        let next = (i128::from(n.unwrap_or(0)) + delta).clamp(0, i128::from(u64::MAX));
+        Change::Put(u64::try_from(next).unwrap_or(0))
+    })?;
+    Ok(())
+}
+
+/// The most bytes of documents a tenant may store (`--tenant-max-bytes`, which the
+/// host hands every component as the variable `tenant_max_bytes`); `None`: no quota.
+pub fn quota() -> Option<u64> {
+    crate::config::get("tenant_max_bytes").and_then(|v| v.trim().parse().ok())
+}
+
+/// Why storing `more` bytes would take `tenant` past its quota, if it would.
+pub fn over_quota(tenant: &str, more: u64) -> Result<Option<String>> {
+    let Some(max) = quota() else {
+        return Ok(None);
+    };
+    let used = usage(tenant)?;
+    Ok((used.saturating_add(more) > max).then(|| {
+        format!(
+            "tenant `{tenant}` stores {used} bytes of documents; {more} more would pass its quota of {max} bytes: delete documents or ask the operator to raise --tenant-max-bytes"
+        )
+    }))
 }
 
 /// Key of a document's heartbeat: when a stage last started work on it.

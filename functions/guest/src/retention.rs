@@ -99,6 +99,14 @@ pub fn forget(tenant: &str, id: &str) -> Result<()> {
     state::delete_events(&documents::log_subject(tenant, id))
         .map_err(host(format!("removing the trail of {id}")))?;
     let record = documents::key(tenant, id);
+    if let Some((doc, version)) = documents::load(tenant, id)? {
+        // Only the call that removes the record gives its bytes back.
+        match state::delete(&record, Some(version)) {
+            Ok(true) => documents::add_usage(tenant, -i128::from(doc.size))?,
+            Ok(false) | Err(crate::HostError::Conflict) => {}
+            Err(e) => return Err(host(format!("removing {record}"))(e)),
+        }
+    }
     state::delete(&record, None).map_err(host(format!("removing {record}")))?;
     for key in working_keys(tenant, id) {
         state::delete(&key, None).map_err(host(format!("removing {key}")))?;

@@ -84,15 +84,27 @@ fn intake(event: &Event) -> Result<Outcome> {
         },
     };
     let limit = config_u64("max_upload_bytes", 50 * 1024 * 1024);
-    if up.size > limit {
-        documents::register(&tenant, &up)?;
-        let failed = Failed {
-            document: id.clone(),
-            code: "too_large".into(),
-            message: format!(
+    let refusal = if up.size > limit {
+        Some((
+            "too_large",
+            format!(
                 "{} is {} bytes; the limit is {limit} (variable `max_upload_bytes`)",
                 up.name, up.size
             ),
+        ))
+    } else if documents::load(&tenant, &id)?.is_none() {
+        documents::over_quota(&tenant, up.size)?.map(|why| ("quota_exceeded", why))
+    } else {
+        None // registered by an earlier delivery: its bytes are counted already
+    };
+    if let Some((code, message)) = refusal {
+        // Recorded as failed, without its bytes: nothing of it is kept.
+        up.size = 0;
+        documents::register(&tenant, &up)?;
+        let failed = Failed {
+            document: id.clone(),
+            code: code.into(),
+            message,
             stage: "intake".into(),
         };
         let ev = stages::new(events::id::failed(&id), &tenant, &id, &failed);

@@ -337,7 +337,7 @@ fn an_invocation_reaches_only_its_own_tenant() {
         f.local.vectors.upsert(&[record("u"), record("t")]).await.unwrap();
 
         let all = Grants {
-            state: vec!["*".into()],
+            state: vec![String::new()],
             event_logs: Access::Write,
             blobs: vec![BlobGrant {
                 bucket: "documents".into(),
