@@ -78,7 +78,11 @@ event_logs = "write"
     .await
     .expect("the restarted process drains the queue");
     for e in &events {
-        let count = local.state.get(&format!("count/default/{}", e.id)).await.unwrap();
+        let count = local
+            .state
+            .get(&format!("count/default/{}", e.id))
+            .await
+            .unwrap();
         assert!(
             count.is_some(),
             "event {} was accepted but never delivered",

@@ -40,7 +40,10 @@ impl As<'_> {
         let mut resp = sent.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
@@ -66,7 +69,10 @@ impl As<'_> {
             if status == 200 && matches!(doc["status"].as_str(), Some("indexed" | "failed")) {
                 return doc;
             }
-            assert!(start.elapsed() < within, "{id} did not settle: {status} {doc}");
+            assert!(
+                start.elapsed() < within,
+                "{id} did not settle: {status} {doc}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -150,8 +156,10 @@ publish = ["troupe.document.deleted"]
     path
 }
 
-const WHALES: &str = "# Whales\n\nHumpback whales sing long songs that travel across the ocean basin.";
-const TIDES: &str = "# Tides\n\nThe moon pulls the sea into two bulges, and the tides rise twice a day.";
+const WHALES: &str =
+    "# Whales\n\nHumpback whales sing long songs that travel across the ocean basin.";
+const TIDES: &str =
+    "# Tides\n\nThe moon pulls the sea into two bulges, and the tides rise twice a day.";
 const FOXES: &str = "# Foxes\n\nThe red fox hunts voles by leaping high and diving into the snow.";
 
 troupe_tests::both!(tenants_reach_only_their_own_documents);
@@ -161,11 +169,20 @@ fn tenants_reach_only_their_own_documents(stack: fn(&Path) -> Stack) {
     let stack = stack(dir.path());
     let manifest = with_snoop(dir.path());
     stack.init(&manifest);
-    let (a_key, b_key) = (key(&stack, "team-a", "admin"), key(&stack, "team-b", "write"));
+    let (a_key, b_key) = (
+        key(&stack, "team-a", "admin"),
+        key(&stack, "team-b", "write"),
+    );
     let troupe = Child::pipeline_with(&stack, &manifest, &[], &[]);
     let base = format!("http://{}", troupe.addr);
-    let a = As { base: &base, key: &a_key };
-    let b = As { base: &base, key: &b_key };
+    let a = As {
+        base: &base,
+        key: &a_key,
+    };
+    let b = As {
+        base: &base,
+        key: &b_key,
+    };
 
     let a_doc = a.upload("whales.md", WHALES);
     let b_doc = b.upload("tides.md", TIDES);
@@ -190,7 +207,7 @@ fn tenants_reach_only_their_own_documents(stack: fn(&Path) -> Stack) {
         .unwrap_or_else(|| panic!("team A lists its drop-in: {a_ids:?}"))
         .clone();
     a.settle(&dropped, within);
-    assert_eq!(b.listed(), [b_doc.clone()]);
+    assert_eq!(b.listed(), std::slice::from_ref(&b_doc));
 
     // Neither reads, streams, searches or deletes the other's documents: 404, as if
     // they did not exist.
@@ -214,8 +231,14 @@ fn tenants_reach_only_their_own_documents(stack: fn(&Path) -> Stack) {
     assert!(b_hits.iter().all(|d| *d == b_doc), "{b_hits:?}");
     // The vectors are where their documents are, and only there.
     let chunks = |r: &Value| usize::try_from(r["chunks"].as_u64().expect("chunks")).unwrap();
-    assert_eq!(stack.tenant_vector_count("team-a", &a_doc), chunks(&a_record));
-    assert_eq!(stack.tenant_vector_count("team-b", &b_doc), chunks(&b_record));
+    assert_eq!(
+        stack.tenant_vector_count("team-a", &a_doc),
+        chunks(&a_record)
+    );
+    assert_eq!(
+        stack.tenant_vector_count("team-b", &b_doc),
+        chunks(&b_record)
+    );
     assert_eq!(stack.tenant_vector_count("team-b", &a_doc), 0);
     assert_eq!(stack.tenant_vector_count("default", &a_doc), 0);
     assert_eq!(stack.tenant_vector_count("team-a", &b_doc), 0);
@@ -246,7 +269,9 @@ fn tenants_reach_only_their_own_documents(stack: fn(&Path) -> Stack) {
         assert!(why.contains("tenant `team-b`"), "{attempt}: {why}");
     }
     // Vector calls take no tenant: they see team B's only.
-    let seen = tried["vectors_search"]["ok"].as_array().expect("search ran");
+    let seen = tried["vectors_search"]["ok"]
+        .as_array()
+        .expect("search ran");
     assert!(seen.iter().all(|d| *d == b_doc.as_str()), "{tried:#}");
     assert_eq!(tried["vectors_count"]["ok"], 0, "{tried:#}");
     assert_eq!(tried["vectors_delete"]["ok"], 0, "{tried:#}");
@@ -264,7 +289,10 @@ fn tenants_reach_only_their_own_documents(stack: fn(&Path) -> Stack) {
     let after = a.get(&format!("/v1/documents/{a_doc}"));
     assert_eq!(after.0, 200);
     assert_eq!(after.1["status"], "indexed", "{}", after.1);
-    assert_eq!(stack.tenant_vector_count("team-a", &a_doc), chunks(&a_record));
+    assert_eq!(
+        stack.tenant_vector_count("team-a", &a_doc),
+        chunks(&a_record)
+    );
     assert_eq!(stack.keys(&format!("docs/team-a/{a_doc}")).len(), 1);
     assert!(stack.keys("docs/team-a/planted").is_empty());
     let (status, trail) = a.get(&format!("/v1/documents/{a_doc}/events"));
@@ -285,8 +313,14 @@ fn tenants_reach_only_their_own_documents(stack: fn(&Path) -> Stack) {
         assert!(gone.elapsed() < within, "A's document was not deleted");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(b.get(&format!("/v1/documents/{b_doc}")).1["status"], "indexed");
-    assert_eq!(stack.tenant_vector_count("team-b", &b_doc), chunks(&b_record));
+    assert_eq!(
+        b.get(&format!("/v1/documents/{b_doc}")).1["status"],
+        "indexed"
+    );
+    assert_eq!(
+        stack.tenant_vector_count("team-b", &b_doc),
+        chunks(&b_record)
+    );
     drop(troupe);
 }
 
@@ -304,8 +338,14 @@ fn documents_are_listed_newest_first_and_the_quota_is_per_tenant() {
         &[],
     );
     let base = format!("http://{}", troupe.addr);
-    let a = As { base: &base, key: &a_key };
-    let b = As { base: &base, key: &b_key };
+    let a = As {
+        base: &base,
+        key: &a_key,
+    };
+    let b = As {
+        base: &base,
+        key: &b_key,
+    };
     let text = "x".repeat(90);
     let ids: Vec<String> = (0..3)
         .map(|i| {
@@ -315,10 +355,20 @@ fn documents_are_listed_newest_first_and_the_quota_is_per_tenant() {
         })
         .collect();
     // 270 of 300 bytes stored: the next 90 would pass team A's quota, not team B's.
-    let (status, reply) = a.send("POST", "/v1/documents?name=n3.md", "text/markdown", text.as_bytes());
+    let (status, reply) = a.send(
+        "POST",
+        "/v1/documents?name=n3.md",
+        "text/markdown",
+        text.as_bytes(),
+    );
     assert_eq!(status, 413, "{reply}");
     assert_eq!(reply["error"]["code"], "quota_exceeded", "{reply}");
-    assert!(reply["error"]["message"].as_str().unwrap().contains("--tenant-max-bytes"));
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--tenant-max-bytes")
+    );
     let b_doc = b.upload("b.md", &text);
 
     let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
@@ -331,7 +381,13 @@ fn documents_are_listed_newest_first_and_the_quota_is_per_tenant() {
     // Filtering: without the model nothing gets past `uploaded` or `processing`.
     let (_, page) = a.get("/v1/documents?status=indexed");
     assert_eq!(page["documents"], serde_json::json!([]), "{page}");
-    for bad in ["limit=0", "limit=101", "limit=x", "status=done", "cursor=bm9wZQ"] {
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=x",
+        "status=done",
+        "cursor=bm9wZQ",
+    ] {
         let (status, reply) = a.get(&format!("/v1/documents?{bad}"));
         assert_eq!(status, 400, "{bad}: {reply}");
     }
@@ -340,12 +396,20 @@ fn documents_are_listed_newest_first_and_the_quota_is_per_tenant() {
     assert_eq!(status, 202);
     let start = Instant::now();
     loop {
-        let (status, _) = a.send("POST", "/v1/documents?name=n4.md", "text/markdown", text.as_bytes());
+        let (status, _) = a.send(
+            "POST",
+            "/v1/documents?name=n4.md",
+            "text/markdown",
+            text.as_bytes(),
+        );
         if status == 202 {
             break;
         }
         assert_eq!(status, 413);
-        assert!(start.elapsed() < Duration::from_secs(60), "the deletion never freed its bytes");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the deletion never freed its bytes"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     drop(troupe);
@@ -364,29 +428,58 @@ fn each_tenant_hears_only_its_own_documents() {
         // Without --allow-private-webhooks, loopback and metadata addresses are refused.
         let troupe = Child::pipeline(stack.data(), &["--no-embeddings"], &[]);
         let base = format!("http://{}", troupe.addr);
-        let a = As { base: &base, key: &a_key };
-        for url in ["http://127.0.0.1:9/hooks", "http://169.254.169.254/", "http://localhost/x"] {
+        let a = As {
+            base: &base,
+            key: &a_key,
+        };
+        for url in [
+            "http://127.0.0.1:9/hooks",
+            "http://169.254.169.254/",
+            "http://localhost/x",
+        ] {
             let body = serde_json::json!({ "url": url }).to_string();
-            let (status, reply) = a.send("POST", "/v1/webhooks", "application/json", body.as_bytes());
+            let (status, reply) =
+                a.send("POST", "/v1/webhooks", "application/json", body.as_bytes());
             assert_eq!(status, 422, "{url}: {reply}");
-            assert!(reply["error"]["message"].as_str().unwrap().contains("--allow-private-webhooks"));
+            assert!(
+                reply["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("--allow-private-webhooks")
+            );
         }
         // Webhooks are an admin's: a write key may not register one.
-        let w = As { base: &base, key: &write_key };
+        let w = As {
+            base: &base,
+            key: &write_key,
+        };
         let body = serde_json::json!({ "url": "https://example.com/h" }).to_string();
-        assert_eq!(w.send("POST", "/v1/webhooks", "application/json", body.as_bytes()).0, 403);
+        assert_eq!(
+            w.send("POST", "/v1/webhooks", "application/json", body.as_bytes())
+                .0,
+            403
+        );
     }
     let (a_hooks, a_url) = Hooks::start();
     let (b_hooks, b_url) = Hooks::start();
     let troupe = Child::pipeline(stack.data(), &["--allow-private-webhooks"], &[]);
     let base = format!("http://{}", troupe.addr);
-    let a = As { base: &base, key: &a_key };
-    let b = As { base: &base, key: &b_key };
+    let a = As {
+        base: &base,
+        key: &a_key,
+    };
+    let b = As {
+        base: &base,
+        key: &b_key,
+    };
     let register = |who: &As<'_>, url: &str| -> (String, String) {
         let body = serde_json::json!({ "url": url, "events": ["document.indexed"] }).to_string();
         let (status, reply) = who.send("POST", "/v1/webhooks", "application/json", body.as_bytes());
         assert_eq!(status, 201, "{reply}");
-        let secret = reply["secret"].as_str().expect("the secret, once").to_owned();
+        let secret = reply["secret"]
+            .as_str()
+            .expect("the secret, once")
+            .to_owned();
         assert!(secret.len() >= 40, "{secret}");
         (reply["id"].as_str().expect("id").to_owned(), secret)
     };
@@ -398,7 +491,11 @@ fn each_tenant_hears_only_its_own_documents() {
     let (_, listed) = b.get("/v1/webhooks");
     assert_eq!(listed["webhooks"].as_array().unwrap().len(), 1, "{listed}");
     // B cannot remove A's webhook.
-    assert_eq!(b.send("DELETE", &format!("/v1/webhooks/{a_hook}"), "", b"").0, 404);
+    assert_eq!(
+        b.send("DELETE", &format!("/v1/webhooks/{a_hook}"), "", b"")
+            .0,
+        404
+    );
 
     let a_doc = a.upload("whales.md", WHALES);
     let b_doc = b.upload("tides.md", TIDES);
@@ -406,7 +503,10 @@ fn each_tenant_hears_only_its_own_documents() {
     b.settle(&b_doc, Duration::from_secs(120));
     let start = Instant::now();
     while a_hooks.received().is_empty() || b_hooks.received().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(60), "webhooks were not called");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "webhooks were not called"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // A moment for anything misrouted to arrive too.
@@ -430,9 +530,17 @@ fn each_tenant_hears_only_its_own_documents() {
         mac.update(b".");
         mac.update(body);
         let expected = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
-        assert_eq!(header("troupe-signature"), expected, "signed with its tenant's secret");
+        assert_eq!(
+            header("troupe-signature"),
+            expected,
+            "signed with its tenant's secret"
+        );
     }
-    assert_eq!(a.send("DELETE", &format!("/v1/webhooks/{a_hook}"), "", b"").0, 204);
+    assert_eq!(
+        a.send("DELETE", &format!("/v1/webhooks/{a_hook}"), "", b"")
+            .0,
+        204
+    );
     assert_eq!(a.get("/v1/webhooks").1["webhooks"], serde_json::json!([]));
     drop(troupe);
 }

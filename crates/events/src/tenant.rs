@@ -162,7 +162,16 @@ mod tests {
             assert!(Tenant::new(good).is_ok(), "{good}");
         }
         for bad in [
-            "", "-a", "A", "a_b", "a/b", "..", "a.b", "é", " a", &"a".repeat(64),
+            "",
+            "-a",
+            "A",
+            "a_b",
+            "a/b",
+            "..",
+            "a.b",
+            "é",
+            " a",
+            &"a".repeat(64),
         ] {
             let e = Tenant::new(bad).unwrap_err();
             assert!(e.to_string().contains("not a tenant name"), "{bad}");
@@ -200,8 +209,14 @@ mod tests {
 
     #[test]
     fn drop_ins_name_their_tenant_by_folder() {
-        assert_eq!(Tenant::of_key("uploads/acme/a.pdf"), Some(Tenant::new("acme").unwrap()));
-        assert_eq!(Tenant::of_key("uploads/acme/sub/a.pdf"), Some(Tenant::new("acme").unwrap()));
+        assert_eq!(
+            Tenant::of_key("uploads/acme/a.pdf"),
+            Some(Tenant::new("acme").unwrap())
+        );
+        assert_eq!(
+            Tenant::of_key("uploads/acme/sub/a.pdf"),
+            Some(Tenant::new("acme").unwrap())
+        );
         assert_eq!(Tenant::of_key("uploads/a.pdf"), None);
         assert_eq!(Tenant::of_key("uploads/Big Folder/a.pdf"), None);
         assert_eq!(Tenant::of_key("uploads/acme/"), None);

@@ -42,8 +42,13 @@ fn main() {
         leases: Some(Arc::new(local.queue.clone())),
         embeddings: None,
     };
-    let runtime =
-        Runtime::new(&app, &backends, Some(&dir.path().join("cache")), &Default::default()).expect("runtime");
+    let runtime = Runtime::new(
+        &app,
+        &backends,
+        Some(&dir.path().join("cache")),
+        &Default::default(),
+    )
+    .expect("runtime");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -204,9 +204,7 @@ async fn route<B: RequestBody>(
             resp
         }
         _ => match shared.app.route(&path) {
-            Some(component) => {
-                invoke(&shared, component, req, request_id, Tenant::default()).await
-            }
+            Some(component) => invoke(&shared, component, req, request_id, Tenant::default()).await,
             None => error(
                 StatusCode::NOT_FOUND,
                 "not_found",

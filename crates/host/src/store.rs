@@ -33,7 +33,6 @@ pub struct ComponentEnv {
     pub log_gate: LogGate,
 }
 
-
 /// Bounds a component's log lines in size ([`LogGate::MAX_LINE`]) and rate
 /// ([`LogGate::PER_SECOND`], bursts of [`LogGate::BURST`]): a guest cannot fill the
 /// disk or drown the host's own lines. Lines over the rate are dropped and counted;

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use troupe_core::State;
 use troupe_core::blobs::{OBJECT_CREATED_TYPE, ObjectCreated};
 use troupe_core::event::Event;
-use troupe_events::tenant::InvalidTenant;
 use troupe_events::Tenant;
+use troupe_events::tenant::InvalidTenant;
 
 /// What one invocation may reach beyond its grants' names: its tenant's keys, plus
 /// the objects whose arrival triggered it.
@@ -113,7 +113,10 @@ impl Tenants {
             .iter()
             .filter_map(|k| Tenant::new(k.strip_prefix(REGISTRY)?).ok())
             .collect();
-        if !all.iter().any(|t| t.as_str() == troupe_events::DEFAULT_TENANT) {
+        if !all
+            .iter()
+            .any(|t| t.as_str() == troupe_events::DEFAULT_TENANT)
+        {
             all.insert(0, Tenant::default());
         }
         Ok(all)

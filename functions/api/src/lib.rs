@@ -116,9 +116,14 @@ async fn small_body(req: IncomingRequest) -> Result<Vec<u8>, (u16, &'static str,
     let mut body = Vec::new();
     let mut stream = req.into_body_stream();
     while let Some(chunk) = stream.next().await {
-        let bytes = chunk.map_err(|e| (400, "bad_body", format!("reading the request body: {e:?}")))?;
+        let bytes =
+            chunk.map_err(|e| (400, "bad_body", format!("reading the request body: {e:?}")))?;
         if body.len() + bytes.len() > MAX_JSON_BODY {
-            return Err((413, "too_large", format!("the body is over {MAX_JSON_BODY} bytes")));
+            return Err((
+                413,
+                "too_large",
+                format!("the body is over {MAX_JSON_BODY} bytes"),
+            ));
         }
         body.extend_from_slice(&bytes);
     }

@@ -78,9 +78,7 @@ pub async fn list(out: ResponseOutparam, tenant: &str, query: &str) {
     }
     let more = docs.len() > limit;
     docs.truncate(limit);
-    let next = more
-        .then(|| docs.last().map(encode))
-        .flatten();
+    let next = more.then(|| docs.last().map(encode)).flatten();
     let body = serde_json::json!({
         "documents": docs.iter().map(Document::view).collect::<Vec<_>>(),
         "next_cursor": next,

@@ -64,7 +64,13 @@ pub async fn create(out: ResponseOutparam, tenant: &str, body: &[u8]) {
             events
         }
         Some(_) => {
-            return error(out, 400, "bad_request", "`events` must be an array of strings").await;
+            return error(
+                out,
+                400,
+                "bad_request",
+                "`events` must be an array of strings",
+            )
+            .await;
         }
     };
     match webhooks::list(tenant) {
@@ -119,7 +125,13 @@ pub async fn delete(out: ResponseOutparam, tenant: &str, id: &str) {
 }
 
 async fn unavailable(out: ResponseOutparam, e: &HostError) {
-    error(out, 503, "unavailable", &format!("storing webhooks: {}", describe(e))).await
+    error(
+        out,
+        503,
+        "unavailable",
+        &format!("storing webhooks: {}", describe(e)),
+    )
+    .await
 }
 
 /// Why `url` cannot be a webhook: not http(s), no host, credentials in it, too long,

@@ -31,8 +31,7 @@ fn compensate(event: &Event) -> Result<Outcome> {
             Verdict::Pending => return Ok(Outcome::Retry(Some(500))),
         }
     }
-    let vectors_removed =
-        vectors::delete_document(&id).map_err(host("removing vectors"))?;
+    let vectors_removed = vectors::delete_document(&id).map_err(host("removing vectors"))?;
     let bucket = bucket();
     let mut keys = blobs::list_objects(&bucket, &format!("chunks/{tenant}/{id}/"))
         .map_err(host("listing chunk blobs"))?;

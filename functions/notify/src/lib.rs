@@ -36,10 +36,10 @@ use spin_sdk::http::{Method, Request};
 use spin_sdk::wit::wasi::http0_2_0::{outgoing_handler, types as wasi_http};
 use troupe_guest::documents::{self, Change, Status, Verdict};
 use troupe_guest::events::{Indexed, Payload};
-use troupe_guest::{stages, webhooks};
 use troupe_guest::{
     Event, HostError, Outcome, config, config_u64, each, log, logging, now_ms, reject, state,
 };
+use troupe_guest::{stages, webhooks};
 
 use troupe_guest::{HandlerError, Result, host};
 troupe_guest::event_function!(handle);
@@ -168,7 +168,12 @@ fn handle(events: Vec<Event>) -> Vec<Outcome> {
 
 /// The endpoints of `tenant` that receive `event`: its registered webhooks that ask
 /// for the event's topic, and the operator's URLs when `operator`.
-fn targets(tenant: &str, event: &Event, settings: &Settings, operator: bool) -> Result<Vec<Target>> {
+fn targets(
+    tenant: &str,
+    event: &Event,
+    settings: &Settings,
+    operator: bool,
+) -> Result<Vec<Target>> {
     let topic = stages::topic_of(event);
     let mut targets: Vec<Target> = webhooks::list(tenant)?
         .into_iter()

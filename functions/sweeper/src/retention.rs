@@ -35,7 +35,9 @@ pub fn retain(tenant: &str) -> Result<()> {
         retention::remove_working_state(tenant, id, &claims)
     })?;
     let gone = format!("{GONE_PREFIX}{tenant}/");
-    each_older(&gone, now, keep_tombstones, |id| retention::forget(tenant, id))?;
+    each_older(&gone, now, keep_tombstones, |id| {
+        retention::forget(tenant, id)
+    })?;
     breakers(tenant, now, keep_settled)?;
     state::put(&last_pass, now.to_string().as_bytes(), None).map_err(host("state"))?;
     Ok(())

@@ -52,7 +52,8 @@ impl<'a> BlobsView<'a> {
             .filter(|_| self.grants.blob(bucket, key))
             .ok_or_else(|| self.refuse(bucket, key))?;
         let binding = self.caller.binding;
-        if !binding.tenant.owns_key(key) && !(announced && binding.announced(bucket, key)) {
+        let own = binding.tenant.owns_key(key) || (announced && binding.announced(bucket, key));
+        if !own {
             return Err(self.caller.foreign(
                 format!("object `{key}` of bucket `{bucket}`"),
                 &format!("object keys are `<kind>/{}/<name>`", binding.tenant),

@@ -136,7 +136,9 @@ fn blobs_reach_only_granted_buckets_and_prefixes() {
         );
         denied(view.list_objects("documents".into(), "docs/".into()).await);
         // A listing wider than the grant is narrowed to it.
-        let listed = view.list_objects("documents".into(), "chunks/t/".into()).await;
+        let listed = view
+            .list_objects("documents".into(), "chunks/t/".into())
+            .await;
         assert_eq!(listed.unwrap().unwrap(), vec!["chunks/t/d/1".to_owned()]);
         // Nothing denied was touched.
         let secret = f
@@ -321,10 +323,14 @@ fn an_invocation_reaches_only_its_own_tenant() {
         s.put("doc/u/secret", b"u's", None).await.unwrap();
         s.put("doc/t/mine", b"t's", None).await.unwrap();
         s.put("_troupe/t/x", b"host's", None).await.unwrap();
-        s.append_event("u/secret", &event("u1").into()).await.unwrap();
+        s.append_event("u/secret", &event("u1").into())
+            .await
+            .unwrap();
         let b = &f.local.blobs;
         b.put("documents", "docs/u/secret", b"u's").await.unwrap();
-        b.put("documents", "uploads/dropped.pdf", b"d").await.unwrap();
+        b.put("documents", "uploads/dropped.pdf", b"d")
+            .await
+            .unwrap();
         b.put("documents", "uploads/other.pdf", b"o").await.unwrap();
         let record = |tenant: &str| troupe_core::VectorRecord {
             tenant: tenant.into(),
@@ -334,7 +340,11 @@ fn an_invocation_reaches_only_its_own_tenant() {
             vector: vec![1.0, 0.0],
             text: tenant.into(),
         };
-        f.local.vectors.upsert(&[record("u"), record("t")]).await.unwrap();
+        f.local
+            .vectors
+            .upsert(&[record("u"), record("t")])
+            .await
+            .unwrap();
 
         let all = Grants {
             state: vec![String::new()],
@@ -353,9 +363,18 @@ fn an_invocation_reaches_only_its_own_tenant() {
             state: granted.state.as_deref(),
             grants: &granted.grants,
         };
-        for key in ["doc/u/secret", "doc/t", "_troupe/t/x", "secret", "u/doc/secret"] {
+        for key in [
+            "doc/u/secret",
+            "doc/t",
+            "_troupe/t/x",
+            "secret",
+            "u/doc/secret",
+        ] {
             let why = denied(state.get(key.into()).await);
-            assert!(why.contains("tenant `t`") && why.contains("<kind>/t/"), "{why}");
+            assert!(
+                why.contains("tenant `t`") && why.contains("<kind>/t/"),
+                "{why}"
+            );
             denied(state.put(key.into(), b"x".to_vec(), None).await);
             denied(state.delete(key.into(), None).await);
         }
@@ -376,28 +395,60 @@ fn an_invocation_reaches_only_its_own_tenant() {
             grants: &granted.grants,
         };
         denied(blobs.get("documents".into(), "docs/u/secret".into()).await);
-        denied(blobs.delete("documents".into(), "docs/u/secret".into()).await);
+        denied(
+            blobs
+                .delete("documents".into(), "docs/u/secret".into())
+                .await,
+        );
         denied(blobs.list_objects("documents".into(), "docs/".into()).await);
-        denied(blobs.get("documents".into(), "uploads/dropped.pdf".into()).await);
+        denied(
+            blobs
+                .get("documents".into(), "uploads/dropped.pdf".into())
+                .await,
+        );
         // An object that announced the invocation may be read and removed, not written.
         let mut announced = Binding::tenant(Tenant::new("t").unwrap());
         announced.objects = vec![("documents".into(), "uploads/dropped.pdf".into())];
         blobs.caller.binding = &announced;
-        let got = blobs.get("documents".into(), "uploads/dropped.pdf".into()).await;
+        let got = blobs
+            .get("documents".into(), "uploads/dropped.pdf".into())
+            .await;
         assert_eq!(got.unwrap().unwrap(), Some(b"d".to_vec()));
-        denied(blobs.put("documents".into(), "uploads/dropped.pdf".into(), b"x".to_vec()).await);
-        denied(blobs.get("documents".into(), "uploads/other.pdf".into()).await);
-        assert_eq!(b.get("documents", "docs/u/secret").await.unwrap(), Some(b"u's".to_vec()));
+        denied(
+            blobs
+                .put(
+                    "documents".into(),
+                    "uploads/dropped.pdf".into(),
+                    b"x".to_vec(),
+                )
+                .await,
+        );
+        denied(
+            blobs
+                .get("documents".into(), "uploads/other.pdf".into())
+                .await,
+        );
+        assert_eq!(
+            b.get("documents", "docs/u/secret").await.unwrap(),
+            Some(b"u's".to_vec())
+        );
 
         let mut vectors = VectorsView {
             caller: caller(&f),
             vectors: granted.vectors.as_deref(),
             access: granted.grants.vectors,
         };
-        let hits = vectors.search("m".into(), vec![1.0, 0.0], 10).await.unwrap().unwrap();
+        let hits = vectors
+            .search("m".into(), vec![1.0, 0.0], 10)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].text, "t");
-        assert_eq!(vectors.delete_document("d".into()).await.unwrap().unwrap(), 1);
+        assert_eq!(
+            vectors.delete_document("d".into()).await.unwrap().unwrap(),
+            1
+        );
         assert_eq!(f.local.vectors.count("u", "d").await.unwrap(), 1);
 
         f.local
@@ -417,7 +468,11 @@ fn an_invocation_reaches_only_its_own_tenant() {
         };
         let mut forged = troupe_core::Event::from(event("e1"));
         forged.tenant = Some("u".into());
-        publisher.publish("t.any".into(), forged.into()).await.unwrap().unwrap();
+        publisher
+            .publish("t.any".into(), forged.into())
+            .await
+            .unwrap()
+            .unwrap();
         let got = f
             .local
             .queue

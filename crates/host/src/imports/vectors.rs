@@ -52,17 +52,14 @@ impl<'a> VectorsView<'a> {
 }
 
 impl vectors::Host for VectorsView<'_> {
-    async fn search(
-        &mut self,
-        model: String,
-        query: Vec<f32>,
-        k: u32,
-    ) -> Guest<Vec<vectors::Hit>> {
+    async fn search(&mut self, model: String, query: Vec<f32>, k: u32) -> Guest<Vec<vectors::Hit>> {
         let v = match self.backend(Access::Read, "searching vectors") {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
-        let hits = v.search(self.caller.tenant().as_str(), &model, &query, k as usize).await;
+        let hits = v
+            .search(self.caller.tenant().as_str(), &model, &query, k as usize)
+            .await;
         reply(hits.map(|hits| {
             hits.into_iter()
                 .map(|h| vectors::Hit {
@@ -77,14 +74,22 @@ impl vectors::Host for VectorsView<'_> {
 
     async fn delete_document(&mut self, document: String) -> Guest<u32> {
         match self.backend(Access::Write, "deleting vectors") {
-            Ok(v) => reply(v.delete_document(self.caller.tenant().as_str(), &document).await.map(count)),
+            Ok(v) => reply(
+                v.delete_document(self.caller.tenant().as_str(), &document)
+                    .await
+                    .map(count),
+            ),
             Err(e) => Ok(Err(e)),
         }
     }
 
     async fn count(&mut self, document: String) -> Guest<u32> {
         match self.backend(Access::Read, "counting vectors") {
-            Ok(v) => reply(v.count(self.caller.tenant().as_str(), &document).await.map(count)),
+            Ok(v) => reply(
+                v.count(self.caller.tenant().as_str(), &document)
+                    .await
+                    .map(count),
+            ),
             Err(e) => Ok(Err(e)),
         }
     }

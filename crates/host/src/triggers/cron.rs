@@ -24,9 +24,9 @@ use troupe_core::{Event, State};
 
 use troupe_events::Tenant;
 
-use crate::tenancy::Binding;
 use crate::Shared;
 use crate::manifest::CronTrigger;
+use crate::tenancy::Binding;
 
 /// CloudEvents type of a tick.
 pub const TICK_TYPE: &str = "troupe.cron.tick.v1";
@@ -201,7 +201,11 @@ async fn tick_for(shared: &Shared, trigger: &CronTrigger, at: DateTime<Utc>, ten
     let started = Instant::now();
     let result = shared
         .runtime
-        .handle_events(&trigger.component, vec![event.into()], Binding::tenant(tenant))
+        .handle_events(
+            &trigger.component,
+            vec![event.into()],
+            Binding::tenant(tenant),
+        )
         .instrument(span)
         .await;
     let label = result.as_ref().err().map_or("ok", |f| f.label());
