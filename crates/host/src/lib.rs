@@ -12,9 +12,11 @@
 //! - [`runtime`]: engine, compiled-component cache, pre-instances, invocation, faults.
 //! - [`triggers`]: subscription consumers (`queue`, `blob`) and `cron` schedules.
 //! - [`server`]: the HTTP listener: routes, `/health`, `/metrics`.
+//! - [`auth`]: API keys, OIDC tokens, scopes and rate limits of `/v1/…` requests.
 //! - [`metrics`]: the Prometheus registry.
 
 pub mod admission;
+pub mod auth;
 pub mod bindings;
 pub mod imports;
 pub mod manifest;
@@ -103,6 +105,9 @@ pub struct Options {
     /// Outbound rules with a wildcard host may reach loopback, link-local and private
     /// addresses (by default only rules naming such a host may).
     pub allow_private_outbound: bool,
+    /// How `/v1/…` requests are authenticated (API keys in the state store, OIDC) and
+    /// rate-limited.
+    pub auth: auth::Settings,
 }
 
 impl std::fmt::Debug for Options {
@@ -138,6 +143,8 @@ pub struct Shared {
     pub options: Options,
     /// Bytes of request bodies being buffered, all requests together.
     pub(crate) body_budget: admission::BodyBudget,
+    /// Credentials, scopes and rate limits of `/v1/…` requests.
+    pub auth: auth::Auth,
 }
 
 impl Shared {
@@ -275,6 +282,7 @@ impl Host {
             .context("compiling components")??
         };
         check_exports(&app, &runtime)?;
+        let auth = auth::Auth::new(&options.auth, backends.state.clone())?;
         let declared: std::collections::HashSet<&str> = app
             .subscriptions
             .iter()
@@ -333,6 +341,7 @@ impl Host {
                 metrics: metrics::Metrics::default(),
                 tasks: tokio_util::task::TaskTracker::new(),
                 body_budget: admission::BodyBudget::new(&options.http),
+                auth,
                 options,
             }),
         })

@@ -1,5 +1,7 @@
 //! The main HTTP listener: `GET /health`, `GET /metrics`, and the manifest's routes,
-//! each request served by a fresh instance of its component.
+//! each request served by a fresh instance of its component. Requests under `/v1/`
+//! are authenticated first ([`crate::auth`]), and a component gets the caller's
+//! tenant in the `troupe-tenant` header, set by the host.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +20,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::Shared;
 use crate::admission::{BodyError, ConnectionGate, read_body};
+use crate::auth::{self, Principal, Refusal};
 use crate::runtime::{Exports, Fault, Runtime};
 
 /// Largest body a native endpoint reads.
@@ -148,10 +151,19 @@ async fn handle<B: RequestBody>(
 
 async fn route<B: RequestBody>(
     shared: Arc<Shared>,
-    req: Request<B>,
+    mut req: Request<B>,
     request_id: &str,
 ) -> Response<HyperOutgoingBody> {
     let path = req.uri().path().to_owned();
+    // The API needs a credential (when authentication is on) before anything serves it.
+    let principal = if auth::is_api_path(&path) {
+        match shared.auth.admit(req.method(), &path, req.headers()).await {
+            Ok(p) => p,
+            Err(r) => return refused(r),
+        }
+    } else {
+        Principal::anonymous()
+    };
     if let Some((_, _, endpoint)) = shared
         .options
         .endpoints
@@ -202,7 +214,10 @@ async fn route<B: RequestBody>(
             resp
         }
         _ => match shared.app.route(&path) {
-            Some(component) => invoke(&shared, component, req, request_id).await,
+            Some(component) => {
+                auth::bind_tenant(req.headers_mut(), &principal.tenant);
+                invoke(&shared, component, req, request_id, principal.tenant).await
+            }
             None => error(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -259,6 +274,7 @@ async fn invoke<B: RequestBody>(
     id: &str,
     req: Request<B>,
     request_id: &str,
+    tenant: troupe_events::Tenant,
 ) -> Response<HyperOutgoingBody> {
     let runtime: &Runtime = &shared.runtime;
     let Some(loaded) = runtime.component(id).cloned() else {
@@ -282,6 +298,7 @@ async fn invoke<B: RequestBody>(
         http.request.method = %req.method(),
         url.path = %req.uri().path(),
         request.id = %request_id,
+        tenant = %tenant,
         http.response.status_code = tracing::field::Empty,
     );
     // The body first, whole, before any slot is taken: a slow client holds its
@@ -486,6 +503,22 @@ fn body_refused(e: BodyError) -> Response<HyperOutgoingBody> {
             "the request body could not be read whole",
         ),
     }
+}
+
+/// The answer to a request refused by authentication, scope or rate limit.
+fn refused(r: Refusal) -> Response<HyperOutgoingBody> {
+    let mut resp = error(r.status, r.code, &r.message);
+    let headers = resp.headers_mut();
+    if let Some(challenge) = r
+        .challenge
+        .and_then(|c| http::HeaderValue::from_str(&c).ok())
+    {
+        headers.insert(http::header::WWW_AUTHENTICATE, challenge);
+    }
+    if let Some(secs) = r.retry_after {
+        headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+    }
+    resp
 }
 
 /// 503 with `Retry-After`: the request may succeed shortly.
