@@ -18,7 +18,10 @@
 //! - **Schedules** (EventBridge `Scheduled Event`): one tick of each `cron` trigger.
 //!
 //! `TROUPE_COMPONENT`, when set, limits the function to that component's triggers.
-//! The backends come from the same environment as `troupe serve --backend aws`.
+//! The backends come from the same environment as `troupe serve --backend aws`, and so
+//! does authentication: `TROUPE_AUTH`, `TROUPE_OIDC_ISSUER`, `TROUPE_OIDC_AUDIENCE`,
+//! `TROUPE_OIDC_TENANT_CLAIM`, `TROUPE_RATE_LIMIT`, `TROUPE_RATE_BURST`; API keys
+//! live in Postgres, where `troupe keys create --backend aws` puts them.
 
 pub mod events;
 
@@ -56,11 +59,14 @@ pub struct Config {
     pub model_dir: Option<PathBuf>,
     /// Compiled-component cache (`TROUPE_DATA_DIR`; default `/tmp/troupe`).
     pub cache_dir: PathBuf,
+    /// How HTTP requests are authenticated (`TROUPE_AUTH`, `TROUPE_OIDC_…`,
+    /// `TROUPE_RATE_…`).
+    pub auth: troupe_host::auth::Settings,
 }
 
 impl Config {
     /// Reads the environment Lambda gives the function.
-    pub fn from_env() -> Self {
+    pub fn from_env() -> Result<Self> {
         let root =
             std::env::var_os("LAMBDA_TASK_ROOT").map_or_else(|| PathBuf::from("."), PathBuf::from);
         let var = |k: &str| {
@@ -68,7 +74,12 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
-        Self {
+        let auth = troupe_cli::auth::AuthArgs::from_env()
+            .and_then(|a| a.settings())
+            .context(
+                "reading the authentication settings (TROUPE_AUTH, TROUPE_OIDC_…, TROUPE_RATE_…)",
+            )?;
+        Ok(Self {
             manifest: var("TROUPE_MANIFEST").unwrap_or_else(|| root.join("spin.toml")),
             component: std::env::var("TROUPE_COMPONENT")
                 .ok()
@@ -77,7 +88,8 @@ impl Config {
             cache_dir: var("TROUPE_DATA_DIR")
                 .unwrap_or_else(|| PathBuf::from("/tmp/troupe"))
                 .join("cache"),
-        }
+            auth,
+        })
     }
 }
 
@@ -116,6 +128,7 @@ impl Adapter {
         let options = Options {
             cache_dir: Some(config.cache_dir),
             assume_declared: true,
+            auth: config.auth,
             ..Default::default()
         };
         let host = Host::new(

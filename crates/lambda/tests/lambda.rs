@@ -134,6 +134,7 @@ async fn aws_events_drive_the_pipeline_through_the_lambda_adapter() {
             component: None,
             model_dir: Some(model_dir().to_owned()),
             cache_dir: dir.path().join("cache"),
+            auth: Default::default(),
         },
         scale.clone(),
     )
@@ -307,6 +308,7 @@ async fn one_component_per_function_refuses_other_triggers() {
         component: Some(component.to_owned()),
         model_dir: None,
         cache_dir: dir.path().join("cache"),
+        auth: Default::default(),
     };
     let err = Adapter::start(config("nope"), scale.clone())
         .await
