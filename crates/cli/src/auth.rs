@@ -48,13 +48,15 @@ pub struct AuthArgs {
     )]
     pub oidc_refetch_interval_ms: u64,
     /// Requests per second each credential (API key, or token subject) may make,
-    /// sustained; past it the answer is 429 with `Retry-After`. Off when unset.
-    #[arg(long, env = "TROUPE_RATE_LIMIT")]
-    pub rate_limit: Option<f64>,
+    /// sustained (a decimal, e.g. 20 or 0.5); past it the answer is 429 with
+    /// `Retry-After`. Off when unset or empty.
+    // Strings, so that an empty variable (a deployment template's default) is unset.
+    #[arg(long, env = "TROUPE_RATE_LIMIT", value_name = "RPS")]
+    pub rate_limit: Option<String>,
     /// Requests a credential may make at once after being idle (default: the rate,
     /// rounded up). Needs --rate-limit.
-    #[arg(long, env = "TROUPE_RATE_BURST")]
-    pub rate_burst: Option<u32>,
+    #[arg(long, env = "TROUPE_RATE_BURST", value_name = "N")]
+    pub rate_burst: Option<String>,
     /// Serve the API without authentication on an address reachable beyond this
     /// machine (a non-loopback --listen); refused otherwise while no API key exists,
     /// no --oidc-issuer is set and --auth is not `required`.
@@ -94,14 +96,22 @@ impl AuthArgs {
                 refetch_interval: Duration::from_millis(self.oidc_refetch_interval_ms),
             }),
         };
-        let rate = match (self.rate_limit, self.rate_burst) {
+        let rate = match (given(&self.rate_limit), given(&self.rate_burst)) {
             (None, None) => None,
             (None, Some(_)) => bail!("--rate-burst needs --rate-limit (TROUPE_RATE_LIMIT)"),
-            (Some(per_second), burst) => Some(RateSettings {
-                per_second,
-                // Whole requests; the float-to-int cast saturates.
-                burst: burst.unwrap_or_else(|| per_second.ceil().max(1.0) as u32),
-            }),
+            (Some(rps), burst) => {
+                let per_second: f64 = rps.parse().map_err(|_| {
+                    anyhow::anyhow!("--rate-limit {rps}: give requests per second, e.g. 20 or 0.5")
+                })?;
+                let burst = match burst {
+                    Some(n) => n.parse().map_err(|_| {
+                        anyhow::anyhow!("--rate-burst {n}: give a whole number of requests")
+                    })?,
+                    // Whole requests; the float-to-int cast saturates.
+                    None => per_second.ceil().max(1.0) as u32,
+                };
+                Some(RateSettings { per_second, burst })
+            }
         };
         let settings = Settings {
             mode: match self.auth {
@@ -181,6 +191,24 @@ mod tests {
             ),
             (&["--rate-burst", "3"][..], "--rate-limit"),
             (&["--rate-limit", "0"][..], "--rate-limit"),
+        ] {
+            let e = args(flags).settings().unwrap_err().to_string();
+            assert!(e.contains(says), "{flags:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn empty_values_are_unset_and_bad_ones_named() {
+        let s = args(&["--rate-limit", "", "--rate-burst", " ", "--oidc-issuer", ""])
+            .settings()
+            .unwrap();
+        assert_eq!((s.rate, s.oidc), (None, None));
+        for (flags, says) in [
+            (&["--rate-limit", "fast"][..], "--rate-limit fast"),
+            (
+                &["--rate-limit", "2", "--rate-burst", "1.5"][..],
+                "--rate-burst 1.5",
+            ),
         ] {
             let e = args(flags).settings().unwrap_err().to_string();
             assert!(e.contains(says), "{flags:?}: {e}");

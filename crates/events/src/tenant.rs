@@ -117,7 +117,16 @@ mod tests {
             assert!(Tenant::new(good).is_ok(), "{good}");
         }
         for bad in [
-            "", "-a", "A", "a_b", "a/b", "..", "a.b", "é", " a", &"a".repeat(64),
+            "",
+            "-a",
+            "A",
+            "a_b",
+            "a/b",
+            "..",
+            "a.b",
+            "é",
+            " a",
+            &"a".repeat(64),
         ] {
             let e = Tenant::new(bad).unwrap_err();
             assert!(e.to_string().contains("not a tenant name"), "{bad}");

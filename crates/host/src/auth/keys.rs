@@ -370,7 +370,10 @@ mod tests {
         let stored = store.get(id).await.unwrap().unwrap();
         assert!(stored.matches(secret));
         assert_eq!(store.list(None).await.unwrap().len(), 2);
-        assert_eq!(store.list(Some(&acme)).await.unwrap(), [a.clone()]);
+        assert_eq!(
+            store.list(Some(&acme)).await.unwrap(),
+            std::slice::from_ref(&a)
+        );
         match store.revoke(&b.id).await.unwrap() {
             Revoked::Now(r) => assert!(r.revoked_at.is_some()),
             other => panic!("{other:?}"),
