@@ -120,6 +120,16 @@ def render():
         "TROUPE_DATABASE_URL": {"Fn::Sub": "postgres://troupe@${Database.Endpoint.Address}:5432/troupe?sslmode=require"},
         "TROUPE_DATABASE_PASSWORD_SECRET": {"Ref": "DatabaseSecret"},
     }
+    # How the functions authenticate HTTP requests (keys live in Postgres; the worker
+    # serves only the VPC). An empty value is unset.
+    auth_env = {
+        "TROUPE_AUTH": {"Ref": "Auth"},
+        "TROUPE_OIDC_ISSUER": {"Ref": "OidcIssuer"},
+        "TROUPE_OIDC_AUDIENCE": {"Ref": "OidcAudience"},
+        "TROUPE_OIDC_TENANT_CLAIM": {"Ref": "OidcTenantClaim"},
+        "TROUPE_RATE_LIMIT": {"Ref": "RateLimit"},
+        "TROUPE_RATE_BURST": {"Ref": "RateBurst"},
+    }
     r["Bucket"] = {
         "Type": "AWS::S3::Bucket",
         "DependsOn": [f"{logical(s['name'])}QueuePolicy" for s in subs if is_blob(s)],
@@ -190,7 +200,7 @@ def render():
             "MemorySize": LAMBDA_BASE_MB + tool.get("memory_limit_mb", DEFAULT_MEMORY_MB),
             "ReservedConcurrentExecutions": tool.get("max_concurrency", 16),
             "VpcConfig": {"SubnetIds": {"Ref": "SubnetIds"}, "SecurityGroupIds": [{"Ref": "AppSecurityGroup"}]},
-            "Environment": {"Variables": {"TROUPE_COMPONENT": c, **env}}}}
+            "Environment": {"Variables": {"TROUPE_COMPONENT": c, **env, **auth_env}}}}
         if c in http:
             r[f"{L}Url"] = {"Type": "AWS::Lambda::Url", "Properties": {"TargetFunctionArn": {"Fn::GetAtt": [f"{L}Function", "Arn"]}, "AuthType": {"Ref": "FunctionUrlAuth"}}}
         if c in cron:
@@ -301,6 +311,12 @@ def render():
             "WorkerMaxCount": {"Type": "Number", "Default": 4, "MinValue": 1},
             "DatabaseInstanceClass": {"Type": "String", "Default": "db.r6g.large"},
             "FunctionUrlAuth": {"Type": "String", "Default": "AWS_IAM", "AllowedValues": ["AWS_IAM", "NONE"]},
+            "Auth": {"Type": "String", "Default": "required", "AllowedValues": ["auto", "required"], "Description": "TROUPE_AUTH: `required` (every /v1/ request needs an API key from `troupe keys create --backend aws` or an OIDC token), or `auto` (only once a key exists or an issuer is set)."},
+            "OidcIssuer": {"Type": "String", "Default": "", "AllowedPattern": "^(https://.+)?$", "Description": "TROUPE_OIDC_ISSUER: accept bearer tokens (RS256/ES256) from this https:// issuer; empty for API keys only."},
+            "OidcAudience": {"Type": "String", "Default": "", "Description": "TROUPE_OIDC_AUDIENCE: the `aud` tokens for this API carry (required with OidcIssuer)."},
+            "OidcTenantClaim": {"Type": "String", "Default": "tenant", "Description": "TROUPE_OIDC_TENANT_CLAIM: the token claim naming the tenant."},
+            "RateLimit": {"Type": "String", "Default": "", "AllowedPattern": "^([0-9]+(\\.[0-9]+)?)?$", "Description": "TROUPE_RATE_LIMIT: requests per second per credential (per function instance); empty for no limit."},
+            "RateBurst": {"Type": "String", "Default": "", "AllowedPattern": "^[0-9]*$", "Description": "TROUPE_RATE_BURST: requests a credential may make at once; empty for the rate rounded up."},
         },
         "Resources": r,
         "Outputs": {

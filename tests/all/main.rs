@@ -8,6 +8,7 @@
 //! changes the environment or other process-wide state of this one.
 
 mod audit_trail;
+mod auth;
 mod cli;
 mod delivery;
 mod durability;

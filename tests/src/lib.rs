@@ -33,6 +33,7 @@ macro_rules! both {
     };
 }
 pub mod corpus;
+pub mod oidc;
 pub mod stack;
 
 use troupe_host::{App, Backends, Host, Options};
@@ -440,6 +441,75 @@ pub fn call(method: &str, url: &str, content_type: &str, body: &[u8]) -> (u16, s
         status,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
+}
+
+/// An HTTP answer: status, headers (lowercase names) and the body as JSON (or a
+/// string when it is not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The headers, names in lowercase.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: serde_json::Value,
+}
+
+impl Reply {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `method url` with request `headers` and `body` (GET, HEAD and DELETE send
+/// none).
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let sent = match method {
+        "GET" | "HEAD" | "DELETE" => {
+            let mut req = match method {
+                "GET" => agent.get(url),
+                "HEAD" => agent.head(url),
+                _ => agent.delete(url),
+            };
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.call()
+        }
+        _ => {
+            let mut req = agent.post(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.send(body)
+        }
+    };
+    let mut resp = sent.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    }
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.

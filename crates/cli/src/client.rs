@@ -14,6 +14,10 @@ pub struct Api {
     /// Base URL of a running `troupe up` (or `troupe serve`).
     #[arg(long, env = "TROUPE_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// The API key (`troupe keys create`) or token sent as `Authorization: Bearer …`,
+    /// when the server needs one.
+    #[arg(long, env = "TROUPE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 impl Api {
@@ -39,14 +43,32 @@ impl Api {
     ) -> Result<(u16, Value)> {
         let url = self.endpoint(path);
         let agent = Self::agent();
+        let bearer = self
+            .api_key
+            .as_deref()
+            .map(|k| format!("Bearer {}", k.trim()));
         let sent = match (method, body) {
-            ("GET", _) => agent.get(&url).call(),
-            ("DELETE", _) => agent.delete(&url).call(),
-            (_, Some(b)) => agent
-                .post(&url)
-                .header("content-type", content_type)
-                .send(b),
-            (_, None) => agent.post(&url).send_empty(),
+            ("GET" | "DELETE", _) => {
+                let mut req = if method == "GET" {
+                    agent.get(&url)
+                } else {
+                    agent.delete(&url)
+                };
+                if let Some(b) = &bearer {
+                    req = req.header("authorization", b);
+                }
+                req.call()
+            }
+            (_, body) => {
+                let mut req = agent.post(&url);
+                if let Some(b) = &bearer {
+                    req = req.header("authorization", b);
+                }
+                match body {
+                    Some(b) => req.header("content-type", content_type).send(b),
+                    None => req.send_empty(),
+                }
+            }
         };
         let mut resp = sent.with_context(|| {
             format!("{method} {url}: is `troupe up` running there? (--url / TROUPE_URL)")

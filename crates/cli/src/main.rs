@@ -63,6 +63,8 @@ struct HostArgs {
     tenant_max_bytes: Option<u64>,
     #[command(flatten)]
     retention: troupe_cli::retention::RetentionArgs,
+    #[command(flatten)]
+    auth: troupe_cli::auth::AuthArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +107,14 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         embedding: EmbeddingArgs,
+    },
+    /// Create, list and revoke API keys (stored hashed in the backend; every host
+    /// of the deployment sees them). Once a key exists, `/v1/…` requests need one.
+    Keys {
+        #[command(flatten)]
+        backend: BackendArgs,
+        #[command(subcommand)]
+        action: troupe_cli::keys::KeysAction,
     },
     /// Inspect and redrive dead-letter queues.
     Dlq {
@@ -232,7 +242,9 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
         allow_private_outbound,
         tenant_max_bytes,
         retention,
+        auth,
     } = args;
+    let auth_settings = auth.settings()?;
     let embedding = (!no_embeddings).then_some(embedding);
     let app = App::load(&manifest)?;
     let watched: Vec<(String, String)> = app
@@ -257,6 +269,7 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
         },
         allow_private_outbound,
         tenant_max_bytes,
+        auth: auth_settings.clone(),
         ..Default::default()
     };
     let mut embedder = None;
@@ -288,6 +301,11 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
         ));
     }
     let opened = Opened::open(&backend, duplicate).await?;
+    let keys_exist = troupe_host::auth::KeyStore::new(opened.backends(None).state)
+        .any()
+        .await
+        .context("looking for API keys")?;
+    auth.check_listen(listen, &auth_settings, keys_exist)?;
     if let Opened::Local(local) = &opened {
         let recovered = local
             .blobs
@@ -565,6 +583,7 @@ async fn main() -> std::process::ExitCode {
             embedding,
         } => worker(listen, backend, embedding).await,
         Command::Dlq { backend, action } => dlq(backend, action).await,
+        Command::Keys { backend, action } => troupe_cli::keys::run(&backend, action).await,
         Command::Ingest {
             api,
             paths,

@@ -13,9 +13,11 @@
 //! - [`tenancy`]: the tenant each invocation acts for, and the tenants seen.
 //! - [`triggers`]: subscription consumers (`queue`, `blob`) and `cron` schedules.
 //! - [`server`]: the HTTP listener: routes, `/health`, `/metrics`.
+//! - [`auth`]: API keys, OIDC tokens, scopes and rate limits of `/v1/…` requests.
 //! - [`metrics`]: the Prometheus registry.
 
 pub mod admission;
+pub mod auth;
 pub mod bindings;
 pub mod imports;
 pub mod manifest;
@@ -108,6 +110,9 @@ pub struct Options {
     /// The most bytes of documents one tenant may store (`--tenant-max-bytes`);
     /// uploads past it answer 413 `quota_exceeded`.
     pub tenant_max_bytes: Option<u64>,
+    /// How `/v1/…` requests are authenticated (API keys in the state store, OIDC) and
+    /// rate-limited.
+    pub auth: auth::Settings,
 }
 
 impl std::fmt::Debug for Options {
@@ -145,6 +150,8 @@ pub struct Shared {
     pub options: Options,
     /// Bytes of request bodies being buffered, all requests together.
     pub(crate) body_budget: admission::BodyBudget,
+    /// Credentials, scopes and rate limits of `/v1/…` requests.
+    pub auth: auth::Auth,
 }
 
 impl Shared {
@@ -280,6 +287,7 @@ impl Host {
             .context("compiling components")??
         };
         check_exports(&app, &runtime)?;
+        let auth = auth::Auth::new(&options.auth, backends.state.clone())?;
         let declared: std::collections::HashSet<&str> = app
             .subscriptions
             .iter()
@@ -340,6 +348,7 @@ impl Host {
                 tenants,
                 tasks: tokio_util::task::TaskTracker::new(),
                 body_budget: admission::BodyBudget::new(&options.http),
+                auth,
                 options,
             }),
         })

@@ -1,5 +1,7 @@
 //! The main HTTP listener: `GET /health`, `GET /metrics`, and the manifest's routes,
-//! each request served by a fresh instance of its component.
+//! each request served by a fresh instance of its component. Requests under `/v1/`
+//! are authenticated first ([`crate::auth`]), and a component gets the caller's
+//! tenant in the `troupe-tenant` header, set by the host.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +20,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::Shared;
 use crate::admission::{BodyError, ConnectionGate, read_body};
+use crate::auth::{self, Principal, Refusal};
 use crate::runtime::{Exports, Fault, Runtime};
 use crate::tenancy::Binding;
 use troupe_events::Tenant;
@@ -150,10 +153,19 @@ async fn handle<B: RequestBody>(
 
 async fn route<B: RequestBody>(
     shared: Arc<Shared>,
-    req: Request<B>,
+    mut req: Request<B>,
     request_id: &str,
 ) -> Response<HyperOutgoingBody> {
     let path = req.uri().path().to_owned();
+    // The API needs a credential (when authentication is on) before anything serves it.
+    let principal = if auth::is_api_path(&path) {
+        match shared.auth.admit(req.method(), &path, req.headers()).await {
+            Ok(p) => p,
+            Err(r) => return refused(r),
+        }
+    } else {
+        Principal::anonymous()
+    };
     if let Some((_, _, endpoint)) = shared
         .options
         .endpoints
@@ -204,7 +216,10 @@ async fn route<B: RequestBody>(
             resp
         }
         _ => match shared.app.route(&path) {
-            Some(component) => invoke(&shared, component, req, request_id, Tenant::default()).await,
+            Some(component) => {
+                auth::bind_tenant(req.headers_mut(), &principal.tenant);
+                invoke(&shared, component, req, request_id, principal.tenant).await
+            }
             None => error(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -256,22 +271,13 @@ fn wants_stream<B>(req: &Request<B>) -> bool {
         .any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")))
 }
 
-/// The request header that tells an HTTP component the tenant it acts for. The host
-/// sets it after removing whatever the client sent under that name.
-pub const TENANT_HEADER: &str = "troupe-tenant";
-
 async fn invoke<B: RequestBody>(
     shared: &Arc<Shared>,
     id: &str,
-    mut req: Request<B>,
+    req: Request<B>,
     request_id: &str,
     tenant: Tenant,
 ) -> Response<HyperOutgoingBody> {
-    let headers = req.headers_mut();
-    headers.remove(TENANT_HEADER);
-    if let Ok(v) = http::HeaderValue::from_str(tenant.as_str()) {
-        headers.insert(TENANT_HEADER, v);
-    }
     let runtime: &Runtime = &shared.runtime;
     let Some(loaded) = runtime.component(id).cloned() else {
         return error(
@@ -500,6 +506,22 @@ fn body_refused(e: BodyError) -> Response<HyperOutgoingBody> {
             "the request body could not be read whole",
         ),
     }
+}
+
+/// The answer to a request refused by authentication, scope or rate limit.
+fn refused(r: Refusal) -> Response<HyperOutgoingBody> {
+    let mut resp = error(r.status, r.code, &r.message);
+    let headers = resp.headers_mut();
+    if let Some(challenge) = r
+        .challenge
+        .and_then(|c| http::HeaderValue::from_str(&c).ok())
+    {
+        headers.insert(http::header::WWW_AUTHENTICATE, challenge);
+    }
+    if let Some(secs) = r.retry_after {
+        headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+    }
+    resp
 }
 
 /// 503 with `Retry-After`: the request may succeed shortly.

@@ -18,7 +18,10 @@
 //! - **Schedules** (EventBridge `Scheduled Event`): one tick of each `cron` trigger.
 //!
 //! `TROUPE_COMPONENT`, when set, limits the function to that component's triggers.
-//! The backends come from the same environment as `troupe serve --backend aws`.
+//! The backends come from the same environment as `troupe serve --backend aws`, and so
+//! does authentication: `TROUPE_AUTH`, `TROUPE_OIDC_ISSUER`, `TROUPE_OIDC_AUDIENCE`,
+//! `TROUPE_OIDC_TENANT_CLAIM`, `TROUPE_RATE_LIMIT`, `TROUPE_RATE_BURST`; API keys
+//! live in Postgres, where `troupe keys create --backend aws` puts them.
 
 pub mod events;
 
@@ -58,11 +61,14 @@ pub struct Config {
     pub cache_dir: PathBuf,
     /// The most bytes of documents one tenant may store (`TROUPE_TENANT_MAX_BYTES`).
     pub tenant_max_bytes: Option<u64>,
+    /// How HTTP requests are authenticated (`TROUPE_AUTH`, `TROUPE_OIDC_…`,
+    /// `TROUPE_RATE_…`).
+    pub auth: troupe_host::auth::Settings,
 }
 
 impl Config {
     /// Reads the environment Lambda gives the function.
-    pub fn from_env() -> Self {
+    pub fn from_env() -> Result<Self> {
         let root =
             std::env::var_os("LAMBDA_TASK_ROOT").map_or_else(|| PathBuf::from("."), PathBuf::from);
         let var = |k: &str| {
@@ -70,7 +76,12 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
-        Self {
+        let auth = troupe_cli::auth::AuthArgs::from_env()
+            .and_then(|a| a.settings())
+            .context(
+                "reading the authentication settings (TROUPE_AUTH, TROUPE_OIDC_…, TROUPE_RATE_…)",
+            )?;
+        Ok(Self {
             manifest: var("TROUPE_MANIFEST").unwrap_or_else(|| root.join("spin.toml")),
             component: std::env::var("TROUPE_COMPONENT")
                 .ok()
@@ -82,7 +93,8 @@ impl Config {
             tenant_max_bytes: std::env::var("TROUPE_TENANT_MAX_BYTES")
                 .ok()
                 .and_then(|v| v.trim().parse().ok()),
-        }
+            auth,
+        })
     }
 }
 
@@ -122,6 +134,7 @@ impl Adapter {
             cache_dir: Some(config.cache_dir),
             assume_declared: true,
             tenant_max_bytes: config.tenant_max_bytes,
+            auth: config.auth,
             ..Default::default()
         };
         let host = Host::new(

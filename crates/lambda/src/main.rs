@@ -15,7 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .with_writer(std::io::stderr)
         .init();
     let scale = troupe_cli::backend::Scale::from_env(false).await?;
-    let adapter = Adapter::start(Config::from_env(), scale).await?;
+    let adapter = Adapter::start(Config::from_env()?, scale).await?;
     let adapter = &adapter;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         adapter

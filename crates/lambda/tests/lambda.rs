@@ -135,6 +135,7 @@ async fn aws_events_drive_the_pipeline_through_the_lambda_adapter() {
             model_dir: Some(model_dir().to_owned()),
             cache_dir: dir.path().join("cache"),
             tenant_max_bytes: None,
+            auth: Default::default(),
         },
         scale.clone(),
     )
@@ -309,6 +310,7 @@ async fn one_component_per_function_refuses_other_triggers() {
         model_dir: None,
         cache_dir: dir.path().join("cache"),
         tenant_max_bytes: None,
+        auth: Default::default(),
     };
     let err = Adapter::start(config("nope"), scale.clone())
         .await
