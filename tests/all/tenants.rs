@@ -426,7 +426,11 @@ fn each_tenant_hears_only_its_own_documents() {
     let write_key = key(&stack, "team-b", "write");
     {
         // Without --allow-private-webhooks, loopback and metadata addresses are refused.
-        let troupe = Child::pipeline(stack.data(), &["--no-embeddings"], &[]);
+        let troupe = Child::pipeline(
+            stack.data(),
+            &["--no-embeddings"],
+            &[("TROUPE_ALLOW_PRIVATE_OUTBOUND", "false".into())],
+        );
         let base = format!("http://{}", troupe.addr);
         let a = As {
             base: &base,

@@ -188,9 +188,17 @@ pub struct Message {
 
 impl Message {
     /// A message carrying a CloudEvent.
+    ///
+    /// The message id, which queues dedupe on, is the event id within its tenant
+    /// (`<tenant>/<event id>`): event ids are deterministic (a handler that runs twice
+    /// publishes the same event twice), so one tenant must not be able to publish
+    /// another's next event id first and have the real one dropped as a repeat.
     pub fn from_event(event: &crate::Event) -> Self {
         Self {
-            id: event.id.clone(),
+            id: match &event.tenant {
+                Some(tenant) => format!("{tenant}/{}", event.id),
+                None => event.id.clone(),
+            },
             subject: event.subject.clone(),
             body: event.to_json(),
             delay: Duration::ZERO,

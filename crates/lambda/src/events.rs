@@ -164,7 +164,7 @@ pub async fn s3(adapter: &Adapter, event: Value) -> Result<Value> {
             .with_context(|| format!("component `{}` is not loaded", t.component))?;
         ran += events.len();
         // Each object runs for the tenant its folder names (`uploads/<tenant>/…`).
-        for event in events {
+        for mut event in events {
             let tenant = match tenancy::of_event(&event) {
                 Ok(t) => t,
                 Err(e) => {
@@ -173,6 +173,7 @@ pub async fn s3(adapter: &Adapter, event: Value) -> Result<Value> {
                 }
             };
             adapter.shared.tenants.register(&tenant).await;
+            event.tenant = Some(tenant.to_string());
             let binding = Binding {
                 tenant,
                 objects: tenancy::announced(&event).into_iter().collect(),

@@ -32,9 +32,11 @@ pub struct Hook {
 }
 
 impl Hook {
-    /// Whether it receives events of `topic`.
+    /// Whether it receives events of `topic` (`troupe.document.indexed`; the webhook
+    /// names it without the `troupe.` prefix).
     pub fn wants(&self, topic: &str) -> bool {
-        self.events.is_empty() || self.events.iter().any(|e| e == topic)
+        let name = topic.strip_prefix("troupe.").unwrap_or(topic);
+        self.events.is_empty() || self.events.iter().any(|e| e == name)
     }
 
     /// What `GET /v1/webhooks` shows: everything but the secret.

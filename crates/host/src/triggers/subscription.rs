@@ -216,7 +216,16 @@ async fn invoke(
         return;
     };
     let started = Instant::now();
-    let events = batch.iter().map(|l| l.event.clone().into()).collect();
+    // The handler sees the tenant it acts for in each envelope, whether the publisher
+    // named it or the host derived it (a dropped-in file's folder).
+    let events = batch
+        .iter()
+        .map(|l| {
+            let mut event = l.event.clone();
+            event.tenant = Some(binding.tenant.to_string());
+            event.into()
+        })
+        .collect();
     let result = shared
         .runtime
         .handle_events_in(loaded, events, binding.clone())
