@@ -32,7 +32,7 @@ openssl genrsa -out "$work/key.pem" 2048 2>/dev/null
 n=$(openssl rsa -in "$work/key.pem" -noout -modulus | cut -d= -f2 | xxd -r -p | b64url)
 printf '{"keys":[{"kty":"RSA","use":"sig","alg":"RS256","kid":"bench","n":"%s","e":"AQAB"}]}' "$n" > "$work/issuer/jwks"
 printf '{"issuer":"%s","jwks_uri":"%s/jwks"}' "$issuer" "$issuer" > "$work/issuer/.well-known/openid-configuration"
-(cd "$work/issuer" && python3 -m http.server "$issuer_port" --bind 127.0.0.1 >/dev/null 2>&1) &
+python3 -m http.server "$issuer_port" --bind 127.0.0.1 --directory "$work/issuer" >/dev/null 2>&1 &
 wait_up "$issuer/jwks"
 header=$(printf '{"alg":"RS256","typ":"JWT","kid":"bench"}' | b64url)
 payload=$(printf '{"iss":"%s","sub":"bench","aud":"troupe-bench","exp":%d,"tenant":"bench","scope":"read"}' \
