@@ -57,6 +57,9 @@ COPY --from=build /out/app /app
 WORKDIR /app
 USER troupe
 ENV TROUPE_MODEL_DIR=/app/models/all-MiniLM-L6-v2
+# The container listens on 0.0.0.0: the API needs a credential from the start
+# (`troupe keys create --data-dir /data --tenant NAME`, or TROUPE_OIDC_ISSUER).
+ENV TROUPE_AUTH=required
 EXPOSE 8080 8081
 ENTRYPOINT ["troupe"]
 CMD ["up", "--listen", "0.0.0.0:8080", "--manifest", "/app/spin.toml", "--data-dir", "/data"]

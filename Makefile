@@ -48,6 +48,7 @@ bench: build
 	cargo bench --locked --workspace --bench dispatch
 	cargo bench --locked --workspace --bench vectors
 	./scripts/bench-http.sh
+	./scripts/bench-auth.sh
 	./scripts/bench-embeddings.sh
 	./scripts/bench-pipeline.sh
 

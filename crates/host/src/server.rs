@@ -161,7 +161,16 @@ async fn route<B: RequestBody>(
     let principal = if auth::is_api_path(&path) {
         match shared.auth.admit(req.method(), &path, req.headers()).await {
             Ok(p) => p,
-            Err(r) => return refused(r),
+            Err(r) => {
+                tracing::debug!(
+                    http.request.method = %req.method(),
+                    url.path = %path,
+                    http.response.status_code = r.status.as_u16(),
+                    error.code = r.code,
+                    "request refused before any function ran"
+                );
+                return refused(r);
+            }
         }
     } else {
         Principal::anonymous()
