@@ -1,8 +1,10 @@
 //! `troupe worker`'s own listener: `POST /v1/embeddings`, `GET /health`,
-//! `GET /metrics`.
+//! `GET /metrics`. A [`Gate`] the caller passes admits `/v1/…` requests (the
+//! deployment's credentials); `/health` and `/metrics` stay open.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,6 +16,29 @@ use tokio::net::TcpListener;
 
 use crate::Embedder;
 use crate::metrics::Metrics;
+
+/// Why a request was not admitted: the status, the JSON error body and the headers
+/// that go with it (`WWW-Authenticate`, `Retry-After`).
+#[derive(Debug, Clone)]
+pub struct Denied {
+    /// 401, 403, 429 or 503.
+    pub status: u16,
+    /// The `{"error": {…}}` body.
+    pub body: serde_json::Value,
+    /// Extra response headers.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// Admits or refuses a `/v1/…` request by its method, path and headers.
+pub type Gate = Arc<
+    dyn Fn(
+            http::Method,
+            String,
+            http::HeaderMap,
+        ) -> Pin<Box<dyn Future<Output = Result<(), Denied>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 16 << 20;
@@ -55,8 +80,18 @@ pub async fn read_body(body: Incoming) -> Result<Bytes, (u16, serde_json::Value)
 async fn handle(
     embedder: Embedder,
     metrics: Arc<Metrics>,
+    gate: Option<Gate>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    if let Some(gate) = gate
+        && !matches!(path.as_str(), "/health" | "/metrics")
+        && let Err(denied) = gate(req.method().clone(), path, req.headers().clone()).await
+    {
+        let mut resp = json(denied.status, &denied.body);
+        resp.headers_mut().extend(denied.headers);
+        return resp;
+    }
     match (req.method().clone(), req.uri().path()) {
         (http::Method::POST, "/v1/embeddings") => match read_body(req.into_body()).await {
             Ok(body) => {
@@ -99,11 +134,13 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// from 10 ms, so a persistent failure costs no CPU.
 const MAX_ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves; `gate` (when given) admits every request but
+/// `/health` and `/metrics`.
 pub async fn serve(
     listener: TcpListener,
     embedder: Embedder,
     metrics: Arc<Metrics>,
+    gate: Option<Gate>,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -136,10 +173,10 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let (embedder, metrics) = (embedder.clone(), metrics.clone());
+        let (embedder, metrics, gate) = (embedder.clone(), metrics.clone(), gate.clone());
         let service = hyper::service::service_fn(move |req| {
-            let (embedder, metrics) = (embedder.clone(), metrics.clone());
-            async move { Ok::<_, Infallible>(handle(embedder, metrics, req).await) }
+            let (embedder, metrics, gate) = (embedder.clone(), metrics.clone(), gate.clone());
+            async move { Ok::<_, Infallible>(handle(embedder, metrics, gate, req).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())

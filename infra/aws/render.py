@@ -120,8 +120,8 @@ def render():
         "TROUPE_DATABASE_URL": {"Fn::Sub": "postgres://troupe@${Database.Endpoint.Address}:5432/troupe?sslmode=require"},
         "TROUPE_DATABASE_PASSWORD_SECRET": {"Ref": "DatabaseSecret"},
     }
-    # How the functions authenticate HTTP requests (keys live in Postgres; the worker
-    # serves only the VPC). An empty value is unset.
+    # How the functions and the worker's own /v1/embeddings authenticate HTTP requests
+    # (keys live in Postgres). An empty value is unset.
     auth_env = {
         "TROUPE_AUTH": {"Ref": "Auth"},
         "TROUPE_OIDC_ISSUER": {"Ref": "OidcIssuer"},
@@ -278,7 +278,7 @@ def render():
             "MemoryReservation": 4096, "StopTimeout": 120,
             "PortMappings": [{"ContainerPort": 8081}],
             "ResourceRequirements": [{"Type": "GPU", "Value": "1"}],
-            "Environment": [{"Name": k, "Value": v} for k, v in env.items() if k not in ("TROUPE_MANIFEST",)],
+            "Environment": [{"Name": k, "Value": v} for k, v in {**env, **auth_env}.items() if k not in ("TROUPE_MANIFEST",)],
             "HealthCheck": {"Command": ["CMD-SHELL", "curl -fs http://127.0.0.1:8081/health || exit 1"], "Interval": 30, "Timeout": 5, "Retries": 3, "StartPeriod": 60},
             "LogConfiguration": {"LogDriver": "awslogs", "Options": {"awslogs-group": {"Ref": "WorkerLogs"}, "awslogs-region": {"Ref": "AWS::Region"}, "awslogs-stream-prefix": "worker"}}}]}}
     r["WorkerService"] = {"Type": "AWS::ECS::Service", "DependsOn": ["ClusterCapacity"], "Properties": {

@@ -679,3 +679,49 @@ async fn the_lambda_adapter_authenticates_http_events_with_keys_in_postgres() {
         "past authentication, the api answers: {r}"
     );
 }
+
+/// `troupe worker`'s own listener takes the deployment's keys for `/v1/embeddings`,
+/// like the hosts' API; its `/health` stays open.
+#[test]
+fn the_workers_own_listener_needs_a_credential_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::local(dir.path());
+    let key = create_key(&stack, "acme", "read");
+    let key = key["key"].as_str().expect("key").to_owned();
+    let worker = Child::worker_on(&stack, &[]);
+    let base = format!("http://{}", worker.addr);
+    let body = br#"{"input": ["tides rise twice a day"]}"#;
+    let url = format!("{base}/v1/embeddings");
+    let anonymous = request("POST", &url, &[("content-type", "application/json")], body);
+    assert_unauthorized(&anonymous, false, "no credential");
+    let wrong = request(
+        "POST",
+        &url,
+        &[
+            ("content-type", "application/json"),
+            ("authorization", "Bearer trp_0000000000000000_nope"),
+        ],
+        body,
+    );
+    assert_unauthorized(&wrong, true, "an unknown key");
+    let auth = bearer(&key);
+    let ok = request(
+        "POST",
+        &url,
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        body,
+    );
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
+    assert_eq!(
+        ok.body["data"][0]["embedding"].as_array().map(Vec::len),
+        Some(384)
+    );
+    assert_eq!(
+        request("GET", &format!("{base}/health"), &[], b"").status,
+        200
+    );
+    drop(worker);
+}

@@ -145,6 +145,40 @@ impl AuthArgs {
     }
 }
 
+/// The gate of `troupe worker`'s listener: the deployment's credentials, as the
+/// hosts check them.
+pub fn worker_gate(auth: troupe_host::auth::Auth) -> troupe_gpu_worker::server::Gate {
+    let auth = std::sync::Arc::new(auth);
+    std::sync::Arc::new(move |method, path, headers| {
+        let auth = auth.clone();
+        Box::pin(async move {
+            auth.admit(&method, &path, &headers)
+                .await
+                .map(|_| ())
+                .map_err(|r| {
+                    let mut headers = Vec::new();
+                    if let Some(c) = r
+                        .challenge
+                        .and_then(|c| troupe_host::http::HeaderValue::from_str(&c).ok())
+                    {
+                        headers.push((troupe_host::http::header::WWW_AUTHENTICATE, c));
+                    }
+                    if let Some(secs) = r.retry_after {
+                        headers.push((
+                            troupe_host::http::header::RETRY_AFTER,
+                            troupe_host::http::HeaderValue::from(secs),
+                        ));
+                    }
+                    troupe_gpu_worker::server::Denied {
+                        status: r.status.as_u16(),
+                        body: serde_json::json!({"error": {"code": r.code, "message": r.message}}),
+                        headers,
+                    }
+                })
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

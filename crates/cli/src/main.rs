@@ -107,6 +107,8 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         embedding: EmbeddingArgs,
+        #[command(flatten)]
+        auth: troupe_cli::auth::AuthArgs,
     },
     /// Create, list and revoke API keys (stored hashed in the backend; every host
     /// of the deployment sees them). Once a key exists, `/v1/…` requests need one.
@@ -199,9 +201,23 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn worker(listen: SocketAddr, backend: BackendArgs, embedding: EmbeddingArgs) -> Result<()> {
+async fn worker(
+    listen: SocketAddr,
+    backend: BackendArgs,
+    embedding: EmbeddingArgs,
+    auth: troupe_cli::auth::AuthArgs,
+) -> Result<()> {
     let (embedder, metrics) = embedding.start()?;
     let opened = Opened::open(&backend, false).await?;
+    // `/v1/embeddings` here takes the same credentials as the hosts' API.
+    let settings = auth.settings()?;
+    let state = opened.backends(None).state;
+    let keys_exist = troupe_host::auth::KeyStore::new(state.clone())
+        .any()
+        .await
+        .context("looking for API keys")?;
+    auth.check_listen(listen, &settings, keys_exist)?;
+    let gate = troupe_cli::auth::worker_gate(troupe_host::auth::Auth::new(&settings, state)?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}: is another worker running? pass --listen"))?;
@@ -209,7 +225,7 @@ async fn worker(listen: SocketAddr, backend: BackendArgs, embedding: EmbeddingAr
     let jobs = tokio::spawn(consumer(&opened, embedder.clone()).await?.run(stop_rx));
     let addr = listener.local_addr()?;
     println!("troupe worker listening on http://{addr}");
-    troupe_gpu_worker::server::serve(listener, embedder, metrics, async move {
+    troupe_gpu_worker::server::serve(listener, embedder, metrics, Some(gate), async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     })
@@ -581,7 +597,8 @@ async fn main() -> std::process::ExitCode {
             backend,
             listen,
             embedding,
-        } => worker(listen, backend, embedding).await,
+            auth,
+        } => worker(listen, backend, embedding, auth).await,
         Command::Dlq { backend, action } => dlq(backend, action).await,
         Command::Keys { backend, action } => troupe_cli::keys::run(&backend, action).await,
         Command::Ingest {
