@@ -111,7 +111,7 @@ async fn jobs_become_vectors_and_completion_events() {
         .blobs
         .put(
             "documents",
-            "jobs/doc-1/2.json",
+            "chunks/acme/doc-1/2.json",
             &serde_json::to_vec(&stored).unwrap(),
         )
         .await
@@ -123,7 +123,7 @@ async fn jobs_become_vectors_and_completion_events() {
         chunks: vec![],
         chunks_blob: Some(BlobRef {
             bucket: "documents".into(),
-            key: "jobs/doc-1/2.json".into(),
+            key: "chunks/acme/doc-1/2.json".into(),
         }),
     };
     let msgs = [
@@ -235,7 +235,8 @@ async fn bad_jobs_are_dead_lettered_with_a_reason_and_fail_their_document() {
         .await
         .unwrap();
     let mut wrong = Event::new("/x", JOB_TYPE, &serde_json::json!({"document": "d"}));
-    wrong.tenant = None;
+    // The same document, the same tenant: its bad jobs fail it once.
+    wrong.tenant = Some("acme".into());
     let range = job_event(&Job {
         document: "d".into(),
         batch: 3,
@@ -250,7 +251,24 @@ async fn bad_jobs_are_dead_lettered_with_a_reason_and_fail_their_document() {
         chunks: vec![],
         chunks_blob: Some(BlobRef {
             bucket: "documents".into(),
-            key: "nope.json".into(),
+            key: "chunks/acme/d/nope.json".into(),
+        }),
+    });
+    // Chunks of another tenant: the job's envelope says `acme`, so they are refused
+    // (not read), though they exist.
+    local
+        .blobs
+        .put("documents", "chunks/other/d/1.json", b"[]")
+        .await
+        .unwrap();
+    let foreign = job_event(&Job {
+        document: "d".into(),
+        batch: 1,
+        of: 1,
+        chunks: vec![],
+        chunks_blob: Some(BlobRef {
+            bucket: "documents".into(),
+            key: "chunks/other/d/1.json".into(),
         }),
     });
     local
@@ -261,6 +279,7 @@ async fn bad_jobs_are_dead_lettered_with_a_reason_and_fail_their_document() {
                 Message::from_event(&wrong),
                 Message::from_event(&range),
                 Message::from_event(&missing),
+                Message::from_event(&foreign),
             ],
         )
         .await
@@ -270,9 +289,11 @@ async fn bad_jobs_are_dead_lettered_with_a_reason_and_fail_their_document() {
     let reasons: std::collections::BTreeSet<_> = dead.iter().map(|d| d.reason.as_str()).collect();
     assert_eq!(
         reasons,
-        ["chunks_missing", "malformed_job"].into_iter().collect()
+        ["chunks_missing", "denied", "malformed_job"]
+            .into_iter()
+            .collect()
     );
-    assert_eq!(dead.len(), 3);
+    assert_eq!(dead.len(), 4);
     // The document fails at once, once (the failure's id is the document's).
     let failed = local
         .queue

@@ -233,7 +233,8 @@ async fn a_trapping_event_is_dead_lettered_alone_and_its_batch_neighbours_settle
         .unwrap();
     let dead = dead_lettered(&host, "batcher", "the trapping event is dead-lettered").await;
     assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(dead[0].id, bad.id);
+    // Message ids are event ids within their tenant.
+    assert_eq!(dead[0].id, format!("acme/{}", bad.id));
     assert_eq!(dead[0].reason, "trap");
     assert_eq!(dead[0].deliveries, 1, "a trap is not retried");
     let depth = eventually(Duration::from_secs(10), async || {

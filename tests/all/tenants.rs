@@ -12,7 +12,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use troupe_tests::corpus::Hooks;
 use troupe_tests::stack::Stack;
-use troupe_tests::{Child, components, repo_root, troupe_bin};
+use troupe_tests::{Child, components, repo_root, request, troupe_bin};
 
 /// A client of one tenant: its bearer key.
 struct As<'a> {
@@ -22,28 +22,13 @@ struct As<'a> {
 
 impl As<'_> {
     fn send(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let url = format!("{}{path}", self.base);
         let auth = format!("Bearer {}", self.key);
-        let sent = match method {
-            "GET" => agent.get(&url).header("authorization", &auth).call(),
-            "DELETE" => agent.delete(&url).header("authorization", &auth).call(),
-            _ => agent
-                .post(&url)
-                .header("authorization", &auth)
-                .header("content-type", content_type)
-                .send(body),
-        };
-        let mut resp = sent.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let mut headers = vec![("authorization", auth.as_str())];
+        if !content_type.is_empty() {
+            headers.push(("content-type", content_type));
+        }
+        let reply = request(method, &format!("{}{path}", self.base), &headers, body);
+        (reply.status, reply.body)
     }
 
     fn get(&self, path: &str) -> (u16, Value) {

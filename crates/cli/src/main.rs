@@ -2,8 +2,9 @@
 //! (ingest, search, status), and look after dead letters.
 
 mod client;
+mod dlq;
 
-use troupe_cli::backend::{BackendArgs, BackendKind, Opened};
+use troupe_cli::backend::{BackendArgs, Opened};
 use troupe_cli::model::EmbeddingArgs;
 
 use std::net::SocketAddr;
@@ -123,7 +124,7 @@ enum Command {
         #[command(flatten)]
         backend: BackendArgs,
         #[command(subcommand)]
-        action: DlqAction,
+        action: dlq::DlqAction,
     },
     /// Upload files or folders (recursively) to a running Troupe, with a progress bar,
     /// and wait until every document is indexed or failed.
@@ -160,23 +161,6 @@ enum Command {
         api: client::Api,
         /// The document id `troupe ingest` printed.
         id: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum DlqAction {
-    /// List dead letters of one subscription, or counts for every subscription.
-    List {
-        /// Subscription (queue) name; omit for a summary of all.
-        subscription: Option<String>,
-        /// At most this many messages.
-        #[arg(long, env = "TROUPE_DLQ_LIMIT", default_value_t = 100)]
-        limit: usize,
-    },
-    /// Move every dead letter of a subscription back onto its queue.
-    Redrive {
-        /// Subscription (queue) name.
-        subscription: String,
     },
 }
 
@@ -542,40 +526,6 @@ const JOB_MAX_DELIVERIES: u32 = 10;
 /// The worker's subscription to embedding jobs.
 const WORKER_SUBSCRIPTION: &str = "gpu-worker";
 
-async fn dlq(backend: BackendArgs, action: DlqAction) -> Result<()> {
-    if backend.backend == BackendKind::Local && !backend.data_dir.join("troupe.db").is_file() {
-        anyhow::bail!(
-            "no Troupe data in {}: pass --data-dir (or TROUPE_DATA_DIR)",
-            backend.data_dir.display()
-        );
-    }
-    let backends = Opened::open(&backend, false).await?.backends(None);
-    match action {
-        DlqAction::List {
-            subscription: Some(name),
-            limit,
-        } => {
-            let letters = backends.dead_letters.dead_letters(&name, limit).await?;
-            println!("{}", serde_json::to_string_pretty(&letters)?);
-        }
-        DlqAction::List {
-            subscription: None, ..
-        } => {
-            let mut summary = Vec::new();
-            for s in backends.queue.subscriptions().await? {
-                let depth = backends.queue.depth(&s.name).await?;
-                summary.push(serde_json::json!({"subscription": s.name, "topics": s.topics, "dead": depth.dead, "ready": depth.ready, "in_flight": depth.in_flight}));
-            }
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-        }
-        DlqAction::Redrive { subscription } => {
-            let n = backends.dead_letters.redrive(&subscription).await?;
-            println!("redrove {n} message(s) back to `{subscription}`");
-        }
-    }
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -599,7 +549,7 @@ async fn main() -> std::process::ExitCode {
             embedding,
             auth,
         } => worker(listen, backend, embedding, auth).await,
-        Command::Dlq { backend, action } => dlq(backend, action).await,
+        Command::Dlq { backend, action } => dlq::run(backend, action).await,
         Command::Keys { backend, action } => troupe_cli::keys::run(&backend, action).await,
         Command::Ingest {
             api,
