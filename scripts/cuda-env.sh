@@ -15,9 +15,11 @@
 #                                every function returns CUDA_ERROR_STUB_LIBRARY); at run
 #                                time the NVIDIA driver provides the real libcuda.so.1
 #
-# and exports CUDA_ROOT, CUDA_PATH, CUDA_HOME, NVCC, PATH and CUDA_COMPUTE_CAP (default
-# 90: H100/H200; 80 A100, 86 A10G, 89 L4/L40S). The binary needs NVIDIA driver >= 580
-# (CUDA 13) and root/lib64 on the library path. Idempotent; TROUPE_CUDA_TOOLS moves it.
+# and exports CUDA_ROOT, CUDA_PATH, CUDA_HOME, NVCC, PATH, CUDA_COMPUTE_CAP (default
+# 90: H100/H200; 80 A100, 86 A10G, 89 L4/L40S) and CUDAFORGE_THREADS (candle's kernel
+# build runs one nvcc at a time unless told; default: every core). The binary needs
+# NVIDIA driver >= 580 (CUDA 13) and root/lib64 on the library path. Idempotent;
+# TROUPE_CUDA_TOOLS moves it.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 tools="${TROUPE_CUDA_TOOLS:-$HOME/.cache/troupe-tools/cuda}"
@@ -66,4 +68,5 @@ export CUDA_ROOT="$root" CUDA_PATH="$root" CUDA_HOME="$root"
 export NVCC="$root/bin/nvcc"
 export PATH="$root/bin:$PATH"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
 exec "$@"
