@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:8080
 # The functions workspace builds for wasm32-wasip2; its pure libraries test natively.
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
-.PHONY: setup functions model scale-out-tools build run worker test bench soak fuzz package-lambda image image-cuda fmt lint clean
+.PHONY: setup functions model scale-out-tools build run worker test bench soak fuzz package-lambda image image-cuda cuda-check fmt lint clean
 
 ## setup: toolchain target, function components, embedding model (idempotent)
 setup: functions model
@@ -66,15 +66,19 @@ fuzz:
 package-lambda:
 	@./scripts/package-lambda.sh
 
-## image, image-cuda: the container images infra/k8s and infra/aws run (needs Docker)
+## cuda-check: `troupe` built with CUDA for CUDA_COMPUTE_CAP (default 90), no GPU needed:
+## the toolkit comes from PyPI, the build goes to ~/.cache/troupe-cuda-target (scripts/cuda-check.sh)
+CUDA_COMPUTE_CAP ?= 90
+cuda-check:
+	CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) ./scripts/cuda-check.sh
+
+## image, image-cuda: the container images infra/k8s and infra/aws run (needs Docker);
+## image-cuda builds with the same PyPI toolkit as cuda-check
 image:
 	docker build -t troupe:latest .
 
-CUDA_COMPUTE_CAP ?= 90
 image-cuda:
-	docker build -t troupe:cuda --build-arg FEATURES=cuda \
-	  --build-arg BUILD_IMAGE=nvidia/cuda:12.6.3-devel-ubuntu24.04 \
-	  --build-arg RUN_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu24.04 \
+	docker build -t troupe:cuda --target cuda --build-arg FEATURES=cuda \
 	  --build-arg CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) .
 
 fmt:
