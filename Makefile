@@ -51,6 +51,7 @@ bench: build
 	./scripts/bench-auth.sh
 	./scripts/bench-embeddings.sh
 	./scripts/bench-pipeline.sh
+	./scripts/bench-tracing.sh
 
 ## soak: SIGKILLs at random moments while 200 documents are indexed, on both backends
 ## (TROUPE_SOAK_DOCS, TROUPE_SOAK_KILLS, TROUPE_SOAK_BACKENDS …: scripts/soak.sh)

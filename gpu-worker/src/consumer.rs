@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use tokio::sync::watch;
 use troupe_core::queue::REASON_MAX_DELIVERIES;
@@ -178,9 +179,11 @@ impl Consumer {
         out.id = id::failed(&document);
         out.tenant = event.tenant.clone();
         out.session = Some(document);
-        out.traceparent = event.traceparent.clone();
+        let publish = publish_span(Failed::TOPIC, &out.id);
+        out.traceparent = troupe_telemetry::traceparent_of(&publish);
         self.queue
             .publish(Failed::TOPIC, &[Message::from_event(&out)])
+            .instrument(publish)
             .await
             .map(|_| ())
     }
@@ -208,9 +211,37 @@ impl Consumer {
         }
     }
 
+    /// Settles one job inside its consumer span, whose parent is the span that
+    /// published the job (the job's envelope carries it).
     async fn settle(&self, d: Delivery) -> bool {
-        let name = &self.subscription;
         let event = Event::from_json(&d.body);
+        let span = tracing::info_span!(
+            "worker.job",
+            otel.name = %format!("process {}", self.subscription),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "troupe",
+            messaging.operation.type = "process",
+            messaging.destination.subscription.name = %self.subscription,
+            messaging.message.id = %d.id,
+            troupe.delivery_count = d.deliveries,
+            troupe.outcome = tracing::field::Empty,
+        );
+        let parent = event.as_ref().ok().and_then(|e| e.traceparent.as_deref());
+        troupe_telemetry::set_parent(&span, parent, None);
+        self.settle_in(d, event).instrument(span).await
+    }
+
+    async fn settle_in(&self, d: Delivery, event: troupe_core::Result<Event>) -> bool {
+        let name = &self.subscription;
+        let span = tracing::Span::current();
+        span.record(
+            "troupe.outcome",
+            match &event {
+                Ok(_) => "ok",
+                Err(_) => "reject",
+            },
+        );
         let result = match &event {
             Ok(event) => {
                 tokio::select! {
@@ -245,10 +276,13 @@ impl Consumer {
                 other => other.map(|_| ()),
             },
             Err(Failure::Fatal(why)) => {
+                troupe_telemetry::set_error(&span, &why);
                 tracing::error!(messaging.message.id = %d.id, error = %why, "embedding job left leased");
                 return false;
             }
             Err(Failure::Retry(why, delay)) => {
+                span.record("troupe.outcome", "retry");
+                troupe_telemetry::set_error(&span, &why);
                 tracing::warn!(messaging.message.id = %d.id, error = %why, "embedding job will be retried");
                 self.queue
                     .retry(name, &d.receipt, delay, &why)
@@ -256,6 +290,8 @@ impl Consumer {
                     .map(|_| ())
             }
             Err(Failure::Reject(reason, why)) => {
+                span.record("troupe.outcome", "reject");
+                troupe_telemetry::set_error(&span, &format!("{reason}: {why}"));
                 tracing::warn!(messaging.message.id = %d.id, reason, error = %why, "embedding job dead-lettered");
                 self.queue.reject(name, &d.receipt, reason, &why).await
             }
@@ -324,11 +360,21 @@ impl Consumer {
         let tenant = tenant.to_string();
         let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
         // Queue work waits for admission rather than burning deliveries on `Overloaded`.
+        let embed = tracing::info_span!(
+            "worker.embed",
+            otel.name = "embed",
+            gen_ai.operation.name = "embeddings",
+            gen_ai.request.model = %self.embedder.model(),
+            troupe.chunks = texts.len(),
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+        );
         let embedded = self
             .embedder
             .embed_waiting(&texts)
+            .instrument(embed.clone())
             .await
             .map_err(Failure::of_embedding)?;
+        embed.record("gen_ai.usage.input_tokens", embedded.tokens);
         let model = self.embedder.model().to_owned();
         let records: Vec<VectorRecord> = chunks
             .into_iter()
@@ -361,13 +407,28 @@ impl Consumer {
         out.id = id::completed(&event.id);
         out.tenant = event.tenant.clone();
         out.session = event.session.clone().or_else(|| Some(job.document.clone()));
-        out.traceparent = event.traceparent.clone();
+        let publish = publish_span(Completed::TOPIC, &out.id);
+        out.traceparent = troupe_telemetry::traceparent_of(&publish);
         self.queue
             .publish(Completed::TOPIC, &[Message::from_event(&out)])
+            .instrument(publish)
             .await
             .map_err(|e| Failure::Retry(format!("publishing completion: {e}"), None))?;
         Ok(())
     }
+}
+
+/// The producer span of one event the worker publishes (a child of the job's span).
+fn publish_span(topic: &str, id: &str) -> tracing::Span {
+    tracing::info_span!(
+        "worker.publish",
+        otel.name = %format!("publish {topic}"),
+        otel.kind = "producer",
+        messaging.system = "troupe",
+        messaging.operation.type = "publish",
+        messaging.destination.name = %topic,
+        messaging.message.id = %id,
+    )
 }
 
 #[cfg(test)]

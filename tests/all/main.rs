@@ -22,5 +22,6 @@ mod sandbox;
 mod scale_out;
 mod store_semantics;
 mod tenants;
+mod traces;
 mod triggers;
 mod webhooks;

@@ -34,6 +34,7 @@ macro_rules! both {
 }
 pub mod corpus;
 pub mod oidc;
+pub mod otlp;
 pub mod stack;
 
 use troupe_host::{App, Backends, Host, Options};
@@ -340,6 +341,16 @@ impl Child {
 
     /// Runs `troupe ARGS…` and waits for the address it announces on its first line.
     fn spawn_args(args: &[String], env: &[(&str, String)]) -> Self {
+        Self::run(args, env, None)
+    }
+
+    /// Runs `troupe ARGS…` (its log lines into the file `log`, when given) and waits
+    /// for the address it announces on its first line.
+    pub fn run(args: &[String], env: &[(&str, String)], log: Option<&Path>) -> Self {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("creating the log file")),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(troupe_bin())
             .args(args)
             .env("TROUPE_LOG", "warn")
@@ -347,6 +358,7 @@ impl Child {
             .env("TROUPE_ALLOW_PRIVATE_OUTBOUND", "true")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("spawning troupe");
         let stdout = child.stdout.take().expect("stdout");
@@ -485,7 +497,11 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -
             req.call()
         }
         _ => {
-            let mut req = agent.post(url);
+            let mut req = match method {
+                "PUT" => agent.put(url),
+                "PATCH" => agent.patch(url),
+                _ => agent.post(url),
+            };
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }

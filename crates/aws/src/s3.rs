@@ -44,6 +44,7 @@ impl S3Blobs {
 
 #[async_trait]
 impl Blobs for S3Blobs {
+    #[tracing::instrument(skip_all, name = "aws.s3", fields(otel.name = "S3.GetObject", otel.kind = "client", rpc.system = "aws-api", rpc.service = "S3", rpc.method = "GetObject", aws.s3.bucket = %bucket, aws.s3.key = %key))]
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
         self.check(bucket, key)?;
         let out = match self
@@ -66,6 +67,8 @@ impl Blobs for S3Blobs {
         Ok(Some(data.into_bytes().to_vec()))
     }
 
+    #[tracing::instrument(skip_all, name = "aws.s3", fields(otel.name = "S3.PutObject", otel.kind = "client", rpc.system = "aws-api", rpc.service = "S3", rpc.method = "PutObject", aws.s3.bucket = %bucket, aws.s3.key = %key))]
+
     async fn put(&self, bucket: &str, key: &str, data: &[u8]) -> Result<()> {
         self.check(bucket, key)?;
         self.s3
@@ -78,6 +81,8 @@ impl Blobs for S3Blobs {
             .map_err(|e| sdk_error("s3", e))?;
         Ok(())
     }
+
+    #[tracing::instrument(skip_all, name = "aws.s3", fields(otel.name = "S3.DeleteObject", otel.kind = "client", rpc.system = "aws-api", rpc.service = "S3", rpc.method = "DeleteObject", aws.s3.bucket = %bucket, aws.s3.key = %key))]
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<bool> {
         self.check(bucket, key)?;
@@ -105,6 +110,8 @@ impl Blobs for S3Blobs {
         }
         Ok(existed)
     }
+
+    #[tracing::instrument(skip_all, name = "aws.s3", fields(otel.name = "S3.ListObjectsV2", otel.kind = "client", rpc.system = "aws-api", rpc.service = "S3", rpc.method = "ListObjectsV2", aws.s3.bucket = %bucket))]
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
         troupe_core::blobs::check_bucket(bucket)?;

@@ -21,6 +21,10 @@ use troupe_host::{App, Host, Options};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log line format on stderr: `text`, or `json` (one object per line). Lines
+    /// written inside a traced request or event carry its `trace_id` and `span_id`.
+    #[arg(long, global = true, env = "TROUPE_LOG_FORMAT", default_value = "text")]
+    log_format: troupe_telemetry::LogFormat,
 }
 
 /// What `up` and `serve` share.
@@ -528,14 +532,21 @@ const WORKER_SUBSCRIPTION: &str = "gpu-worker";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TROUPE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // Processes that serve export traces (when an OTLP endpoint is configured);
+    // client commands only log.
+    let service = match &cli.command {
+        Command::Up { .. } | Command::Serve { .. } => Some("troupe"),
+        Command::Worker { .. } => Some("troupe-worker"),
+        _ => None,
+    };
+    let telemetry = match troupe_telemetry::init(service, cli.log_format) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Up {
             host,
@@ -583,6 +594,8 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|e| Err(e.into()))
         }
     };
+    // The spans still buffered are exported before the process ends.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -184,6 +184,9 @@ pub struct Message {
     pub body: Vec<u8>,
     /// Not deliverable before this delay has passed.
     pub delay: Duration,
+    /// The event's W3C trace context, for queues that carry it beside the body (an
+    /// SQS message attribute).
+    pub traceparent: Option<String>,
 }
 
 impl Message {
@@ -202,6 +205,7 @@ impl Message {
             subject: event.subject.clone(),
             body: event.to_json(),
             delay: Duration::ZERO,
+            traceparent: event.traceparent.clone(),
         }
     }
 }

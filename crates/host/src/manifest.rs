@@ -122,6 +122,16 @@ pub enum Route {
     Prefix(String),
 }
 
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(p) => f.write_str(p),
+            Self::Prefix(p) if p.ends_with('/') => write!(f, "{p}..."),
+            Self::Prefix(p) => write!(f, "{p}/..."),
+        }
+    }
+}
+
 impl Route {
     /// Whether `path` is served by this route.
     pub fn matches(&self, path: &str) -> bool {
@@ -518,6 +528,15 @@ impl App {
             .iter()
             .find(|t| t.route.matches(path))
             .map(|t| t.component.as_str())
+    }
+
+    /// The pattern of the route that serves `path` (`/v1/documents/...`), as spans
+    /// and metrics name it: bounded, unlike the paths themselves.
+    pub fn route_pattern(&self, path: &str) -> Option<String> {
+        self.http
+            .iter()
+            .find(|t| t.route.matches(path))
+            .map(|t| t.route.to_string())
     }
 }
 

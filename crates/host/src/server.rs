@@ -139,14 +139,60 @@ pub async fn respond<B: RequestBody>(
     handle(shared, req).await
 }
 
+/// Serves one request inside its HTTP server span, which continues the client's W3C
+/// trace context (`traceparent`, `tracestate`) and whose `traceparent` the answer
+/// carries.
 async fn handle<B: RequestBody>(
     shared: Arc<Shared>,
-    req: Request<B>,
+    mut req: Request<B>,
 ) -> Response<HyperOutgoingBody> {
     let request_id = uuid::Uuid::now_v7().simple().to_string();
-    let mut resp = route(shared, req, &request_id).await;
+    let route_name = route_name(&shared, req.method(), req.uri().path());
+    let span = tracing::info_span!(
+        "host.http",
+        otel.name = %match &route_name {
+            Some(r) => format!("{} {r}", req.method()),
+            None => req.method().to_string(),
+        },
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %req.method(),
+        url.path = %req.uri().path(),
+        http.route = route_name.as_deref(),
+        request.id = %request_id,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    troupe_telemetry::set_parent(&span, header("traceparent"), header("tracestate"));
+    // A function sees the host's trace context, never the client's own.
+    let trace = troupe_telemetry::context::headers_of(&span);
+    for name in ["traceparent", "tracestate"] {
+        req.headers_mut().remove(name);
+        if let Some(v) = trace
+            .as_ref()
+            .and_then(|t| t.get(name))
+            .and_then(|v| http::HeaderValue::from_str(v).ok())
+        {
+            req.headers_mut().insert(name, v);
+        }
+    }
+    let mut resp = route(shared, req, &request_id)
+        .instrument(span.clone())
+        .await;
+    let status = resp.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        troupe_telemetry::set_error(&span, status.canonical_reason().unwrap_or("server error"));
+    }
     if let Ok(v) = http::HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    if let Some(v) = trace
+        .as_ref()
+        .and_then(|t| t.get("traceparent"))
+        .and_then(|v| http::HeaderValue::from_str(v).ok())
+    {
+        resp.headers_mut().insert("traceparent", v);
     }
     resp
 }
@@ -304,10 +350,10 @@ async fn invoke<B: RequestBody>(
     };
     let span = tracing::info_span!(
         "host.invoke",
+        otel.name = %format!("invoke {id}"),
+        otel.status_code = tracing::field::Empty,
         component = %id,
         trigger = "http",
-        http.request.method = %req.method(),
-        url.path = %req.uri().path(),
         request.id = %request_id,
         tenant = %tenant,
         http.response.status_code = tracing::field::Empty,
@@ -419,6 +465,7 @@ async fn invoke<B: RequestBody>(
             let label = outcome.as_ref().err().map_or("ok", Fault::label);
             if let Err(fault) = &outcome {
                 tracing::warn!(error = %fault, "the component failed");
+                troupe_telemetry::set_error(&tracing::Span::current(), fault.label());
             }
             shared2
                 .metrics
@@ -474,6 +521,22 @@ async fn invoke<B: RequestBody>(
     };
     span.record("http.response.status_code", resp.status().as_u16());
     resp
+}
+
+/// The route serving `path`, as spans name it: the manifest's pattern, or the host's
+/// own endpoint; `None` for a path nothing serves (paths are unbounded, names must not
+/// be).
+fn route_name(shared: &Shared, method: &http::Method, path: &str) -> Option<String> {
+    let native = matches!(path, "/health" | "/metrics")
+        || shared
+            .options
+            .endpoints
+            .iter()
+            .any(|(m, p, _)| m == method && p == path);
+    if native {
+        return Some(path.to_owned());
+    }
+    shared.app.route_pattern(path)
 }
 
 /// The declared `Content-Length`, if any.

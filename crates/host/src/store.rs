@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tracing::Instrument as _;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -265,28 +266,88 @@ impl WasiHttpHooks for Outbound {
             tracing::warn!(url.scheme = %scheme, server.address = %host, server.port = port, "outbound request denied: host not in allowed_outbound_hosts");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
-        let default: &mut dyn WasiHttpHooks = Default::default();
-        if self.allow_private || rules.iter().any(|r| r.names_host()) {
-            return default.send_request(request, options, fut);
+        let span = tracing::info_span!(
+            "host.outbound",
+            otel.name = %request.method(),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %request.method(),
+            server.address = %host,
+            server.port = port,
+            url.scheme = %scheme,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let mut request = request;
+        // The receiver continues the trace from this call, whatever the guest wrote.
+        if let Some(tp) = troupe_telemetry::traceparent_of(&span)
+            .and_then(|tp| http::HeaderValue::from_str(&tp).ok())
+        {
+            request.headers_mut().insert("traceparent", tp);
         }
-        Box::new(async move {
-            let addr = vet(&host, port).await?;
-            let mut request = request;
-            // Plain HTTP connects to the address vetted, not to a second lookup that
-            // could answer otherwise (DNS rebinding); the Host header keeps the name.
-            if scheme == "http" {
-                let mut parts = request.uri().clone().into_parts();
-                parts.authority = addr
-                    .to_string()
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| wasmtime_wasi_http::Error::HttpRequestUriInvalid)?;
-                *request.uri_mut() = http::Uri::from_parts(parts)
-                    .map_err(|_| wasmtime_wasi_http::Error::HttpRequestUriInvalid)?;
+        let default: &mut dyn WasiHttpHooks = Default::default();
+        let sent: std::pin::Pin<Box<dyn Future<Output = Answer> + Send>> =
+            if self.allow_private || rules.iter().any(|r| r.names_host()) {
+                Box::into_pin(default.send_request(request, options, fut))
+            } else {
+                Box::pin(vetted(request, options, fut, scheme, host, port))
+            };
+        Box::new(
+            async move {
+                let answer = sent.await;
+                let span = tracing::Span::current();
+                match &answer {
+                    Ok((resp, _)) => {
+                        span.record("http.response.status_code", resp.status().as_u16());
+                        if resp.status().is_server_error() {
+                            troupe_telemetry::set_error(&span, resp.status().as_str());
+                        }
+                    }
+                    Err(e) => troupe_telemetry::set_error(&span, &e.to_string()),
+                }
+                answer
             }
-            let default: &mut dyn WasiHttpHooks = Default::default();
-            Box::into_pin(default.send_request(request, options, fut)).await
-        })
+            .instrument(span),
+        )
+    }
+}
+
+/// What an outbound request comes to: the response and the future that finishes
+/// sending the body, or the error code the guest sees.
+type Answer = Result<
+    (
+        http::Response<wasmtime_wasi_http::WasiBody>,
+        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ),
+    wasmtime_wasi_http::Error,
+>;
+
+/// Sends `request` to the address its host resolves to, once that address is vetted
+/// public.
+async fn vetted(
+    request: http::Request<wasmtime_wasi_http::WasiBody>,
+    options: Option<wasmtime_wasi_http::RequestOptions>,
+    fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    scheme: String,
+    host: String,
+    port: u16,
+) -> Answer {
+    {
+        let addr = vet(&host, port).await?;
+        let mut request = request;
+        // Plain HTTP connects to the address vetted, not to a second lookup that
+        // could answer otherwise (DNS rebinding); the Host header keeps the name.
+        if scheme == "http" {
+            let mut parts = request.uri().clone().into_parts();
+            parts.authority = addr
+                .to_string()
+                .parse()
+                .map(Some)
+                .map_err(|_| wasmtime_wasi_http::Error::HttpRequestUriInvalid)?;
+            *request.uri_mut() = http::Uri::from_parts(parts)
+                .map_err(|_| wasmtime_wasi_http::Error::HttpRequestUriInvalid)?;
+        }
+        let default: &mut dyn WasiHttpHooks = Default::default();
+        Box::into_pin(default.send_request(request, options, fut)).await
     }
 }
 

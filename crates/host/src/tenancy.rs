@@ -25,6 +25,10 @@ pub struct Binding {
     /// dropped straight under `uploads/` names no tenant in its key, yet its
     /// handler must read and remove it.
     pub objects: Vec<(String, String)>,
+    /// `(subject, traceparent)` of the triggering events, when traces are exported:
+    /// an event the invocation publishes about one of those subjects (a document)
+    /// continues its trace, even in a batch that mixes documents.
+    pub origins: Vec<(String, String)>,
 }
 
 impl Binding {
@@ -33,7 +37,18 @@ impl Binding {
         Self {
             tenant,
             objects: Vec::new(),
+            origins: Vec::new(),
         }
+    }
+
+    /// The `traceparent` of the triggering event about `subject`, if exactly one
+    /// trace handled that subject.
+    pub fn origin_of(&self, subject: &str) -> Option<&str> {
+        let mut found = self.origins.iter().filter(|(s, _)| s == subject);
+        let first = found.next()?;
+        found
+            .all(|(_, tp)| tp == &first.1)
+            .then_some(first.1.as_str())
     }
 
     /// Whether `(bucket, key)` announced this invocation.

@@ -177,6 +177,7 @@ pub async fn s3(adapter: &Adapter, event: Value) -> Result<Value> {
             let binding = Binding {
                 tenant,
                 objects: tenancy::announced(&event).into_iter().collect(),
+                origins: Vec::new(),
             };
             match adapter
                 .shared

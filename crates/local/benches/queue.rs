@@ -23,6 +23,7 @@ async fn worker(q: SqliteQueue, name: String, batch: usize, total: usize) {
                 subject: None,
                 body: body.clone(),
                 delay: Duration::ZERO,
+                traceparent: None,
             })
             .collect();
         sent += q.send(&name, &msgs).await.expect("send");

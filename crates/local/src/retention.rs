@@ -191,6 +191,7 @@ mod tests {
                 subject: None,
                 body: b"x".to_vec(),
                 delay: Duration::ZERO,
+                traceparent: None,
             };
             q.publish("t", &[m]).await.expect("publish");
             let got = q.receive("s", 1, Duration::ZERO).await.expect("receive");

@@ -54,6 +54,7 @@ fn msg(id: &str) -> Message {
         subject: None,
         body: format!("body-{id}").into_bytes(),
         delay: Duration::ZERO,
+        traceparent: None,
     }
 }
 

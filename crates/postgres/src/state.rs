@@ -68,6 +68,7 @@ fn signed(v: u64) -> i64 {
 
 #[async_trait]
 impl State for PgState {
+    #[tracing::instrument(skip_all, name = "postgres", fields(otel.name = "SELECT troupe_kv", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "troupe_kv"))]
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
         check_key(key)?;
         let c = self.pg.client().await?;
@@ -83,6 +84,8 @@ impl State for PgState {
             version: version(r.get(1)),
         }))
     }
+
+    #[tracing::instrument(skip_all, name = "postgres", fields(otel.name = "UPSERT troupe_kv", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPSERT", db.collection.name = "troupe_kv"))]
 
     async fn put(&self, key: &str, value: &[u8], expected: Option<u64>) -> Result<u64> {
         check_key(key)?;
@@ -127,6 +130,8 @@ impl State for PgState {
         })
     }
 
+    #[tracing::instrument(skip_all, name = "postgres", fields(otel.name = "DELETE troupe_kv", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "DELETE", db.collection.name = "troupe_kv"))]
+
     async fn delete(&self, key: &str, expected: Option<u64>) -> Result<bool> {
         check_key(key)?;
         let c = self.pg.client().await?;
@@ -163,6 +168,8 @@ impl State for PgState {
         }
     }
 
+    #[tracing::instrument(skip_all, name = "postgres", fields(otel.name = "SELECT troupe_kv", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "troupe_kv"))]
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let c = self.pg.client().await?;
         // A range on the primary key (`COLLATE "C"`: byte order), never a function of
@@ -174,6 +181,8 @@ impl State for PgState {
         .map_err(db)?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
+
+    #[tracing::instrument(skip_all, name = "postgres", fields(otel.name = "INSERT troupe_events", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "troupe_events"))]
 
     async fn append_event(&self, subject: &str, event: &Event) -> Result<u64> {
         check_key(subject)?;
@@ -209,6 +218,8 @@ impl State for PgState {
         Ok(version(row.get(0)))
     }
 
+    #[tracing::instrument(skip_all, name = "postgres", fields(otel.name = "SELECT troupe_events", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "troupe_events"))]
+
     async fn read_events(&self, subject: &str) -> Result<Vec<Event>> {
         let c = self.pg.client().await?;
         let rows = c
@@ -222,6 +233,8 @@ impl State for PgState {
             .map(|r| Event::from_json(&r.get::<_, Vec<u8>>(0)))
             .collect()
     }
+
+    #[tracing::instrument(skip_all, name = "postgres", fields(otel.name = "DELETE troupe_events", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "DELETE", db.collection.name = "troupe_events"))]
 
     async fn delete_events(&self, subject: &str) -> Result<u64> {
         check_key(subject)?;

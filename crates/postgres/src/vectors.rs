@@ -115,6 +115,7 @@ const DOC_LOCK: &str =
 
 #[async_trait]
 impl Vectors for PgVectors {
+    #[tracing::instrument(skip_all, name = "postgres", fields(otel.name = "UPSERT troupe_vectors", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPSERT", db.collection.name = "troupe_vectors"))]
     async fn upsert(&self, records: &[VectorRecord]) -> Result<usize> {
         let mut by_doc: BTreeMap<(&str, &str), Vec<&VectorRecord>> = BTreeMap::new();
         for r in records {
@@ -168,6 +169,8 @@ impl Vectors for PgVectors {
         Ok(usize::try_from(written).unwrap_or(usize::MAX))
     }
 
+    #[tracing::instrument(skip_all, name = "postgres", fields(otel.name = "DELETE troupe_vectors", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "DELETE", db.collection.name = "troupe_vectors"))]
+
     async fn delete_document(&self, tenant: &str, document: &str) -> Result<usize> {
         let dims = self.known().await?;
         let mut c = self.pg.client().await?;
@@ -199,6 +202,8 @@ impl Vectors for PgVectors {
         Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
 
+    #[tracing::instrument(skip_all, name = "postgres", fields(otel.name = "SELECT troupe_vectors", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "troupe_vectors"))]
+
     async fn count(&self, tenant: &str, document: &str) -> Result<usize> {
         let dims = self.known().await?;
         let c = self.pg.client().await?;
@@ -218,6 +223,8 @@ impl Vectors for PgVectors {
         }
         Ok(usize::try_from(n).unwrap_or(0))
     }
+
+    #[tracing::instrument(skip_all, name = "postgres", fields(otel.name = "SELECT troupe_vectors", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "troupe_vectors"))]
 
     async fn search(&self, tenant: &str, model: &str, query: &[f32], k: usize) -> Result<Vec<Hit>> {
         if k == 0 {

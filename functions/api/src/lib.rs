@@ -155,6 +155,7 @@ fn clean_name(name: &str) -> String {
 
 async fn upload(req: IncomingRequest, out: ResponseOutparam, tenant: &str, name: Option<String>) {
     let limit = config_u64("max_upload_bytes", MAX_UPLOAD);
+    let trace = troupe_guest::http::trace_id(&req);
     let declared = header(&req, "content-type").unwrap_or_default();
     let name = name.map(|n| clean_name(&n)).filter(|n| !n.is_empty());
     let kind = Kind::from_media_type(&declared).or_else(|| {
@@ -239,7 +240,7 @@ async fn upload(req: IncomingRequest, out: ResponseOutparam, tenant: &str, name:
         size: body.len() as u64,
         blob,
     };
-    let registered = documents::register(tenant, &up).and_then(|_| {
+    let registered = documents::register(tenant, &up, trace).and_then(|_| {
         let event = stages::new(events::id::uploaded(&id), tenant, &id, &up);
         stages::publish(event, None)
     });

@@ -119,6 +119,10 @@ pub struct Document {
     /// Media type sniffed by `inspect`.
     #[serde(default)]
     pub sniffed_type: Option<String>,
+    /// The id of the document's trace (32 hex digits) when traces are exported:
+    /// what to look for in the tracing backend.
+    #[serde(default)]
+    pub trace_id: Option<String>,
 }
 
 impl Document {
@@ -138,6 +142,7 @@ impl Document {
             "sha256": self.sha256,
             "title": self.title,
             "pages": self.pages,
+            "trace_id": self.trace_id,
         })
     }
 }
@@ -237,9 +242,21 @@ pub fn update<T: Serialize + DeserializeOwned>(
     )))
 }
 
-/// Creates the record of an uploaded document (status `uploaded`) and marks it
-/// active; an existing record is left as it is. Returns the stored record.
-pub fn register(tenant: &str, up: &crate::events::Uploaded) -> Result<Document> {
+/// The trace id (32 hex digits) of a W3C `traceparent`, if it is well formed.
+pub fn trace_id(traceparent: Option<&str>) -> Option<String> {
+    let id = traceparent?.split('-').nth(1)?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'))
+        .then(|| id.to_ascii_lowercase())
+}
+
+/// Creates the record of an uploaded document (status `uploaded`, in trace
+/// `trace_id`) and marks it active; an existing record is left as it is. Returns the
+/// stored record.
+pub fn register(
+    tenant: &str,
+    up: &crate::events::Uploaded,
+    trace_id: Option<String>,
+) -> Result<Document> {
     // The marker first: a record is never left where the sweeper cannot see it.
     state::put(&active_key(tenant, &up.document), b"1", None)
         .map_err(host(format!("marking {} active", up.document)))?;
@@ -275,6 +292,7 @@ pub fn register(tenant: &str, up: &crate::events::Uploaded) -> Result<Document> 
                     title: None,
                     pages: None,
                     sniffed_type: None,
+                    trace_id: trace_id.clone(),
                 };
                 stored = Some(doc.clone());
                 Change::Put(doc)

@@ -19,6 +19,14 @@ pub fn tenant(req: &IncomingRequest) -> String {
         .unwrap_or_else(|| crate::DEFAULT_TENANT.to_owned())
 }
 
+/// The trace id of the request's `traceparent`, which the host sets (its own span's)
+/// when traces are exported.
+pub fn trace_id(req: &IncomingRequest) -> Option<String> {
+    let header = req.headers().get("traceparent");
+    let value = header.first()?;
+    crate::documents::trace_id(std::str::from_utf8(value).ok())
+}
+
 /// Sends `body` as JSON with `status`.
 pub async fn json(out: ResponseOutparam, status: u16, body: &serde_json::Value) {
     let bytes = serde_json::to_vec(body).unwrap_or_default();

@@ -100,7 +100,11 @@ fn intake(event: &Event) -> Result<Outcome> {
     if let Some((code, message)) = refusal {
         // Recorded as failed, without its bytes: nothing of it is kept.
         up.size = 0;
-        documents::register(&tenant, &up)?;
+        documents::register(
+            &tenant,
+            &up,
+            documents::trace_id(event.traceparent.as_deref()),
+        )?;
         let failed = Failed {
             document: id.clone(),
             code: code.into(),
@@ -126,7 +130,11 @@ fn intake(event: &Event) -> Result<Outcome> {
         .map_err(host(format!("copying to {}", copy.key)))?;
     up.size = bytes.len() as u64;
     up.blob = copy;
-    documents::register(&tenant, &up)?;
+    documents::register(
+        &tenant,
+        &up,
+        documents::trace_id(event.traceparent.as_deref()),
+    )?;
     let uploaded = stages::new(events::id::uploaded(&id), &tenant, &id, &up);
     stages::publish(uploaded, Some(event))?;
     Ok(Outcome::Ok)

@@ -41,7 +41,8 @@ fn fold(event: &Event) -> Result<Outcome> {
     state::append_event(&documents::log_subject(&tenant, &id), event)
         .map_err(host(format!("appending to the audit trail of {id}")))?;
     if topic == events::UPLOADED {
-        documents::register(&tenant, &data::<Uploaded>(event)?)?;
+        let trace = documents::trace_id(event.traceparent.as_deref());
+        documents::register(&tenant, &data::<Uploaded>(event)?, trace)?;
         return Ok(Outcome::Ok);
     }
     let change: Box<dyn Fn(&mut Document) -> bool> = match topic {

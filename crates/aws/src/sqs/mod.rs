@@ -98,6 +98,8 @@ const TAG_RETIRED: &str = "troupe:retired-into";
 
 const ATTR_ID: &str = "troupe-id";
 const ATTR_SUBJECT: &str = "troupe-subject";
+/// Message attribute: the event's W3C trace context.
+const ATTR_TRACEPARENT: &str = "traceparent";
 const ATTR_REASON: &str = "troupe-reason";
 const ATTR_DETAIL: &str = "troupe-detail";
 const ATTR_DELIVERIES: &str = "troupe-deliveries";
@@ -354,6 +356,8 @@ impl Queue for SqsQueue {
         Ok(self.listing().await?.as_ref().clone())
     }
 
+    #[tracing::instrument(skip_all, name = "aws.sqs", fields(otel.name = "SQS.SendMessageBatch", otel.kind = "client", rpc.system = "aws-api", rpc.service = "SQS", rpc.method = "SendMessageBatch", messaging.destination.name = %topic))]
+
     async fn publish(&self, topic: &str, messages: &[Message]) -> Result<usize> {
         let subs = self.listing().await?;
         let mut sent = 0;
@@ -374,6 +378,8 @@ impl Queue for SqsQueue {
         }
         Ok(sent)
     }
+
+    #[tracing::instrument(skip_all, name = "aws.sqs", fields(otel.name = "SQS.SendMessageBatch", otel.kind = "client", rpc.system = "aws-api", rpc.service = "SQS", rpc.method = "SendMessageBatch", messaging.destination.name = %queue))]
 
     async fn send(&self, queue: &str, messages: &[Message]) -> Result<usize> {
         let window = self.policy(queue).await?.dedupe_window;
@@ -442,6 +448,8 @@ impl Queue for SqsQueue {
         Ok(deliveries)
     }
 
+    #[tracing::instrument(skip_all, name = "aws.sqs", fields(otel.name = "SQS.DeleteMessageBatch", otel.kind = "client", rpc.system = "aws-api", rpc.service = "SQS", rpc.method = "DeleteMessageBatch", messaging.destination.name = %queue))]
+
     async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<usize> {
         let url = self.url(queue).await?;
         let mut done = 0;
@@ -473,6 +481,8 @@ impl Queue for SqsQueue {
         Ok(done)
     }
 
+    #[tracing::instrument(skip_all, name = "aws.sqs", fields(otel.name = "SQS.ChangeMessageVisibility", otel.kind = "client", rpc.system = "aws-api", rpc.service = "SQS", rpc.method = "ChangeMessageVisibility", messaging.destination.name = %queue))]
+
     async fn retry(
         &self,
         queue: &str,
@@ -498,9 +508,13 @@ impl Queue for SqsQueue {
         Ok(RetryOutcome::Scheduled(delay))
     }
 
+    #[tracing::instrument(skip_all, name = "aws.sqs", fields(otel.name = "SQS.SendMessage", otel.kind = "client", rpc.system = "aws-api", rpc.service = "SQS", rpc.method = "SendMessage", messaging.destination.name = %queue))]
+
     async fn defer(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
         self.defer_delivery(queue, receipt, delay).await
     }
+
+    #[tracing::instrument(skip_all, name = "aws.sqs", fields(otel.name = "SQS.SendMessage", otel.kind = "client", rpc.system = "aws-api", rpc.service = "SQS", rpc.method = "SendMessage", messaging.destination.name = %queue))]
 
     async fn reject(
         &self,

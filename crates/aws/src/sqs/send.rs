@@ -113,6 +113,11 @@ impl SqsQueue {
         if let Some(s) = &m.subject {
             e = e.message_attributes(ATTR_SUBJECT, attr(s, false));
         }
+        // The trace context also rides as an attribute, where SQS tooling and other
+        // consumers look for it; Troupe's own consumers read it from the envelope.
+        if let Some(tp) = &m.traceparent {
+            e = e.message_attributes(ATTR_TRACEPARENT, attr(tp, false));
+        }
         e.build().map_err(|e| Error::backend("sqs", e))
     }
 }

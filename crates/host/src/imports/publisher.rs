@@ -1,5 +1,6 @@
 //! `troupe:pipeline/publisher`: events onto the topics the component may publish to.
 
+use tracing::Instrument as _;
 use troupe_core::{Message, Queue};
 use wasmtime::component::{HasData, Linker};
 
@@ -59,11 +60,34 @@ impl publisher::Host for PublisherView<'_> {
         if event.source.is_empty() {
             event.source = format!("/functions/{}", self.caller.component);
         }
-        reply(
-            queue
-                .publish(&topic, &[Message::from_event(&event)])
-                .await
-                .map(|_| ()),
-        )
+        let span = tracing::info_span!(
+            "host.publish",
+            otel.name = %format!("publish {topic}"),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "troupe",
+            messaging.operation.type = "publish",
+            messaging.destination.name = %topic,
+            messaging.message.id = %event.id,
+        );
+        // In an invocation handling several documents' events, an event about one of
+        // them continues that document's trace.
+        let current = tracing::Span::current();
+        let origin = event
+            .subject
+            .as_deref()
+            .and_then(|s| self.caller.binding.origin_of(s))
+            .filter(|tp| troupe_telemetry::trace_id(tp) != troupe_telemetry::trace_id_of(&current));
+        troupe_telemetry::set_parent(&span, origin, None);
+        // The trace context is the host's to set, like the tenant.
+        event.traceparent = troupe_telemetry::traceparent_of(&span);
+        let sent = queue
+            .publish(&topic, &[Message::from_event(&event)])
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &sent {
+            troupe_telemetry::set_error(&span, &e.to_string());
+        }
+        reply(sent.map(|_| ()))
     }
 }

@@ -197,7 +197,15 @@ async fn tick_for(shared: &Shared, trigger: &CronTrigger, at: DateTime<Utc>, ten
     );
     event.time = scheduled;
     event.tenant = Some(tenant.to_string());
-    let span = tracing::info_span!("host.invoke", component = %trigger.component, trigger = "cron", tenant = %tenant, messaging.message.id = %event.id);
+    let span = tracing::info_span!(
+        "host.invoke",
+        otel.name = %format!("cron {}", trigger.component),
+        otel.status_code = tracing::field::Empty,
+        component = %trigger.component,
+        trigger = "cron",
+        tenant = %tenant,
+        messaging.message.id = %event.id,
+    );
     let started = Instant::now();
     let result = shared
         .runtime
@@ -206,7 +214,7 @@ async fn tick_for(shared: &Shared, trigger: &CronTrigger, at: DateTime<Utc>, ten
             vec![event.into()],
             Binding::tenant(tenant),
         )
-        .instrument(span)
+        .instrument(span.clone())
         .await;
     let label = result.as_ref().err().map_or("ok", |f| f.label());
     shared.metrics.invoked(
@@ -216,6 +224,7 @@ async fn tick_for(shared: &Shared, trigger: &CronTrigger, at: DateTime<Utc>, ten
         started.elapsed().as_secs_f64(),
     );
     if let Err(fault) = result {
-        tracing::warn!(component = %trigger.component, error = %fault, "cron invocation failed; the next tick runs as scheduled");
+        troupe_telemetry::set_error(&span, fault.label());
+        tracing::warn!(parent: &span, component = %trigger.component, error = %fault, "cron invocation failed; the next tick runs as scheduled");
     }
 }

@@ -134,6 +134,7 @@ pub async fn process(
                         .iter()
                         .filter_map(|l| tenancy::announced(&l.event))
                         .collect(),
+                    origins: origins(&group),
                 };
                 invoke(shared, trigger, group, &binding, &mut left).await;
             }
@@ -159,6 +160,81 @@ fn by_tenant(batch: Vec<(Tenant, Leased)>) -> Vec<(Tenant, Vec<Leased>)> {
         }
     }
     groups
+}
+
+/// `(subject, traceparent)` of the events of `group` that carry both.
+fn origins(group: &[Leased]) -> Vec<(String, String)> {
+    if !troupe_telemetry::context::enabled() {
+        return Vec::new();
+    }
+    group
+        .iter()
+        .filter_map(|l| Some((l.event.subject.clone()?, l.event.traceparent.clone()?)))
+        .collect()
+}
+
+/// The consumer span of one invocation (OpenTelemetry messaging conventions). A
+/// single event's producer span is its parent; a batch whose events all belong to one
+/// trace continues it from the first; a batch of several traces starts its own and
+/// links every producer span.
+fn process_span(
+    trigger: &SubscriptionTrigger,
+    kind: &str,
+    batch: &[Leased],
+    binding: &Binding,
+) -> tracing::Span {
+    let name = trigger.subscription.name.as_str();
+    let span = tracing::info_span!(
+        "host.invoke",
+        otel.name = %format!("process {name}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "troupe",
+        messaging.operation.type = "process",
+        messaging.destination.subscription.name = %name,
+        messaging.message.id = %batch[0].receipt.message_id,
+        messaging.batch.message_count = batch.len(),
+        troupe.delivery_count = batch.iter().map(|l| l.deliveries).max().unwrap_or(1),
+        troupe.outcome = tracing::field::Empty,
+        component = %trigger.component,
+        trigger = kind,
+        tenant = %binding.tenant,
+    );
+    if !troupe_telemetry::context::enabled() {
+        return span;
+    }
+    let parents: Vec<&str> = batch
+        .iter()
+        .filter_map(|l| l.event.traceparent.as_deref())
+        .collect();
+    let traces: std::collections::BTreeSet<Option<String>> = parents
+        .iter()
+        .map(|tp| troupe_telemetry::trace_id(tp))
+        .collect();
+    match parents.as_slice() {
+        [] => {}
+        [one] => troupe_telemetry::set_parent(&span, Some(one), None),
+        [first, rest @ ..] if traces.len() == 1 => {
+            troupe_telemetry::set_parent(&span, Some(first), None);
+            for tp in rest {
+                troupe_telemetry::add_link(&span, tp);
+            }
+        }
+        all => {
+            for tp in all {
+                troupe_telemetry::add_link(&span, tp);
+            }
+        }
+    }
+    span
+}
+
+/// Records how an invocation's events were settled on its span: the worst outcome.
+fn record_outcome(span: &tracing::Span, outcome: &str, error: Option<&str>) {
+    span.record("troupe.outcome", outcome);
+    if let Some(e) = error {
+        troupe_telemetry::set_error(span, e);
+    }
 }
 
 /// A leased event with what settling it needs.
@@ -202,15 +278,7 @@ async fn invoke(
         Source::Topic => "queue",
         Source::Blob { .. } => "blob",
     };
-    let span = tracing::info_span!(
-        "host.invoke",
-        component = %trigger.component,
-        trigger = kind,
-        messaging.destination.name = %name,
-        messaging.message.id = %batch[0].receipt.message_id,
-        messaging.batch.message_count = batch.len(),
-        tenant = %binding.tenant,
-    );
+    let span = process_span(trigger, kind, &batch, binding);
     let Some(loaded) = shared.runtime.component(&trigger.component) else {
         left.extend(batch.into_iter().map(|l| l.receipt));
         return;
@@ -251,6 +319,11 @@ async fn invoke(
                 return;
             }
             let error = fault.to_string();
+            let worst = match judge(&fault, batch[0].deliveries) {
+                Judgement::Retry => "retry",
+                Judgement::DeadLetter(_) => "reject",
+            };
+            record_outcome(&span, worst, Some(&error));
             for l in batch {
                 match judge(&fault, l.deliveries) {
                     Judgement::DeadLetter(reason) => {
@@ -266,6 +339,17 @@ async fn invoke(
             return;
         }
     };
+    let worst = outcomes.iter().fold("ok", |w, o| match (w, o) {
+        (_, Outcome::Reject(_)) | ("reject", _) => "reject",
+        (_, Outcome::Retry(_)) | ("retry", _) => "retry",
+        (_, Outcome::Defer(_)) | ("defer", _) => "defer",
+        _ => "ok",
+    });
+    let rejected = outcomes.iter().find_map(|o| match o {
+        Outcome::Reject(r) => Some(format!("{}: {}", r.reason, r.detail)),
+        _ => None,
+    });
+    record_outcome(&span, worst, rejected.as_deref());
     let mut acks = Vec::new();
     for (l, outcome) in batch.into_iter().zip(outcomes) {
         match outcome {

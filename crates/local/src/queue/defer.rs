@@ -87,6 +87,7 @@ mod tests {
             subject: None,
             body: b"x".to_vec(),
             delay: Duration::ZERO,
+            traceparent: None,
         };
         q.publish("t", &[m]).await.expect("publish");
         for _ in 0..10 {

@@ -59,6 +59,7 @@ mod tests {
             subject: None,
             body: b"x".to_vec(),
             delay: Duration::ZERO,
+            traceparent: None,
         };
         q.send("s", &[msg]).await.unwrap();
         let got = q.receive("s", 1, Duration::ZERO).await.unwrap();
