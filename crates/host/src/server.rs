@@ -144,7 +144,9 @@ async fn handle<B: RequestBody>(
     req: Request<B>,
 ) -> Response<HyperOutgoingBody> {
     let request_id = uuid::Uuid::now_v7().simple().to_string();
-    let mut resp = route(shared, req, &request_id).await;
+    let timer = crate::metrics::http::Timer::start(&shared, req.method(), req.uri().path());
+    let mut resp = route(shared.clone(), req, &request_id).await;
+    timer.finish(&shared.metrics, resp.status());
     if let Ok(v) = http::HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
