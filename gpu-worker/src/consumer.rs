@@ -18,6 +18,7 @@ use troupe_core::queue::REASON_MAX_DELIVERIES;
 use troupe_core::{Blobs, Delivery, Event, Leases, Message, Queue, VectorRecord, Vectors};
 use troupe_events::{Chunk, Completed, Failed, Job, Payload, Tenant, id};
 
+use crate::metrics::Metrics;
 use crate::{Embedder, Error};
 
 /// Topic of the embedding jobs this consumes (their payload is [`Job`]).
@@ -79,6 +80,8 @@ pub struct Consumer {
     /// The subscription's deliveries before a retried job is dead-lettered: a retry
     /// on the last one fails the document first, as a rejection does.
     pub max_deliveries: u32,
+    /// Where job waits and outcomes are recorded (the worker's `/metrics`).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -214,6 +217,9 @@ impl Consumer {
     /// Settles one job inside its consumer span, whose parent is the span that
     /// published the job (the job's envelope carries it).
     async fn settle(&self, d: Delivery) -> bool {
+        if let Some(m) = &self.metrics {
+            m.job_received(d.enqueued_at_ms, d.deliveries);
+        }
         let event = Event::from_json(&d.body);
         let span = tracing::info_span!(
             "worker.job",
@@ -266,6 +272,15 @@ impl Consumer {
             // Left leased, it comes back after its lease, and the failure is published then.
             tracing::warn!(messaging.message.id = %d.id, error = %e, "publishing the document's failure failed; the job stays leased and comes back");
             return true;
+        }
+        let outcome = match &result {
+            Ok(()) => Some("ok"),
+            Err(Failure::Retry(..)) if !last => Some("retry"),
+            Err(Failure::Retry(..) | Failure::Reject(..)) => Some("dead_lettered"),
+            Err(Failure::Fatal(_)) => None,
+        };
+        if let (Some(m), Some(outcome)) = (&self.metrics, outcome) {
+            m.job_settled(outcome);
         }
         let settled = match result {
             Ok(()) => match self.queue.ack(name, std::slice::from_ref(&d.receipt)).await {

@@ -1,14 +1,26 @@
-//! The worker's Prometheus metrics, fed by the batcher after every batch.
+//! The worker's Prometheus metrics, under `troupe_embed_`: fed by the batcher after
+//! every batch (sizes, waits, inference time, tokens — `rate(troupe_embed_tokens_total)`
+//! is tokens/s) and by the job consumer (how long jobs waited in the queue, how they
+//! ended).
 
 use std::sync::Arc;
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::batcher::{BatchStats, Observer};
 
-/// Batch sizes, waits, inference time and token throughput.
+/// Labels of a settled job.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    /// `ok`, `retry` or `dead_lettered`.
+    pub outcome: String,
+}
+
+/// Batch sizes, waits, inference time and token throughput; job waits and outcomes.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -18,6 +30,10 @@ pub struct Metrics {
     inference: Histogram,
     tokens: Counter,
     texts: Counter,
+    /// Publish → first receive of a job: the backlog as the worker feels it.
+    job_wait: Histogram,
+    /// Jobs settled, by outcome.
+    jobs: Family<JobLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -29,6 +45,9 @@ impl Default for Metrics {
         let inference = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
         let tokens = Counter::default();
         let texts = Counter::default();
+        // 1 ms … ~9 min.
+        let job_wait = Histogram::new(exponential_buckets(0.001, 2.0, 20));
+        let jobs = Family::<JobLabels, Counter>::default();
         registry.register(
             "batch_tokens",
             "Padded tokens per batch (what the budget bounds)",
@@ -51,6 +70,16 @@ impl Default for Metrics {
             tokens.clone(),
         );
         registry.register("texts", "Inputs embedded", texts.clone());
+        registry.register(
+            "job_wait_seconds",
+            "Time an embedding job waited in the queue before its first delivery",
+            job_wait.clone(),
+        );
+        registry.register(
+            "jobs",
+            "Embedding jobs settled, by outcome (ok, retry, dead_lettered)",
+            jobs.clone(),
+        );
         Self {
             registry,
             batch_tokens,
@@ -59,6 +88,8 @@ impl Default for Metrics {
             inference,
             tokens,
             texts,
+            job_wait,
+            jobs,
         }
     }
 }
@@ -72,6 +103,28 @@ impl Metrics {
         self.inference.observe(s.inference.as_secs_f64());
         self.tokens.inc_by(s.tokens as u64);
         self.texts.inc_by(s.texts as u64);
+    }
+
+    /// Records a job's first delivery, enqueued at `enqueued_at_ms` (ms since the
+    /// epoch); redeliveries are not queue wait but retry delays, and are skipped.
+    pub fn job_received(&self, enqueued_at_ms: u64, deliveries: u32) {
+        if deliveries != 1 {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.job_wait
+            .observe(now.saturating_sub(enqueued_at_ms) as f64 / 1000.0);
+    }
+
+    /// Records a job settled with `outcome`.
+    pub fn job_settled(&self, outcome: &str) {
+        self.jobs
+            .get_or_create(&JobLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// An observer for [`crate::Embedder::start`] that records into `metrics`, then

@@ -49,6 +49,7 @@ async fn setup(duplicate: bool) -> (tempfile::TempDir, Local, Consumer) {
         batch_size: 10,
         leases: Some((Arc::new(local.queue.clone()), Duration::from_secs(30))),
         max_deliveries: DeliveryPolicy::default().max_deliveries,
+        metrics: None,
     };
     (dir, local, consumer)
 }
@@ -91,7 +92,9 @@ async fn drain(local: &Local, consumer: &Consumer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_become_vectors_and_completion_events() {
-    let (_dir, local, consumer) = setup(false).await;
+    let (_dir, local, mut consumer) = setup(false).await;
+    let metrics = Arc::new(troupe_gpu_worker::metrics::Metrics::default());
+    consumer.metrics = Some(metrics.clone());
     let inline = Job {
         document: "doc-1".into(),
         batch: 1,
@@ -134,6 +137,13 @@ async fn jobs_become_vectors_and_completion_events() {
     drain(&local, &consumer).await;
 
     assert_eq!(local.vectors.count("acme", "doc-1").await.unwrap(), 3);
+    let text = metrics.encode();
+    for line in [
+        r#"troupe_embed_jobs_total{outcome="ok"} 2"#,
+        "troupe_embed_job_wait_seconds_count 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
     assert_eq!(
         local.vectors.count("other-tenant", "doc-1").await.unwrap(),
         0
@@ -223,7 +233,9 @@ async fn a_job_delivered_twice_leaves_one_set_of_vectors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_jobs_are_dead_lettered_with_a_reason_and_fail_their_document() {
-    let (_dir, local, consumer) = setup(false).await;
+    let (_dir, local, mut consumer) = setup(false).await;
+    let metrics = Arc::new(troupe_gpu_worker::metrics::Metrics::default());
+    consumer.metrics = Some(metrics.clone());
     local
         .queue
         .subscribe(&troupe_core::Subscription {
@@ -294,6 +306,14 @@ async fn bad_jobs_are_dead_lettered_with_a_reason_and_fail_their_document() {
             .collect()
     );
     assert_eq!(dead.len(), 4);
+    let text = metrics.encode();
+    for line in [
+        r#"troupe_embed_jobs_total{outcome="dead_lettered"} 4"#,
+        "troupe_embed_job_wait_seconds_count 4",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
+    assert!(!text.contains(r#"outcome="ok""#), "{text}");
     // The document fails at once, once (the failure's id is the document's).
     let failed = local
         .queue

@@ -13,6 +13,11 @@ timeout defaults to 30 s and its memory to 128 MiB. Queues carry the `troupe:*` 
 SQS backend reads (crates/aws/src/sqs/topics.rs: the topics space-separated in
 `troupe:topic`, continued in `troupe:topic-2` … past 256 characters).
 
+Every subscription's queue gets two CloudWatch alarms: its oldest message older than
+`OldestMessageAlarmSeconds` (`ApproximateAgeOfOldestMessage`, which SQS's API does not
+answer, so Troupe's own gauge is absent on SQS) and any message in its dead-letter queue;
+they notify `AlarmTopicArn` when set.
+
 The queues a trigger `replaces` stay in the template, without topic tags (nothing sends
 to them) and without event source mappings, so that a stack update does not delete
 them with what they hold; `troupe init --backend aws` moves their messages and dead
@@ -188,6 +193,29 @@ def render():
                 "FunctionName": {"Ref": f"{logical(s['component'])}Function"},
                 "BatchSize": min(s["batch"], 10),
                 "FunctionResponseTypes": ["ReportBatchItemFailures"]}}
+    # Paging: per subscription, its oldest message waiting too long (the backlog signal
+    # that does not depend on consumer speed) and any dead letter. SQS answers the age
+    # only as this CloudWatch metric, not through its API (Troupe's own
+    # troupe_queue_oldest_message_age_seconds is absent on SQS).
+    for s in all_subs:
+        if s.get("retired_into"):
+            continue
+        L = logical(s["name"])
+        actions = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+        r[f"{L}OldestMessageAlarm"] = {"Type": "AWS::CloudWatch::Alarm", "Properties": {
+            "AlarmDescription": f"Subscription {s['name']}: its oldest message has waited longer than OldestMessageAlarmSeconds (consumers are stuck or too few).",
+            "Namespace": "AWS/SQS", "MetricName": "ApproximateAgeOfOldestMessage",
+            "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [f"{L}Queue", "QueueName"]}}],
+            "Statistic": "Maximum", "Period": 60, "EvaluationPeriods": 5,
+            "Threshold": {"Ref": "OldestMessageAlarmSeconds"}, "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching", "AlarmActions": actions, "OKActions": actions}}
+        r[f"{L}DeadLettersAlarm"] = {"Type": "AWS::CloudWatch::Alarm", "Properties": {
+            "AlarmDescription": f"Subscription {s['name']}: its dead-letter queue holds messages (`troupe dlq list {s['name']}`, then `troupe dlq redrive`).",
+            "Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [f"{L}DeadLetters", "QueueName"]}}],
+            "Statistic": "Maximum", "Period": 300, "EvaluationPeriods": 1,
+            "Threshold": 0, "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching", "AlarmActions": actions, "OKActions": actions}}
     for c in functions:
         L = logical(c)
         tool = comps.get(c, {}).get("tool", {}).get("troupe", {})
@@ -317,7 +345,10 @@ def render():
             "OidcTenantClaim": {"Type": "String", "Default": "tenant", "Description": "TROUPE_OIDC_TENANT_CLAIM: the token claim naming the tenant."},
             "RateLimit": {"Type": "String", "Default": "", "AllowedPattern": "^([0-9]+(\\.[0-9]+)?)?$", "Description": "TROUPE_RATE_LIMIT: requests per second per credential (per function instance); empty for no limit."},
             "RateBurst": {"Type": "String", "Default": "", "AllowedPattern": "^[0-9]*$", "Description": "TROUPE_RATE_BURST: requests a credential may make at once; empty for the rate rounded up."},
+            "AlarmTopicArn": {"Type": "String", "Default": "", "Description": "SNS topic the alarms (a subscription's oldest message too old, a dead letter) notify; empty for alarms without actions."},
+            "OldestMessageAlarmSeconds": {"Type": "Number", "Default": 900, "MinValue": 60, "Description": "Alarm when a subscription's oldest message has waited longer than this (ApproximateAgeOfOldestMessage)."},
         },
+        "Conditions": {"HasAlarmTopic": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}},
         "Resources": r,
         "Outputs": {
             "Bucket": {"Value": {"Ref": "Bucket"}},

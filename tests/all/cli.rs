@@ -294,6 +294,9 @@ fn worker_alone_serves_embeddings_health_and_metrics() {
         "troupe_embed_queue_wait_seconds",
         "troupe_embed_inference_seconds",
         "troupe_embed_tokens_total",
+        // Filled by the job consumer: named even before the first job.
+        "# TYPE troupe_embed_job_wait_seconds histogram",
+        "# TYPE troupe_embed_jobs counter",
     ] {
         assert!(metrics.contains(name), "{name} in {metrics}");
     }

@@ -14,6 +14,7 @@ mod delivery;
 mod durability;
 mod hostile;
 mod kills;
+mod metrics;
 mod pipeline;
 mod queue_semantics;
 mod retention;

@@ -123,6 +123,15 @@ async fn http_route_serves_a_component_and_health_and_metrics_answer() {
         metrics.contains(r#"troupe_dlq_depth{subscription="recorder-b"} 0"#),
         "{metrics}"
     );
+    // Requests by the manifest's route, never the raw path.
+    for line in [
+        r#"troupe_http_request_duration_seconds_count{method="GET",route="/hello/...",code="200"} 1"#,
+        r#"troupe_http_request_duration_seconds_count{method="GET",route="unmatched",code="404"} 1"#,
+        r#"troupe_http_request_duration_seconds_count{method="GET",route="/health",code="200"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    assert!(!metrics.contains("/hello/world"), "{metrics}");
     host.shutdown().await;
 }
 

@@ -210,7 +210,12 @@ async fn worker(
         .await
         .with_context(|| format!("binding {listen}: is another worker running? pass --listen"))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let jobs = tokio::spawn(consumer(&opened, embedder.clone()).await?.run(stop_rx));
+    let queue = opened.backends(None).queue;
+    let jobs = tokio::spawn(
+        consumer(&opened, queue, embedder.clone(), metrics.clone())
+            .await?
+            .run(stop_rx),
+    );
     let addr = listener.local_addr()?;
     println!("troupe worker listening on http://{addr}");
     troupe_gpu_worker::server::serve(listener, embedder, metrics, Some(gate), async move {
@@ -279,7 +284,7 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
     let mut embedder = None;
     if let Some(embedding) = embedding {
         let (e, metrics) = embedding.start()?;
-        embedder = Some(e.clone());
+        embedder = Some((e.clone(), metrics.clone()));
         let e_health = e.clone();
         let (endpoint, source) = embeddings_endpoint(e, metrics);
         host_options.endpoints.push((
@@ -334,16 +339,20 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
         .context("declaring the embedding-job subscription")?;
     let model = embedder
         .clone()
-        .map(|e| Arc::new(e) as Arc<dyn troupe_core::Embeddings>);
+        .map(|(e, _)| Arc::new(e) as Arc<dyn troupe_core::Embeddings>);
     let host = Host::new(app, opened.backends(model), host_options).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}: is another troupe running? pass --listen"))?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The host's queue: the documents the worker fails are counted with the rest.
+    let queue = host.shared().backends.queue.clone();
     let consumer = match embedder {
-        Some(e) if consume_jobs => Some(tokio::spawn(
-            consumer(&opened, e).await?.run(stop_rx.clone()),
+        Some((e, metrics)) if consume_jobs => Some(tokio::spawn(
+            consumer(&opened, queue, e, metrics)
+                .await?
+                .run(stop_rx.clone()),
         )),
         _ => None,
     };
@@ -436,19 +445,20 @@ fn job_subscription() -> Result<troupe_core::Subscription> {
     })
 }
 
-/// The embedding-job consumer, its subscription declared.
+/// The embedding-job consumer on `queue`, its subscription declared.
 async fn consumer(
     opened: &Opened,
+    queue: Arc<dyn troupe_core::Queue>,
     embedder: troupe_gpu_worker::Embedder,
+    metrics: Arc<troupe_gpu_worker::metrics::Metrics>,
 ) -> Result<troupe_gpu_worker::consumer::Consumer> {
     let backends = opened.backends(None);
-    backends
-        .queue
+    queue
         .subscribe(&job_subscription()?)
         .await
         .context("declaring the embedding-job subscription")?;
     Ok(troupe_gpu_worker::consumer::Consumer {
-        queue: backends.queue,
+        queue,
         blobs: backends.blobs,
         vectors: backends.vectors,
         embedder,
@@ -456,6 +466,7 @@ async fn consumer(
         batch_size: 8,
         leases: Some((opened.leases(), job_lease()?)),
         max_deliveries: job_subscription()?.policy.max_deliveries,
+        metrics: Some(metrics),
     })
 }
 

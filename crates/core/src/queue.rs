@@ -252,6 +252,11 @@ pub struct Depth {
     pub in_flight: u64,
     /// In the dead-letter queue.
     pub dead: u64,
+    /// How long the oldest message ready or in flight has been in the queue
+    /// (milliseconds since it was first enqueued; a retry keeps its age): 0 when the
+    /// queue is empty. `None` where the backend cannot say: SQS answers this only as
+    /// the CloudWatch metric `ApproximateAgeOfOldestMessage`, not through its API.
+    pub oldest_age_ms: Option<u64>,
 }
 
 /// A dead-lettered message.

@@ -89,6 +89,11 @@ pub struct Indexed {
     pub chunks: u64,
     /// Batches embedded.
     pub batches: u32,
+    /// When the document was uploaded (RFC 3339, the document's `created_at`), so
+    /// that whoever sees this event measures upload → indexed without a lookup (the
+    /// host's `troupe_document_indexed_seconds`). `None` in events written before it.
+    #[serde(default)]
+    pub uploaded_at: Option<String>,
 }
 
 impl Payload for Indexed {
@@ -192,6 +197,19 @@ mod tests {
             r#"{"document":"d","sha256":"ab","size":3,"sniffed_type":null,"title":null,"pages":2}"#;
         assert_eq!(serde_json::to_string(&inspected).unwrap(), json);
         assert_eq!(serde_json::from_str::<Inspected>(json).unwrap(), inspected);
+
+        // `uploaded_at` came later: events written before it still decode.
+        let old = r#"{"document":"d","chunks":4,"batches":2}"#;
+        let indexed = serde_json::from_str::<Indexed>(old).unwrap();
+        assert_eq!((indexed.chunks, indexed.uploaded_at), (4, None));
+        let indexed = Indexed {
+            uploaded_at: Some("2025-01-02T03:04:05.678Z".into()),
+            ..indexed
+        };
+        let json =
+            r#"{"document":"d","chunks":4,"batches":2,"uploaded_at":"2025-01-02T03:04:05.678Z"}"#;
+        assert_eq!(serde_json::to_string(&indexed).unwrap(), json);
+        assert_eq!(serde_json::from_str::<Indexed>(json).unwrap(), indexed);
 
         let done = Compensated {
             document: "d".into(),

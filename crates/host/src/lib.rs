@@ -14,7 +14,8 @@
 //! - [`triggers`]: subscription consumers (`queue`, `blob`) and `cron` schedules.
 //! - [`server`]: the HTTP listener: routes, `/health`, `/metrics`.
 //! - [`auth`]: API keys, OIDC tokens, scopes and rate limits of `/v1/…` requests.
-//! - [`metrics`]: the Prometheus registry.
+//! - [`metrics`]: the Prometheus registry; the queue wrapper that counts documents by
+//!   final status; the bounded labels of HTTP requests.
 
 pub mod admission;
 pub mod auth;
@@ -140,8 +141,8 @@ pub struct Shared {
     pub runtime: Runtime,
     /// Backends.
     pub backends: Backends,
-    /// Prometheus metrics.
-    pub metrics: metrics::Metrics,
+    /// Prometheus metrics; shared with the queue wrapper that counts documents.
+    pub metrics: Arc<metrics::Metrics>,
     /// The tenants served so far (cron ticks run once per tenant).
     pub tenants: tenancy::Tenants,
     /// Guest tasks that may outlive their HTTP request; shutdown waits for them.
@@ -155,22 +156,18 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Reads queue and dead-letter depths into the gauges.
+    /// Reads queue and dead-letter depths and oldest-message ages into the gauges: the
+    /// manifest's subscriptions and the native ones (the embedding worker's jobs).
     pub async fn refresh_depths(&self) {
-        for t in &self.app.subscriptions {
-            let name = &t.subscription.name;
+        let names = self
+            .app
+            .subscriptions
+            .iter()
+            .map(|t| &t.subscription.name)
+            .chain(&self.options.native_subscriptions);
+        for name in names {
             if let Ok(d) = self.backends.queue.depth(name).await {
-                let labels = metrics::QueueLabels {
-                    subscription: name.clone(),
-                };
-                self.metrics
-                    .queue_depth
-                    .get_or_create(&labels)
-                    .set(i64::try_from(d.ready + d.in_flight).unwrap_or(i64::MAX));
-                self.metrics
-                    .dlq_depth
-                    .get_or_create(&labels)
-                    .set(i64::try_from(d.dead).unwrap_or(i64::MAX));
+                self.metrics.depth(name, &d);
             }
         }
     }
@@ -272,7 +269,12 @@ pub struct Host {
 
 impl Host {
     /// Compiles and pre-instantiates every component and declares every subscription.
-    pub async fn new(app: App, backends: Backends, options: Options) -> Result<Self> {
+    pub async fn new(app: App, mut backends: Backends, options: Options) -> Result<Self> {
+        let metrics = Arc::new(metrics::Metrics::default());
+        backends.queue = Arc::new(metrics::documents::Counted::new(
+            backends.queue,
+            metrics.clone(),
+        ));
         let runtime = {
             let (app, backends) = (app.clone(), backends.clone());
             let cache_dir = options.cache_dir.clone();
@@ -344,7 +346,7 @@ impl Host {
                 app,
                 runtime,
                 backends,
-                metrics: metrics::Metrics::default(),
+                metrics,
                 tenants,
                 tasks: tokio_util::task::TaskTracker::new(),
                 body_budget: admission::BodyBudget::new(&options.http),

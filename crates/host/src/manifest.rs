@@ -529,15 +529,6 @@ impl App {
             .find(|t| t.route.matches(path))
             .map(|t| t.component.as_str())
     }
-
-    /// The pattern of the route that serves `path` (`/v1/documents/...`), as spans
-    /// and metrics name it: bounded, unlike the paths themselves.
-    pub fn route_pattern(&self, path: &str) -> Option<String> {
-        self.http
-            .iter()
-            .find(|t| t.route.matches(path))
-            .map(|t| t.route.to_string())
-    }
 }
 
 /// A subscription's policy; `timeout` is its component's, which the lease must outlast

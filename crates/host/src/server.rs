@@ -147,7 +147,9 @@ async fn handle<B: RequestBody>(
     mut req: Request<B>,
 ) -> Response<HyperOutgoingBody> {
     let request_id = uuid::Uuid::now_v7().simple().to_string();
-    let route_name = route_name(&shared, req.method(), req.uri().path());
+    let timer = crate::metrics::http::Timer::start(&shared, req.method(), req.uri().path());
+    let route_name =
+        Some(timer.route().to_owned()).filter(|r| r != crate::metrics::http::UNMATCHED);
     let span = tracing::info_span!(
         "host.http",
         otel.name = %match &route_name {
@@ -176,9 +178,10 @@ async fn handle<B: RequestBody>(
             req.headers_mut().insert(name, v);
         }
     }
-    let mut resp = route(shared, req, &request_id)
+    let mut resp = route(shared.clone(), req, &request_id)
         .instrument(span.clone())
         .await;
+    timer.finish(&shared.metrics, resp.status());
     let status = resp.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
@@ -521,22 +524,6 @@ async fn invoke<B: RequestBody>(
     };
     span.record("http.response.status_code", resp.status().as_u16());
     resp
-}
-
-/// The route serving `path`, as spans name it: the manifest's pattern, or the host's
-/// own endpoint; `None` for a path nothing serves (paths are unbounded, names must not
-/// be).
-fn route_name(shared: &Shared, method: &http::Method, path: &str) -> Option<String> {
-    let native = matches!(path, "/health" | "/metrics")
-        || shared
-            .options
-            .endpoints
-            .iter()
-            .any(|(m, p, _)| m == method && p == path);
-    if native {
-        return Some(path.to_owned());
-    }
-    shared.app.route_pattern(path)
 }
 
 /// The declared `Content-Length`, if any.

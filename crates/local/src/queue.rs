@@ -500,14 +500,19 @@ impl Queue for SqliteQueue {
                     "SELECT
                        COALESCE(SUM(dead = 0 AND visible_at <= ?2), 0),
                        COALESCE(SUM(dead = 0 AND visible_at > ?2), 0),
-                       COALESCE(SUM(dead = 1), 0)
+                       COALESCE(SUM(dead = 1), 0),
+                       MIN(CASE WHEN dead = 0 THEN enqueued_at END)
                      FROM messages WHERE queue = ?1",
                     params![name, now],
                     |r| {
+                        let oldest: Option<i64> = r.get(3)?;
                         Ok(Depth {
                             ready: r.get(0)?,
                             in_flight: r.get(1)?,
                             dead: r.get(2)?,
+                            oldest_age_ms: Some(
+                                oldest.map_or(0, |t| u64::try_from(now - t).unwrap_or(0)),
+                            ),
                         })
                     },
                 )

@@ -361,3 +361,39 @@ async fn retiring_moves_leased_delayed_and_dead_messages_in_one_step() {
         troupe_core::Retired::default()
     );
 }
+
+#[tokio::test]
+async fn the_oldest_message_ages_until_it_is_acked_and_a_retry_keeps_its_age() {
+    let e = env();
+    sub(&e.queue, "a", "t").await;
+    let age = |d: troupe_core::Depth| d.oldest_age_ms;
+    assert_eq!(age(e.queue.depth("a").await.unwrap()), Some(0), "empty");
+    e.queue.publish("t", &[msg("first")]).await.unwrap();
+    e.clock.advance(Duration::from_secs(3));
+    e.queue.publish("t", &[msg("second")]).await.unwrap();
+    e.clock.advance(Duration::from_secs(2));
+    assert_eq!(age(e.queue.depth("a").await.unwrap()), Some(5_000));
+    // Leased, then retried: still not done, and as old as when it was first enqueued.
+    let first = e.queue.receive("a", 1, NO_WAIT).await.unwrap().remove(0);
+    assert_eq!(first.id, "first");
+    e.queue
+        .retry("a", &first.receipt, Some(Duration::from_secs(1)), "later")
+        .await
+        .unwrap();
+    e.clock.advance(Duration::from_secs(1));
+    assert_eq!(age(e.queue.depth("a").await.unwrap()), Some(6_000));
+    let mut both = e.queue.receive("a", 10, NO_WAIT).await.unwrap();
+    both.sort_by(|a, b| a.id.cmp(&b.id));
+    let (first, second) = (both.remove(0), both.remove(0));
+    assert_eq!((first.id.as_str(), second.id.as_str()), ("first", "second"));
+    e.queue.ack("a", &[first.receipt]).await.unwrap();
+    // The second, leased, still waits to be done.
+    assert_eq!(age(e.queue.depth("a").await.unwrap()), Some(3_000));
+    // A dead letter no longer waits in the queue.
+    e.queue
+        .reject("a", &second.receipt, "bad", "")
+        .await
+        .unwrap();
+    let depth = e.queue.depth("a").await.unwrap();
+    assert_eq!((depth.dead, age(depth)), (1, Some(0)));
+}

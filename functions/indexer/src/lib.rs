@@ -91,6 +91,7 @@ fn join(event: &Event) -> Result<Outcome> {
             document: id.clone(),
             chunks: now.chunks,
             batches: now.of,
+            uploaded_at: Some(doc.created_at.clone()),
         };
         let ev = stages::new(events::id::indexed(&id), &tenant, &id, &indexed);
         stages::publish(ev, Some(event))?;

@@ -553,6 +553,9 @@ impl Queue for SqsQueue {
             ready,
             in_flight,
             dead: dead_ready + dead_held,
+            // GetQueueAttributes has no age; CloudWatch's ApproximateAgeOfOldestMessage
+            // (what infra/aws's alarms and infra/k8s's scaler read) has.
+            oldest_age_ms: None,
         })
     }
 

@@ -112,11 +112,11 @@ pub async fn process(
             )),
             Err((reason, why)) => {
                 tracing::warn!(messaging.destination.name = %name, messaging.message.id = %d.id, reason, error = %why, "dead-lettering a message that cannot be handled");
-                settle(
-                    queue.reject(name, &d.receipt, reason, &why).await,
-                    name,
-                    &d.receipt,
-                );
+                let r = queue.reject(name, &d.receipt, reason, &why).await;
+                if r.is_ok() {
+                    shared.metrics.dead_lettered(name, reason);
+                }
+                settle(r, name, &d.receipt);
                 shared.metrics.settled(name, "reject", 1);
             }
         }
@@ -443,8 +443,9 @@ async fn dead_letter(
         .queue
         .reject(name, &l.receipt, reason, detail)
         .await;
-    if r.is_err() {
-        left.push(l.receipt.clone());
+    match &r {
+        Ok(()) => shared.metrics.dead_lettered(name, reason),
+        Err(_) => left.push(l.receipt.clone()),
     }
     settle(r, name, &l.receipt);
     shared.metrics.settled(name, "reject", 1);
@@ -514,7 +515,10 @@ async fn keep_leased(
 
 fn record_retry(shared: &Shared, name: &str, r: &troupe_core::Result<RetryOutcome>) {
     match r {
-        Ok(RetryOutcome::DeadLettered) => shared.metrics.settled(name, "dead_lettered", 1),
+        Ok(RetryOutcome::DeadLettered) => {
+            shared.metrics.settled(name, "dead_lettered", 1);
+            shared.metrics.dead_lettered(name, REASON_MAX_DELIVERIES);
+        }
         Ok(RetryOutcome::Scheduled(_)) => shared.metrics.settled(name, "retry", 1),
         Err(_) => {}
     }
