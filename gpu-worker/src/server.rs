@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -77,7 +78,42 @@ pub async fn read_body(body: Incoming) -> Result<Bytes, (u16, serde_json::Value)
     }
 }
 
+/// Serves one request inside its HTTP server span, which continues the client's W3C
+/// trace context.
 async fn handle(
+    embedder: Embedder,
+    metrics: Arc<Metrics>,
+    gate: Option<Gate>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let route = matches!(path, "/v1/embeddings" | "/health" | "/metrics").then_some(path);
+    let span = tracing::info_span!(
+        "worker.http",
+        otel.name = %match route {
+            Some(r) => format!("{} {r}", req.method()),
+            None => req.method().to_string(),
+        },
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %req.method(),
+        http.route = route,
+        url.path = %path,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    troupe_telemetry::set_parent(&span, header("traceparent"), header("tracestate"));
+    let resp = handle_in(embedder, metrics, gate, req)
+        .instrument(span.clone())
+        .await;
+    span.record("http.response.status_code", resp.status().as_u16());
+    if resp.status().is_server_error() {
+        troupe_telemetry::set_error(&span, resp.status().as_str());
+    }
+    resp
+}
+
+async fn handle_in(
     embedder: Embedder,
     metrics: Arc<Metrics>,
     gate: Option<Gate>,

@@ -1,6 +1,7 @@
 //! The Lambda event kinds, told apart by shape, and how each is answered.
 
 use std::collections::HashMap;
+use tracing::Instrument as _;
 
 use anyhow::{Context as _, Result};
 use aws_lambda_events::encodings::Body;
@@ -179,10 +180,22 @@ pub async fn s3(adapter: &Adapter, event: Value) -> Result<Value> {
                 objects: tenancy::announced(&event).into_iter().collect(),
                 origins: Vec::new(),
             };
+            // An S3 notification carries no trace context: the document's trace
+            // starts here.
+            let span = tracing::info_span!(
+                "lambda.s3",
+                otel.name = %format!("process {}", t.component),
+                otel.kind = "consumer",
+                messaging.system = "aws_s3",
+                messaging.operation.type = "process",
+                component = %t.component,
+                tenant = %binding.tenant,
+            );
             match adapter
                 .shared
                 .runtime
                 .handle_events_in(loaded, vec![event.into()], binding)
+                .instrument(span)
                 .await
             {
                 Ok(outcomes) => {
