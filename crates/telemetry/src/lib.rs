@@ -10,8 +10,9 @@
 //! neither endpoint set nothing is exported: no exporter thread runs, no span gets a
 //! trace id, and the envelopes carry no `traceparent`.
 //!
-//! Only Troupe's own spans (targets `troupe…`) become OpenTelemetry spans; the SDKs'
-//! internal spans (AWS, hyper) stay local, where the log filter decides about them.
+//! Only Troupe's own spans (targets `troupe…`) become OpenTelemetry spans, and its log
+//! lines from `info` up their events; the SDKs' internal spans (AWS, hyper) stay
+//! local, where the log filter decides about them.
 //!
 //! # Layout
 //!
@@ -99,8 +100,12 @@ pub fn init(service: Option<&str>, format: LogFormat) -> anyhow::Result<Telemetr
             .with_tracer(p.tracer("troupe"))
             .with_tracked_inactivity(false)
             .with_threads(false)
+            .with_location(false)
+            // Troupe's own spans, and its log lines from `info` up as span events:
+            // debug lines (a guest's among them) would cost every invocation.
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
                 meta.target().starts_with("troupe")
+                    && (meta.is_span() || *meta.level() <= tracing::Level::INFO)
             }))
     });
     tracing_subscriber::registry()
