@@ -134,6 +134,10 @@ def render():
         "TROUPE_OIDC_TENANT_CLAIM": {"Ref": "OidcTenantClaim"},
         "TROUPE_RATE_LIMIT": {"Ref": "RateLimit"},
         "TROUPE_RATE_BURST": {"Ref": "RateBurst"},
+        # Traces over OTLP/HTTP when a collector is named (an empty value exports
+        # nothing); log lines as JSON objects, which CloudWatch Logs Insights parses.
+        "OTEL_EXPORTER_OTLP_ENDPOINT": {"Ref": "OtlpEndpoint"},
+        "TROUPE_LOG_FORMAT": "json",
     }
     r["Bucket"] = {
         "Type": "AWS::S3::Bucket",
@@ -341,6 +345,7 @@ def render():
             "FunctionUrlAuth": {"Type": "String", "Default": "AWS_IAM", "AllowedValues": ["AWS_IAM", "NONE"]},
             "Auth": {"Type": "String", "Default": "required", "AllowedValues": ["auto", "required"], "Description": "TROUPE_AUTH: `required` (every /v1/ request needs an API key from `troupe keys create --backend aws` or an OIDC token), or `auto` (only once a key exists or an issuer is set)."},
             "OidcIssuer": {"Type": "String", "Default": "", "AllowedPattern": "^(https://.+)?$", "Description": "TROUPE_OIDC_ISSUER: accept bearer tokens (RS256/ES256) from this https:// issuer; empty for API keys only."},
+            "OtlpEndpoint": {"Type": "String", "Default": "", "AllowedPattern": "^(https?://.+)?$", "Description": "OTEL_EXPORTER_OTLP_ENDPOINT: the OpenTelemetry collector (OTLP/HTTP, e.g. an ADOT collector) the functions and the worker export traces to; empty for none."},
             "OidcAudience": {"Type": "String", "Default": "", "Description": "TROUPE_OIDC_AUDIENCE: the `aud` tokens for this API carry (required with OidcIssuer)."},
             "OidcTenantClaim": {"Type": "String", "Default": "tenant", "Description": "TROUPE_OIDC_TENANT_CLAIM: the token claim naming the tenant."},
             "RateLimit": {"Type": "String", "Default": "", "AllowedPattern": "^([0-9]+(\\.[0-9]+)?)?$", "Description": "TROUPE_RATE_LIMIT: requests per second per credential (per function instance); empty for no limit."},
