@@ -8,12 +8,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use troupe_tests::corpus::Hooks;
 use troupe_tests::otlp::{Receiver, Span};
 use troupe_tests::stack::Stack;
 use troupe_tests::{Child, components, request};
 
 /// OTLP span kinds.
 const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
 const PRODUCER: i32 = 4;
 const CONSUMER: i32 = 5;
 /// OTLP status code of an error.
@@ -98,7 +100,11 @@ fn consumer<'a>(spans: &'a [Span], subscription: &str) -> Vec<&'a Span> {
 /// indexer → status → notify, each consumer under the producer of its event.
 fn one_trace_per_document(stack: &Stack, seed: u64) -> Vec<Span> {
     let (receiver, url) = Receiver::start();
-    let host = Child::pipeline_on(stack, &[], &exporting(&url));
+    let (hooks, hook_url) = Hooks::start();
+    let mut env = exporting(&url);
+    env.push(("TROUPE_VARIABLE_WEBHOOK_URLS", hook_url));
+    env.push(("TROUPE_VARIABLE_WEBHOOK_SECRET", "traced-secret".to_owned()));
+    let host = Child::pipeline_on(stack, &[], &env);
     let base = format!("http://{}", host.addr);
     let (traceparent, trace, client_span) = client_trace(seed);
     let reply = request(
@@ -152,6 +158,12 @@ fn one_trace_per_document(stack: &Stack, seed: u64) -> Vec<Span> {
                 .iter()
                 .filter(|c| c.trace_id == trace && c.kind == CONSUMER)
                 .all(|c| under_producer(spans, c))
+                // notify defers until the status is recorded, then calls the webhook
+                && spans.iter().any(|s| {
+                    s.trace_id == trace
+                        && s.kind == CLIENT
+                        && s.attr("http.request.method") == Some("POST")
+                })
         },
     );
     let ours: Vec<&Span> = spans.iter().filter(|s| s.trace_id == trace).collect();
@@ -217,8 +229,45 @@ fn one_trace_per_document(stack: &Stack, seed: u64) -> Vec<Span> {
     );
     assert!(embed.attr("troupe.chunks").is_some());
     for c in ours.iter().filter(|s| s.kind == CONSUMER) {
-        assert_eq!(c.attr("troupe.outcome"), Some("ok"), "{c:?}");
+        // notify defers while a webhook delivery is under way.
+        assert!(
+            matches!(c.attr("troupe.outcome"), Some("ok" | "defer")),
+            "{c:?}"
+        );
     }
+    // notify's webhook call is a client span of the trace, and the receiver gets its
+    // traceparent.
+    let webhook = ours
+        .iter()
+        .find(|s| s.kind == CLIENT && s.attr("http.request.method") == Some("POST"))
+        .expect("the webhook call's client span");
+    assert_eq!(
+        webhook.attr("http.response.status_code"),
+        Some("200"),
+        "{webhook:?}"
+    );
+    let start = Instant::now();
+    let sent = loop {
+        let got: Vec<String> = hooks
+            .received()
+            .iter()
+            .filter_map(|(headers, _)| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k == "traceparent")
+                    .map(|(_, v)| v.clone())
+            })
+            .collect();
+        if !got.is_empty() || start.elapsed() > Duration::from_secs(30) {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        sent.iter()
+            .any(|tp| tp.contains(&trace) && tp.contains(&webhook.span_id)),
+        "the webhook carries the client span's traceparent: {sent:?}"
+    );
     drop(host);
     ours.into_iter().cloned().collect()
 }
@@ -243,7 +292,7 @@ fn one_trace_follows_a_document_on_aws_and_postgres() {
         assert!(
             spans
                 .iter()
-                .any(|s| s.kind == 3 && s.attr(key) == Some(value)),
+                .any(|s| s.kind == CLIENT && s.attr(key) == Some(value)),
             "no {value} client span in the document's trace"
         );
     }
@@ -259,6 +308,9 @@ component = "kv"
 topic = "kv.v1"
 component = "recorder"
 subscription = "recorder"
+# One event per invocation: a batch of two requests' events would be a trace of its
+# own, linked to both.
+batch_size = 1
 backoff_base_ms = 10
 backoff_max_ms = 20
 max_deliveries = 2

@@ -101,6 +101,7 @@ pub fn init(service: Option<&str>, format: LogFormat) -> anyhow::Result<Telemetr
             .with_tracked_inactivity(false)
             .with_threads(false)
             .with_location(false)
+            .with_target(false)
             // Troupe's own spans, and its log lines from `info` up as span events:
             // debug lines (a guest's among them) would cost every invocation.
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
