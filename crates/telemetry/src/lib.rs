@@ -102,12 +102,15 @@ pub fn init(service: Option<&str>, format: LogFormat) -> anyhow::Result<Telemetr
             .with_threads(false)
             .with_location(false)
             .with_target(false)
-            // Troupe's own spans, and its log lines from `info` up as span events:
-            // debug lines (a guest's among them) would cost every invocation.
-            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                meta.target().starts_with("troupe")
-                    && (meta.is_span() || *meta.level() <= tracing::Level::INFO)
-            }))
+            // Troupe's own spans, and its log lines from `info` up as span events. A
+            // filter with a level ceiling, not a predicate: the ceiling is also what
+            // `log` records from dependencies are cut at before they cost anything
+            // (a predicate would raise it to `trace`, and the model's `log::trace!`
+            // calls would each reach the subscriber).
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("troupe", tracing::Level::INFO),
+            )
     });
     tracing_subscriber::registry()
         .with(otel)
