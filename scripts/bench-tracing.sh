@@ -27,7 +27,7 @@ run() { # mode round
   fi
   env "${env[@]}" TROUPE_VARIABLE_WEBHOOK_URLS="http://127.0.0.1:$hooks/hooks" TROUPE_VARIABLE_WEBHOOK_SECRET=bench-secret TROUPE_LOG=warn \
     "$bin" up --data-dir "$dir/data" --listen "127.0.0.1:$port" --manifest "$root/spin.toml" \
-    --model-dir "$root/models/all-MiniLM-L6-v2" > "$dir/up.log" 2>&1 &
+    --model-dir "$root/models/all-MiniLM-L6-v2" --allow-private-outbound > "$dir/up.log" 2>&1 &
   local pid=$!
   pids+=("$pid")
   for _ in $(seq 1 600); do grep -q "listening" "$dir/up.log" && break; sleep 0.1; done
