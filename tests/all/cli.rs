@@ -136,7 +136,10 @@ async fn a_waiting_consumer_gets_what_another_process_redrives() {
         .unwrap();
     let e = Event::new("/test", "t.v1", &serde_json::json!({"x": 1}));
     let queue = &local.queue;
-    queue.publish("t", &[Message::from_event(&e)]).await.unwrap();
+    queue
+        .publish("t", &[Message::from_event(&e)])
+        .await
+        .unwrap();
     let d = queue
         .receive("extract", 1, std::time::Duration::ZERO)
         .await
@@ -167,9 +170,17 @@ async fn a_waiting_consumer_gets_what_another_process_redrives() {
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (got, waited) = waiting.await.unwrap();
-    assert_eq!(got.len(), 1, "the redriven message reached the waiting consumer");
+    assert_eq!(
+        got.len(),
+        1,
+        "the redriven message reached the waiting consumer"
+    );
     assert_eq!(got[0].id, e.id);
     assert!(waited < wait, "received before the wait ran out");
 }

@@ -57,6 +57,9 @@ pub struct SqliteQueue {
     /// The writer connection's `data_version` when a waiting receiver last looked:
     /// when it moves, another process has written (see [`EXTERNAL_POLL`]).
     data_version: Arc<std::sync::atomic::AtomicI64>,
+    /// When a receiver last looked at `data_version`, so that one look per
+    /// [`EXTERNAL_POLL`] serves them all.
+    external_check: Arc<Mutex<Option<tokio::time::Instant>>>,
     /// When expired dedupe entries were last removed (ms); enqueues purge once a minute.
     last_purge: Arc<std::sync::atomic::AtomicI64>,
     /// Test switch: every message is enqueued twice (bypassing dedupe), so tests can
@@ -103,6 +106,7 @@ impl SqliteQueue {
             policies: Arc::default(),
             wakers: Arc::default(),
             data_version: Arc::default(),
+            external_check: Arc::default(),
             last_purge: Arc::default(),
             duplicate_deliveries: false,
             owner: uuid::Uuid::new_v4().simple().to_string().into(),

@@ -135,9 +135,14 @@ async fn a_retry_moves_a_sleeping_receive_to_its_earlier_due_time() {
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
     // ... until a retry makes the message due in 2 s.
-    q.retry("s", &first[0].receipt, Some(Duration::from_secs(2)), "later")
-        .await
-        .unwrap();
+    q.retry(
+        "s",
+        &first[0].receipt,
+        Some(Duration::from_secs(2)),
+        "later",
+    )
+    .await
+    .unwrap();
     let (got, waited) = waiting.await.unwrap();
     assert_eq!(got, ["m"]);
     woke_after(waited, Duration::from_secs(3));

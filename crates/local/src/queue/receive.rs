@@ -81,6 +81,19 @@ impl SqliteQueue {
     /// last look; when it did, every queue is woken, since such a write says nothing
     /// about which queue it touched.
     async fn written_elsewhere(&self) -> bool {
+        {
+            // One look per interval serves every waiting receiver (a moved version
+            // wakes them all).
+            let now = tokio::time::Instant::now();
+            let mut last = self
+                .external_check
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| now.duration_since(t) < EXTERNAL_POLL) {
+                return false;
+            }
+            *last = Some(now);
+        }
         let version = self
             .db
             .write(|c| {
