@@ -43,6 +43,8 @@ test: build scale-out-tools
 	cd functions && CARGO_TARGET_DIR=$${FUNCTIONS_TARGET_DIR:-$(CURDIR)/functions/target} \
 	  cargo test --release --locked -p troupe-text --target $(HOST_TRIPLE)
 
+## bench: every benchmark (BENCHMARKS.md); each script installs or names the tools it
+## runs (the embedding reference: scripts/setup-bench-python.sh)
 bench: build
 	cargo bench --locked --workspace --bench queue
 	cargo bench --locked --workspace --bench dispatch
@@ -52,6 +54,7 @@ bench: build
 	./scripts/bench-embeddings.sh
 	./scripts/bench-pipeline.sh
 	./scripts/bench-tracing.sh
+	./scripts/bench-idle.sh
 
 ## soak: SIGKILLs at random moments while 200 documents are indexed, on both backends
 ## (TROUPE_SOAK_DOCS, TROUPE_SOAK_KILLS, TROUPE_SOAK_BACKENDS …: scripts/soak.sh)

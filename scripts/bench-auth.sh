@@ -14,7 +14,13 @@ duration="${BENCH_DURATION:-10s}"
 connections="${BENCH_CONNECTIONS:-16}"
 troupe="$target/release/troupe"
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+# Needs curl, openssl, xxd and python3; installs wrk (apt-get, Debian/Ubuntu as root)
+# when it is missing.
+for tool in curl openssl xxd python3; do
+  command -v "$tool" >/dev/null || { echo "bench-auth: needs $tool (Debian: apt-get install $tool)" >&2; exit 1; }
+done
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
+  || { echo "bench-auth: needs wrk (https://github.com/wg/wrk; Debian: apt-get install wrk)" >&2; exit 1; }
 [ -f "$root/functions/dist/api.wasm" ] || "$root/scripts/build-functions.sh"
 [ -x "$troupe" ] || cargo build --release --locked --workspace --all-targets
 

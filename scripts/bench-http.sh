@@ -10,8 +10,12 @@ duration="${BENCH_DURATION:-10s}"
 connections="${BENCH_CONNECTIONS:-16}"
 wasm="$root/functions/dist/hello.wasm"
 
+# Needs curl; installs what else it runs when missing: wasmtime-cli 48.0.8 (cargo, into
+# $tools) and wrk (apt-get, Debian/Ubuntu as root; elsewhere install it yourself).
+command -v curl >/dev/null || { echo "bench-http: needs curl" >&2; exit 1; }
 [ -x "$tools/bin/wasmtime" ] || cargo install wasmtime-cli --version 48.0.8 --locked --root "$tools"
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
+  || { echo "bench-http: needs wrk (https://github.com/wg/wrk; Debian: apt-get install wrk)" >&2; exit 1; }
 [ -f "$wasm" ] || "$root/scripts/build-functions.sh"
 [ -x "$target/release/troupe" ] || cargo build --release --locked --workspace --all-targets
 

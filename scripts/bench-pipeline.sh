@@ -12,8 +12,8 @@ work="$(mktemp -d)"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 hooks=$(free_port)
-TROUPE_VARIABLE_WEBHOOK_URLS="http://127.0.0.1:$hooks/hooks" TROUPE_VARIABLE_WEBHOOK_SECRET=bench-secret TROUPE_ALLOW_PRIVATE_OUTBOUND=true TROUPE_LOG=warn "$bin" up --data-dir "$work/data" --listen "127.0.0.1:$port" --manifest "$root/spin.toml" \
-  --model-dir "$root/models/all-MiniLM-L6-v2" > "$work/up.log" 2>&1 &
+TROUPE_VARIABLE_WEBHOOK_URLS="http://127.0.0.1:$hooks/hooks" TROUPE_VARIABLE_WEBHOOK_SECRET=bench-secret TROUPE_LOG=warn "$bin" up --data-dir "$work/data" --listen "127.0.0.1:$port" --manifest "$root/spin.toml" \
+  --model-dir "$root/models/all-MiniLM-L6-v2" --allow-private-outbound > "$work/up.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 600); do grep -q "listening" "$work/up.log" && break; sleep 0.1; done

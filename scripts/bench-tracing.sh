@@ -25,9 +25,9 @@ run() { # mode round
     pids+=("$sink_pid")
     env=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink" OTEL_TRACES_SAMPLER=always_on)
   fi
-  env "${env[@]}" TROUPE_VARIABLE_WEBHOOK_URLS="http://127.0.0.1:$hooks/hooks" TROUPE_VARIABLE_WEBHOOK_SECRET=bench-secret TROUPE_ALLOW_PRIVATE_OUTBOUND=true TROUPE_LOG=warn \
+  env "${env[@]}" TROUPE_VARIABLE_WEBHOOK_URLS="http://127.0.0.1:$hooks/hooks" TROUPE_VARIABLE_WEBHOOK_SECRET=bench-secret TROUPE_LOG=warn \
     "$bin" up --data-dir "$dir/data" --listen "127.0.0.1:$port" --manifest "$root/spin.toml" \
-    --model-dir "$root/models/all-MiniLM-L6-v2" > "$dir/up.log" 2>&1 &
+    --model-dir "$root/models/all-MiniLM-L6-v2" --allow-private-outbound > "$dir/up.log" 2>&1 &
   local pid=$!
   pids+=("$pid")
   for _ in $(seq 1 600); do grep -q "listening" "$dir/up.log" && break; sleep 0.1; done

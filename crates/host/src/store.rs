@@ -137,11 +137,14 @@ pub struct Ctx {
     pub env: Arc<ComponentEnv>,
     /// The tenant this invocation acts for, which every import is scoped to.
     pub binding: Binding,
+    /// Keeps the epoch ticking (timeouts, yields) while this invocation lives; with
+    /// none alive, the ticker sleeps.
+    _ticking: crate::runtime::Ticking,
 }
 
 impl Ctx {
     /// A fresh context for one invocation of `env`'s component, for `binding`'s tenant.
-    pub fn new(env: Arc<ComponentEnv>, binding: Binding) -> Self {
+    pub fn new(env: Arc<ComponentEnv>, binding: Binding, ticking: crate::runtime::Ticking) -> Self {
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stderr();
         Self {
@@ -158,6 +161,7 @@ impl Ctx {
             },
             env,
             binding,
+            _ticking: ticking,
         }
     }
 

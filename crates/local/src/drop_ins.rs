@@ -4,7 +4,9 @@
 //!
 //! [`DropInScanner::scan`] walks a bucket's prefix and announces each file whose size or
 //! modification time differs from what it saw last; `troupe up` owns one scanner and
-//! runs it at start-up and then every second. Files still being written are left for a
+//! runs it ([`DropInScanner::run`]) at start-up, then whenever a filesystem
+//! notification says a watched folder changed, with a slow rescan in case one is lost
+//! ([`watch`]). Files still being written are left for a
 //! later scan: a file is announced once two scans in a row saw the same size and
 //! modification time and it is at least [`SETTLE`] old; names starting with `.`
 //! (editors' and copiers' partial files) are skipped. A file that cannot be read is
@@ -30,6 +32,10 @@ use crate::SqliteQueue;
 use crate::blobs::{FsBlobs, Pending, open_regular, walk};
 use crate::db::sql;
 
+pub mod watch;
+
+pub use watch::{RESCAN, RESCAN_UNWATCHED};
+
 /// Largest file the scan ingests (the API's default `max_upload_bytes`); larger
 /// ones are logged and skipped without being read.
 pub const MAX_DROP_IN_BYTES: u64 = 50 << 20;
@@ -47,6 +53,10 @@ pub struct DropInScanner {
     /// modified ns): announced when a later scan sees them unchanged. In memory only:
     /// after a restart a file waits for two scans again.
     candidates: HashMap<(String, String), (u64, i64)>,
+    /// A scan since [`Self::run`] last cleared it saw a file too fresh to announce
+    /// yet (still being written, or seen only once): look again after [`SETTLE`]
+    /// rather than at the next rescan.
+    settling: bool,
 }
 
 impl std::fmt::Debug for DropInScanner {
@@ -71,6 +81,7 @@ impl DropInScanner {
         Self {
             blobs,
             candidates: HashMap::new(),
+            settling: false,
         }
     }
 
@@ -86,11 +97,12 @@ impl DropInScanner {
             None => base.clone(),
         };
         let prefix_owned = prefix.to_owned();
-        let files = tokio::task::spawn_blocking(move || -> Result<Vec<Found>> {
+        let (files, fresh) = tokio::task::spawn_blocking(move || -> Result<(Vec<Found>, bool)> {
             let mut keys = Vec::new();
             walk(&start, &base, &mut keys).map_err(|e| Error::backend("filesystem", e))?;
             let now = SystemTime::now();
             let mut found = Vec::new();
+            let mut fresh = false;
             for key in keys {
                 let hidden = key.rsplit('/').next().is_some_and(|n| n.starts_with('.'));
                 if !key.starts_with(&prefix_owned) || hidden {
@@ -103,6 +115,7 @@ impl DropInScanner {
                     continue;
                 };
                 if now.duration_since(modified).unwrap_or_default() < SETTLE {
+                    fresh = true;
                     continue; // still being written, perhaps
                 }
                 let ns = modified
@@ -115,10 +128,11 @@ impl DropInScanner {
                     modified_ns: ns,
                 });
             }
-            Ok(found)
+            Ok((found, fresh))
         })
         .await
         .map_err(|e| Error::backend("filesystem", e))??;
+        self.settling |= fresh;
         let b = bucket.to_owned();
         let seen: HashMap<String, (u64, i64)> = queue
             .db()
@@ -146,6 +160,7 @@ impl DropInScanner {
                 .insert((bucket.to_owned(), f.key.clone()), now)
                 == Some(now);
             if !steady {
+                self.settling = true;
                 continue;
             }
             let path = self.blobs.path(bucket, &f.key)?;

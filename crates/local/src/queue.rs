@@ -6,6 +6,11 @@
 //! copies each message to every subscription listed for its topic. Receiving,
 //! settling, fan-out and retiring a subscription are single transactions, so a crash
 //! at any point leaves each message either enqueued or not, never half-moved.
+//!
+//! A receive with nothing ready does not poll: it sleeps until this process writes
+//! to the queue, the queue's next delayed or leased message falls due, or (checked
+//! every [`EXTERNAL_POLL`]) another process has written to the database
+//! ([`receive`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,16 +33,15 @@ mod dead_letters;
 mod defer;
 mod enqueue;
 mod leases;
+mod receive;
 mod retire;
+
+pub use receive::EXTERNAL_POLL;
 
 use enqueue::{enqueue, fan_out, purge_if_due};
 
 /// Lease-expired deliveries carry this as their last error.
 const LEASE_EXPIRED: &str = "visibility timeout expired before the message was settled";
-
-/// How often a waiting receiver looks again when no local send woke it (another
-/// process may have written, or a delay may have run out).
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// SQLite-backed [`Queue`] and [`DeadLetters`](troupe_core::DeadLetters).
 #[derive(Clone)]
@@ -50,6 +54,12 @@ pub struct SqliteQueue {
     policies: Arc<Mutex<HashMap<String, DeliveryPolicy>>>,
     /// Wakes receivers waiting on a queue when this process enqueues into it.
     wakers: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    /// The writer connection's `data_version` when a waiting receiver last looked:
+    /// when it moves, another process has written (see [`EXTERNAL_POLL`]).
+    data_version: Arc<std::sync::atomic::AtomicI64>,
+    /// When a receiver last looked at `data_version`, so that one look per
+    /// [`EXTERNAL_POLL`] serves them all.
+    external_check: Arc<Mutex<Option<tokio::time::Instant>>>,
     /// When expired dedupe entries were last removed (ms); enqueues purge once a minute.
     last_purge: Arc<std::sync::atomic::AtomicI64>,
     /// Test switch: every message is enqueued twice (bypassing dedupe), so tests can
@@ -95,6 +105,8 @@ impl SqliteQueue {
             rng: Arc::new(Mutex::new(StdRng::from_os_rng())),
             policies: Arc::default(),
             wakers: Arc::default(),
+            data_version: Arc::default(),
+            external_check: Arc::default(),
             last_purge: Arc::default(),
             duplicate_deliveries: false,
             owner: uuid::Uuid::new_v4().simple().to_string().into(),
@@ -128,14 +140,7 @@ impl SqliteQueue {
             })
             .await?;
         if released > 0 {
-            let queues: Vec<String> = self
-                .wakers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .keys()
-                .cloned()
-                .collect();
-            self.wake(&queues);
+            self.wake_all();
         }
         Ok(released)
     }
@@ -165,6 +170,20 @@ impl SqliteQueue {
     fn wake(&self, queues: &[String]) {
         for q in queues {
             self.waker(q).notify_waiters();
+        }
+    }
+
+    /// Wakes every receiver waiting on any queue.
+    fn wake_all(&self) {
+        let wakers: Vec<Arc<Notify>> = self
+            .wakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for w in wakers {
+            w.notify_waiters();
         }
     }
 
@@ -357,18 +376,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn receive(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
-        let policy = self.policy(queue).await?;
-        let deadline = tokio::time::Instant::now() + wait;
-        let waker = self.waker(queue);
-        loop {
-            let notified = waker.notified();
-            let got = self.receive_now(queue, max, &policy).await?;
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if !got.is_empty() || left.is_zero() {
-                return Ok(got);
-            }
-            let _ = tokio::time::timeout(left.min(POLL_INTERVAL), notified).await;
-        }
+        self.receive_waiting(queue, max, wait).await
     }
 
     async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<usize> {
@@ -443,19 +451,8 @@ impl Queue for SqliteQueue {
                 Ok(outcome)
             })
             .await?;
+        // Waiting receivers learn the new due time (they sleep until the earliest).
         self.wake(&[queue.to_owned()]);
-        // A short delay: wake the consumers when it is over, rather than at their next
-        // poll (up to POLL_INTERVAL later).
-        if let RetryOutcome::Scheduled(delay) = outcome
-            && delay < POLL_INTERVAL
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let waker = self.waker(queue);
-            runtime.spawn(async move {
-                tokio::time::sleep(delay).await;
-                waker.notify_waiters();
-            });
-        }
         Ok(outcome)
     }
 
@@ -529,87 +526,5 @@ impl Queue for SqliteQueue {
 
     async fn retire(&self, from: &str, into: &str) -> Result<Retired> {
         self.retire_into(from, into).await
-    }
-}
-
-impl SqliteQueue {
-    async fn receive_now(
-        &self,
-        queue: &str,
-        max: usize,
-        policy: &DeliveryPolicy,
-    ) -> Result<Vec<Delivery>> {
-        let now = now(&*self.clock);
-        let lease = format!("{}.{}", self.owner, uuid::Uuid::new_v4().simple());
-        let name = queue.to_owned();
-        let max_deliveries = policy.max_deliveries;
-        let until = now.saturating_add(millis(policy.visibility_timeout));
-        let max = i64::try_from(max).unwrap_or(i64::MAX);
-        self.db
-            .write(move |tx| {
-                let mut out = Vec::new();
-                {
-                    // Oldest visible first; only as many rows as the batch needs, so a
-                    // deep backlog costs nothing extra per receive.
-                    let mut candidates = tx
-                        .prepare_cached(
-                            "SELECT seq, deliveries FROM messages
-                             WHERE queue = ?1 AND dead = 0 AND visible_at <= ?2
-                             ORDER BY visible_at, seq LIMIT ?3",
-                        )
-                        .map_err(sql)?;
-                    // A lease that ran out on the message's last delivery: dead-letter.
-                    let mut bury = tx
-                        .prepare_cached(
-                            "UPDATE messages SET dead = 1, reason = ?2, dead_at = ?3, lease = NULL,
-                               last_error = CASE WHEN lease IS NOT NULL THEN ?4 ELSE last_error END
-                             WHERE seq = ?1",
-                        )
-                        .map_err(sql)?;
-                    let mut take = tx
-                        .prepare_cached(
-                            "UPDATE messages SET lease = ?2, visible_at = ?3, deliveries = deliveries + 1,
-                               last_error = CASE WHEN lease IS NOT NULL THEN ?4 ELSE last_error END
-                             WHERE seq = ?1
-                             RETURNING id, body, deliveries, enqueued_at",
-                        )
-                        .map_err(sql)?;
-                    loop {
-                        let want = max - i64::try_from(out.len()).unwrap_or(i64::MAX);
-                        let rows: Vec<(i64, u32)> = candidates
-                            .query_map(params![name, now, want], |r| Ok((r.get(0)?, r.get(1)?)))
-                            .map_err(sql)?
-                            .collect::<rusqlite::Result<_>>()
-                            .map_err(sql)?;
-                        let fetched = rows.len();
-                        let mut buried = 0;
-                        for (seq, deliveries) in rows {
-                            if deliveries >= max_deliveries {
-                                bury.execute(params![seq, REASON_MAX_DELIVERIES, now, LEASE_EXPIRED])
-                                    .map_err(sql)?;
-                                buried += 1;
-                                continue;
-                            }
-                            let (id, body, deliveries, enqueued_at): (String, Vec<u8>, u32, i64) = take
-                                .query_row(params![seq, lease, until, LEASE_EXPIRED], |r| {
-                                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                                })
-                                .map_err(sql)?;
-                            out.push(Delivery {
-                                receipt: Receipt { handle: format!("{seq}:{lease}"), message_id: id.clone() },
-                                id,
-                                body,
-                                deliveries,
-                                enqueued_at_ms: u64::try_from(enqueued_at).unwrap_or(0),
-                            });
-                        }
-                        if buried == 0 || fetched == 0 {
-                            break;
-                        }
-                    }
-                }
-                Ok(out)
-            })
-            .await
     }
 }

@@ -22,8 +22,10 @@ use crate::tenancy::{self, Binding};
 /// Dead-letter reason for a message whose body is not a CloudEvent.
 pub const REASON_MALFORMED: &str = "malformed_event";
 
-/// How long one receive waits for messages before checking for shutdown.
-const RECEIVE_WAIT: Duration = Duration::from_millis(500);
+/// How long one receive waits for messages: SQS's longest long poll. The wait costs
+/// nothing (the embedded queue sleeps until a publish or a due time wakes it), and
+/// shutdown does not wait for it.
+const RECEIVE_WAIT: Duration = Duration::from_secs(20);
 
 /// Runs until `stop` turns true, then waits for in-flight batches.
 pub async fn run(
@@ -44,12 +46,14 @@ pub async fn run(
             p = loaded.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stop.changed() => break,
         };
-        let deliveries = match shared
-            .backends
-            .queue
-            .receive(&name, trigger.batch_size, RECEIVE_WAIT)
-            .await
-        {
+        // Shutdown abandons a waiting receive. Should it have just leased a batch,
+        // the batch is redelivered: `troupe up` hands its embedded leases back as it
+        // exits; elsewhere they run out after the visibility timeout.
+        let received = tokio::select! {
+            r = shared.backends.queue.receive(&name, trigger.batch_size, RECEIVE_WAIT) => r,
+            _ = stop.changed() => break,
+        };
+        let deliveries = match received {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(messaging.destination.name = %name, error = %e, "receive failed; retrying in 1s");

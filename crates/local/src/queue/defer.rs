@@ -5,7 +5,7 @@ use std::time::Duration;
 use rusqlite::params;
 use troupe_core::{Error, Receipt, Result};
 
-use super::{POLL_INTERVAL, SqliteQueue, millis, now, parse_handle};
+use super::{SqliteQueue, millis, now, parse_handle};
 use crate::db::sql;
 
 impl SqliteQueue {
@@ -40,18 +40,8 @@ impl SqliteQueue {
                 Ok(())
             })
             .await?;
+        // Waiting receivers learn the new due time (they sleep until the earliest).
         self.wake(&[queue.to_owned()]);
-        // A short delay: wake the consumers when it is over, rather than at their next
-        // poll (up to POLL_INTERVAL later).
-        if delay < POLL_INTERVAL
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let waker = self.waker(queue);
-            runtime.spawn(async move {
-                tokio::time::sleep(delay).await;
-                waker.notify_waiters();
-            });
-        }
         Ok(())
     }
 }
