@@ -1,4 +1,4 @@
-//! `api`: the public document API (DESIGN §6).
+//! `api`: the public document API (`docs/api.md`).
 //!
 //! - `POST /v1/documents[?name=]`: the body is the file, `Content-Type` its type.
 //!   Stores it, records the document and publishes `document.uploaded` → 202.
