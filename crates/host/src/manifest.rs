@@ -16,6 +16,7 @@ mod grants;
 mod outbound;
 mod raw;
 mod requires;
+mod route;
 #[cfg(test)]
 mod tests;
 mod topics;
@@ -23,6 +24,7 @@ mod topics;
 pub use grants::{Access, BlobGrant, Grants};
 pub use outbound::{OutboundRule, is_public};
 use raw::{RawAppTool, RawDelivery, RawLimits, RawManifest};
+pub use route::Route;
 
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error)]
@@ -111,46 +113,6 @@ pub struct HttpTrigger {
     pub route: Route,
     /// Component id.
     pub component: String,
-}
-
-/// A parsed route.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// Matches one path.
-    Exact(String),
-    /// Matches the prefix and everything below it (`/api/...`).
-    Prefix(String),
-}
-
-impl std::fmt::Display for Route {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Exact(p) => f.write_str(p),
-            Self::Prefix(p) if p.ends_with('/') => write!(f, "{p}..."),
-            Self::Prefix(p) => write!(f, "{p}/..."),
-        }
-    }
-}
-
-impl Route {
-    /// Whether `path` is served by this route.
-    pub fn matches(&self, path: &str) -> bool {
-        match self {
-            Self::Exact(p) => path == p,
-            Self::Prefix(p) => {
-                path == p
-                    || (path.starts_with(p.as_str())
-                        && (p.ends_with('/') || path.as_bytes().get(p.len()) == Some(&b'/')))
-            }
-        }
-    }
-
-    fn specificity(&self) -> (usize, bool) {
-        match self {
-            Self::Exact(p) => (p.len(), true),
-            Self::Prefix(p) => (p.len(), false),
-        }
-    }
 }
 
 /// Where a subscription trigger's events come from.
