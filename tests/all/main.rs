@@ -12,6 +12,7 @@ mod auth;
 mod cli;
 mod delivery;
 mod durability;
+mod event_stream;
 mod hostile;
 mod kills;
 mod metrics;
