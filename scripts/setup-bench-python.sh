@@ -5,12 +5,5 @@
 # downloaded once). Idempotent; prints the environment's python.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-venv="${TROUPE_BENCH_PY_ENV:-$HOME/.cache/troupe-tools/bench-py}"
-want="$root/scripts/bench-requirements.txt"
-stamp="$venv/.troupe-requirements"
-if ! { [ -x "$venv/bin/python" ] && cmp -s "$want" "$stamp"; }; then
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$want" >&2
-  cp "$want" "$stamp"
-fi
-echo "$venv/bin/python"
+exec "$root/scripts/python-env.sh" "${TROUPE_BENCH_PY_ENV:-$HOME/.cache/troupe-tools/bench-py}" \
+  "$root/scripts/bench-requirements.txt"

@@ -16,6 +16,7 @@ mod event_stream;
 mod hostile;
 mod kills;
 mod metrics;
+mod openapi;
 mod pipeline;
 mod queue_semantics;
 mod retention;

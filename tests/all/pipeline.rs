@@ -458,6 +458,7 @@ fn a_stuck_document_is_failed_by_the_sweeper_and_a_failing_webhook_opens_its_cir
         &["--no-embeddings"],
         &[
             ("TROUPE_VARIABLE_UPLOADED_TIMEOUT_MS", "1000".into()),
+            ("TROUPE_VARIABLE_SWEEP_SCHEDULE", "*/5 * * * * *".into()),
             ("TROUPE_VARIABLE_WEBHOOK_URLS", url),
             ("TROUPE_VARIABLE_WEBHOOK_SECRET", SECRET.into()),
             ("TROUPE_VARIABLE_BREAKER_FAILURES", "2".into()),

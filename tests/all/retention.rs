@@ -85,6 +85,7 @@ fn settled_documents_lose_their_working_state_and_deleted_ones_everything(
             ("TROUPE_VARIABLE_WEBHOOK_URLS", hooks()),
             ("TROUPE_VARIABLE_WEBHOOK_SECRET", "s".into()),
             ("TROUPE_VARIABLE_RETENTION_INTERVAL_MS", "200".into()),
+            ("TROUPE_VARIABLE_SWEEP_SCHEDULE", "*/5 * * * * *".into()),
             ("TROUPE_VARIABLE_SETTLED_RETENTION_MS", "8000".into()),
             ("TROUPE_VARIABLE_TOMBSTONE_RETENTION_MS", "20000".into()),
         ],

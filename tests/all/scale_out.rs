@@ -109,6 +109,7 @@ fn two_serve_hosts_and_a_worker_share_one_aws_backend_and_survive_a_sigkill() {
         // Long documents make several embedding jobs each.
         ("TROUPE_VARIABLE_BATCH_CHUNKS", "4".to_owned()),
         ("TROUPE_JOB_LEASE_MS", corpus::SHORT_LEASE_MS.to_string()),
+        ("TROUPE_VARIABLE_SWEEP_SCHEDULE", "*/5 * * * * *".to_owned()),
     ];
     stack.init(&pipeline);
     let started = Instant::now();

@@ -189,6 +189,7 @@ fn receiver_down(stack: fn(&Path) -> Stack) {
         &["--no-embeddings"],
         &[
             ("TROUPE_VARIABLE_UPLOADED_TIMEOUT_MS", "1000".into()),
+            ("TROUPE_VARIABLE_SWEEP_SCHEDULE", "*/5 * * * * *".into()),
             ("TROUPE_VARIABLE_WEBHOOK_URLS", hooks.url.clone()),
             ("TROUPE_VARIABLE_WEBHOOK_SECRET", SECRET.into()),
             ("TROUPE_VARIABLE_BREAKER_FAILURES", "2".into()),
@@ -344,7 +345,12 @@ fn notify_never_sends_unsigned_even_unchecked() {
         .replace(
             "uploaded_timeout_ms = { default = \"900000\" }",
             "uploaded_timeout_ms = { default = \"1000\" }",
+        )
+        .replace(
+            "sweep_schedule = { default = \"*/30 * * * * *\" }",
+            "sweep_schedule = { default = \"*/5 * * * * *\" }",
         );
+    assert!(manifest.contains("*/5 * * * * *"), "{manifest}");
     assert!(!manifest.contains("variables_require = {"), "{manifest}");
     let path = dir.path().join("spin.toml");
     std::fs::write(&path, manifest).expect("write manifest");

@@ -443,20 +443,22 @@ impl App {
         let mut cron = Vec::new();
         for (i, t) in raw.trigger.cron.iter().enumerate() {
             known(format!("trigger.cron[{i}].component"), &t.component)?;
-            let expr = if t.schedule.split_whitespace().count() == 5 {
-                format!("0 {}", t.schedule)
+            let text = expand(&t.schedule, &variables)
+                .map_err(|why| invalid(format!("trigger.cron[{i}].schedule"), why))?;
+            let expr = if text.split_whitespace().count() == 5 {
+                format!("0 {text}")
             } else {
-                t.schedule.clone()
+                text.clone()
             };
             let schedule = expr.parse::<cron::Schedule>().map_err(|e| {
                 invalid(
                     format!("trigger.cron[{i}].schedule"),
-                    format!("`{}` is not a cron expression ({e}); write `sec min hour day month weekday`, e.g. `*/5 * * * * *`", t.schedule),
+                    format!("`{text}` is not a cron expression ({e}); write `sec min hour day month weekday`, e.g. `*/5 * * * * *`"),
                 )
             })?;
             cron.push(CronTrigger {
                 schedule,
-                expression: t.schedule.clone(),
+                expression: text,
                 component: t.component.clone(),
             });
         }

@@ -67,6 +67,24 @@ fn failure(
     )
 }
 
+/// Where the API's OpenAPI description is served.
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+
+/// The OpenAPI 3.1 description of every `/v1` route (`docs/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+fn openapi() -> Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from_static(OPENAPI.as_bytes()))
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync();
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 /// Header carrying the request id on every answer.
 const REQUEST_ID: &str = "x-request-id";
 
@@ -208,6 +226,11 @@ async fn route<B: RequestBody>(
     request_id: &str,
 ) -> Response<HyperOutgoingBody> {
     let path = req.uri().path().to_owned();
+    // The API's description is public: client generators fetch it before they have a
+    // credential.
+    if path == OPENAPI_PATH && req.method() == http::Method::GET {
+        return openapi();
+    }
     // The API needs a credential (when authentication is on) before anything serves it.
     let principal = if auth::is_api_path(&path) {
         match shared.auth.admit(req.method(), &path, req.headers()).await {

@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 
 use spin_sdk::http::ResponseOutparam;
-use troupe_guest::http::{error, json, send};
+use troupe_guest::http::{error, json};
 use troupe_guest::webhooks::{self, EVENTS, Hook, MAX_PER_TENANT};
 use troupe_guest::{HostError, config, describe, new_id, now_rfc3339};
 
@@ -47,6 +47,8 @@ pub async fn create(out: ResponseOutparam, tenant: &str, body: &[u8]) {
             let mut events = Vec::new();
             for e in list {
                 match e.as_str() {
+                    // A repeated name is kept once.
+                    Some(e) if events.iter().any(|k| k == e) => {}
                     Some(e) if EVENTS.contains(&e) => events.push(e.to_owned()),
                     _ => {
                         let known = EVENTS.join(", ");
@@ -60,7 +62,6 @@ pub async fn create(out: ResponseOutparam, tenant: &str, body: &[u8]) {
                     }
                 }
             }
-            events.dedup();
             events
         }
         Some(_) => {
@@ -118,7 +119,7 @@ pub async fn delete(out: ResponseOutparam, tenant: &str, id: &str) {
         return error(out, 404, "not_found", &format!("no webhook `{id}`")).await;
     }
     match webhooks::delete(tenant, id) {
-        Ok(true) => send(out, 204, "application/json", Vec::new()).await,
+        Ok(true) => troupe_guest::http::empty(out, 204).await,
         Ok(false) => error(out, 404, "not_found", &format!("no webhook `{id}`")).await,
         Err(e) => unavailable(out, &e).await,
     }

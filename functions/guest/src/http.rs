@@ -39,6 +39,13 @@ pub async fn error(out: ResponseOutparam, status: u16, code: &str, message: &str
     json(out, status, &body).await;
 }
 
+/// Answers `status` with no body and no content type (e.g. 204).
+pub async fn empty(out: ResponseOutparam, status: u16) {
+    let response = OutgoingResponse::new(Fields::new());
+    let _ = response.set_status_code(status);
+    let _ = out.set_with_body(response, Vec::new()).await;
+}
+
 /// Sends `bytes` with `status` and `content_type`.
 pub async fn send(out: ResponseOutparam, status: u16, content_type: &str, bytes: Vec<u8>) {
     let headers =

@@ -61,7 +61,12 @@ impl Timer {
             method: method.clone(),
             route: route(
                 &shared.app,
-                native.chain(["/health", "/metrics", crate::feed::PATH]),
+                native.chain([
+                    "/health",
+                    "/metrics",
+                    crate::feed::PATH,
+                    crate::server::OPENAPI_PATH,
+                ]),
                 path,
             ),
             started: std::time::Instant::now(),
