@@ -393,3 +393,55 @@ fn notify_never_sends_unsigned_even_unchecked() {
         "{listing}"
     );
 }
+
+/// A settling event that reaches `notify` after its document was deleted and forgotten
+/// is dropped quietly: `notify` may read the tombstone under the repository's
+/// manifest. (Found by Schemathesis' stateful runs, upload → delete: the manifest did
+/// not grant `gone/`, so every such event was dead-lettered as `denied`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settling_event_for_a_forgotten_document_is_dropped_not_dead_lettered() {
+    use troupe_core::{Event, Message, Queue as _, State as _};
+    let text = std::fs::read_to_string(repo_root().join("spin.toml")).expect("spin.toml");
+    let header = "spin_manifest_version = 2\n\n[application]\nname = \"troupe\"\n";
+    assert!(text.contains(header), "spin.toml's header moved");
+    // A webhook to call (a closed port: the call is never reached).
+    let body = text
+        .replace(header, "")
+        .replace("functions/dist", "{dist}")
+        .replace(
+            "webhook_urls = { default = \"\" }",
+            "webhook_urls = { default = \"http://127.0.0.1:9/hook\" }",
+        )
+        .replace(
+            "webhook_secret = { default = \"\", secret = true }",
+            "webhook_secret = { default = \"s\", secret = true }",
+        );
+    assert!(body.contains("127.0.0.1:9/hook") && body.contains("\"s\""));
+    let host = troupe_tests::InProcess::start(&body).await;
+    host.local
+        .state
+        .put("gone/default/doc-1", b"1", None)
+        .await
+        .expect("tombstone");
+    let mut e = Event::new(
+        "/functions/indexer",
+        "troupe.document.indexed.v1",
+        &serde_json::json!({"document": "doc-1"}),
+    )
+    .with_subject("doc-1");
+    e.tenant = Some("default".into());
+    host.local
+        .queue
+        .publish("troupe.document.indexed", &[Message::from_event(&e)])
+        .await
+        .expect("published");
+    let queue = host.local.queue.clone();
+    let settled = troupe_tests::eventually(Duration::from_secs(20), async || {
+        let d = queue.depth("notify").await.expect("depth");
+        (d.ready + d.in_flight == 0).then_some(d)
+    })
+    .await
+    .expect("notify handled the event");
+    assert_eq!(settled.dead, 0, "the event was dead-lettered: {settled:?}");
+    host.shutdown().await;
+}
