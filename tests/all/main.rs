@@ -13,6 +13,7 @@ mod cli;
 mod console;
 mod delivery;
 mod durability;
+mod event_stream;
 mod hostile;
 mod kills;
 mod metrics;

@@ -504,6 +504,17 @@ impl State for DiesAt {
     async fn delete_events(&self, subject: &str) -> troupe_core::Result<u64> {
         self.inner.delete_events(subject).await
     }
+    async fn read_feed(
+        &self,
+        tenant: &str,
+        after: u64,
+        limit: usize,
+    ) -> troupe_core::Result<Vec<troupe_core::FeedEntry>> {
+        self.inner.read_feed(tenant, after, limit).await
+    }
+    async fn feed_head(&self, tenant: &str) -> troupe_core::Result<u64> {
+        self.inner.feed_head(tenant).await
+    }
     async fn health(&self) -> troupe_core::Result<()> {
         self.inner.health().await
     }

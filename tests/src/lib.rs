@@ -35,6 +35,7 @@ macro_rules! both {
 pub mod corpus;
 pub mod oidc;
 pub mod otlp;
+pub mod sse;
 pub mod stack;
 
 use troupe_host::{App, Backends, Host, Options};

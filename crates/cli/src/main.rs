@@ -51,6 +51,10 @@ struct HostArgs {
     /// Connections one client address may keep open at once.
     #[arg(long, env = "TROUPE_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256)]
     max_connections_per_client: usize,
+    /// `GET /v1/events` streams open at once (each also holds a connection); past it
+    /// a new one is answered 503.
+    #[arg(long, env = "TROUPE_MAX_EVENT_STREAMS", default_value_t = 1024)]
+    max_event_streams: usize,
     /// Let components whose `allowed_outbound_hosts` has a wildcard host (`notify`'s
     /// `https://*:*`) reach loopback, link-local and private addresses too. Off, only
     /// a rule naming such a host (`http://10.0.0.5:8080`) reaches it. This is also
@@ -248,6 +252,7 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
         no_embeddings,
         max_connections,
         max_connections_per_client,
+        max_event_streams,
         allow_private_outbound,
         tenant_max_bytes,
         retention,
@@ -279,6 +284,10 @@ async fn up(args: HostArgs, consume_jobs: bool, duplicate: bool) -> Result<()> {
         allow_private_outbound,
         tenant_max_bytes,
         auth: auth_settings.clone(),
+        events: troupe_host::feed::Settings {
+            max_streams: max_event_streams,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let mut embedder = None;

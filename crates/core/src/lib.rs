@@ -36,5 +36,5 @@ pub use queue::{
     DeadLetter, DeadLetters, Delivery, DeliveryPolicy, Depth, Leases, Message, Queue, Receipt,
     Retired, RetryOutcome, Subscription,
 };
-pub use state::{Entry, State};
+pub use state::{Entry, FeedEntry, State};
 pub use vectors::{Hit, VectorRecord, Vectors};

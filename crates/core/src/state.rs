@@ -35,6 +35,28 @@ pub fn prefix_end(prefix: &str) -> Option<String> {
     None
 }
 
+/// The tenant whose feed an event-log subject belongs to: its first segment
+/// (`<tenant>/<name>`); `None` for a subject without one, which has no feed.
+pub fn feed_tenant(subject: &str) -> Option<&str> {
+    subject
+        .split_once('/')
+        .map(|(t, _)| t)
+        .filter(|t| !t.is_empty())
+}
+
+/// One event of a tenant's feed: every event appended to one of the tenant's logs,
+/// in the order they were appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    /// Where it stands in the feed: larger than every position before it. Positions
+    /// need not be consecutive.
+    pub position: u64,
+    /// The log it was appended to.
+    pub subject: String,
+    /// The event.
+    pub event: Event,
+}
+
 /// A stored value with its version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -61,9 +83,16 @@ pub trait State: Send + Sync {
     async fn append_event(&self, subject: &str, event: &Event) -> Result<u64>;
     /// `subject`'s log, oldest first.
     async fn read_events(&self, subject: &str) -> Result<Vec<Event>>;
-    /// Removes `subject`'s whole log (a deleted document's trail); returns how many
-    /// events it held.
+    /// Removes `subject`'s whole log (a deleted document's trail), and its events
+    /// from the tenant's feed; returns how many events it held.
     async fn delete_events(&self, subject: &str) -> Result<u64>;
+    /// The events appended to `tenant`'s logs ([`feed_tenant`]) after position
+    /// `after`, in append order, at most `limit`. An event appended once another
+    /// reader saw position `p` gets a position above `p`, so reading on from the last
+    /// position seen misses nothing and repeats nothing.
+    async fn read_feed(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<FeedEntry>>;
+    /// The position of `tenant`'s newest feed entry; 0 before the first.
+    async fn feed_head(&self, tenant: &str) -> Result<u64>;
     /// Whether the store answers.
     async fn health(&self) -> Result<()>;
 }

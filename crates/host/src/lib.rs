@@ -20,6 +20,7 @@
 pub mod admission;
 pub mod auth;
 pub mod bindings;
+pub mod feed;
 pub mod imports;
 pub mod manifest;
 pub mod metrics;
@@ -114,6 +115,8 @@ pub struct Options {
     /// How `/v1/…` requests are authenticated (API keys in the state store, OIDC) and
     /// rate-limited.
     pub auth: auth::Settings,
+    /// Limits of `GET /v1/events` streams.
+    pub events: feed::Settings,
 }
 
 impl std::fmt::Debug for Options {
@@ -153,6 +156,8 @@ pub struct Shared {
     pub(crate) body_budget: admission::BodyBudget,
     /// Credentials, scopes and rate limits of `/v1/…` requests.
     pub auth: auth::Auth,
+    /// The tenants' live event streams (`GET /v1/events`).
+    pub feeds: feed::Feeds,
 }
 
 impl Shared {
@@ -351,6 +356,7 @@ impl Host {
                 tasks: tokio_util::task::TaskTracker::new(),
                 body_budget: admission::BodyBudget::new(&options.http),
                 auth,
+                feeds: feed::Feeds::new(options.events),
                 options,
             }),
         })

@@ -116,6 +116,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
             }
         });
     }
+    // Event streams never end by themselves: end them, so open connections can.
+    shared.feeds.close();
     graceful.shutdown().await;
 }
 
@@ -272,6 +274,19 @@ async fn route<B: RequestBody>(
                 ),
             );
             resp
+        }
+        (&http::Method::GET, crate::feed::PATH) => {
+            crate::feed::respond(&shared, principal.tenant.as_str(), req.headers())
+        }
+        (_, crate::feed::PATH) => {
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("{path} answers GET only"),
+            );
+            r.headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
+            r
         }
         _ => match shared.app.route(&path) {
             Some(component) => {
@@ -584,7 +599,7 @@ fn refused(r: Refusal) -> Response<HyperOutgoingBody> {
 }
 
 /// 503 with `Retry-After`: the request may succeed shortly.
-fn busy(message: &str) -> Response<HyperOutgoingBody> {
+pub(crate) fn busy(message: &str) -> Response<HyperOutgoingBody> {
     let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message);
     r.headers_mut().insert(
         http::header::RETRY_AFTER,

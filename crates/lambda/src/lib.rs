@@ -135,6 +135,11 @@ impl Adapter {
             assume_declared: true,
             tenant_max_bytes: config.tenant_max_bytes,
             auth: config.auth,
+            // A Lambda invocation answers one whole response: no endless streams.
+            events: troupe_host::feed::Settings {
+                max_streams: 0,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let host = Host::new(

@@ -101,6 +101,14 @@ CREATE TABLE IF NOT EXISTS event_log (
     PRIMARY KEY (subject, seq),
     UNIQUE (subject, id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_feed (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_feed_tenant ON event_feed(tenant, position);
+CREATE INDEX IF NOT EXISTS event_feed_subject ON event_feed(subject);
 ";
 
 /// Adds a column a table gained after its first release, when an older database

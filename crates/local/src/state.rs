@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
-use troupe_core::state::{check_key, prefix_end};
-use troupe_core::{Entry, Error, Event, Result, State};
+use troupe_core::state::{check_key, feed_tenant, prefix_end};
+use troupe_core::{Entry, Error, Event, FeedEntry, Result, State};
 
 use crate::db::{Db, sql};
 
@@ -160,6 +160,14 @@ impl State for SqliteState {
                     params![subject, seq, id, json],
                 )
                 .map_err(sql)?;
+                // One writer at a time: positions are handed out in commit order.
+                if let Some(tenant) = feed_tenant(&subject) {
+                    tx.execute(
+                        "INSERT INTO event_feed (tenant, subject, id) VALUES (?1, ?2, ?3)",
+                        params![tenant, subject, id],
+                    )
+                    .map_err(sql)?;
+                }
                 Ok(version(seq))
             })
             .await
@@ -192,7 +200,61 @@ impl State for SqliteState {
                 let n = tx
                     .execute("DELETE FROM event_log WHERE subject = ?1", [&subject])
                     .map_err(sql)?;
+                tx.execute("DELETE FROM event_feed WHERE subject = ?1", [&subject])
+                    .map_err(sql)?;
                 Ok(n as u64)
+            })
+            .await
+    }
+
+    async fn read_feed(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<FeedEntry>> {
+        let tenant = tenant.to_owned();
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT f.position, f.subject, l.event FROM event_feed f
+                         JOIN event_log l ON l.subject = f.subject AND l.id = f.id
+                         WHERE f.tenant = ?1 AND f.position > ?2
+                         ORDER BY f.position LIMIT ?3",
+                    )
+                    .map_err(sql)?;
+                let rows = stmt
+                    .query_map(params![tenant, after, limit], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Vec<u8>>(2)?,
+                        ))
+                    })
+                    .map_err(sql)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (position, subject, event) = row.map_err(sql)?;
+                    out.push(FeedEntry {
+                        position: version(position),
+                        subject,
+                        event: Event::from_json(&event)?,
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn feed_head(&self, tenant: &str) -> Result<u64> {
+        let tenant = tenant.to_owned();
+        self.db
+            .read(move |c| {
+                c.query_row(
+                    "SELECT COALESCE(MAX(position), 0) FROM event_feed WHERE tenant = ?1",
+                    [&tenant],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(version)
+                .map_err(sql)
             })
             .await
     }

@@ -5,9 +5,10 @@ use troupe_core::Result;
 use crate::{Pg, db};
 
 /// Every step, oldest first. Append; never edit a released step.
-const STEPS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const STEPS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
     CREATE EXTENSION IF NOT EXISTS vector;
     CREATE TABLE troupe_kv (
         key text COLLATE "C" PRIMARY KEY,
@@ -30,7 +31,21 @@ const STEPS: &[(i32, &str)] = &[(
         PRIMARY KEY (tenant, document)
     );
     "#,
-)];
+    ),
+    (
+        2,
+        r#"
+    CREATE TABLE troupe_event_feed (
+        tenant text COLLATE "C" NOT NULL,
+        position bigint NOT NULL,
+        subject text COLLATE "C" NOT NULL,
+        id text NOT NULL,
+        PRIMARY KEY (tenant, position)
+    );
+    CREATE INDEX troupe_event_feed_subject ON troupe_event_feed (subject);
+    "#,
+    ),
+];
 
 /// Applies the steps not yet applied. Safe to run from several processes at once.
 pub async fn migrate(pg: &Pg) -> Result<()> {

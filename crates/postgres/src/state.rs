@@ -1,8 +1,8 @@
 //! Versioned key-value state and the per-subject event log.
 
 use async_trait::async_trait;
-use troupe_core::state::{check_key, prefix_end};
-use troupe_core::{Entry, Error, Event, Result, State};
+use troupe_core::state::{check_key, feed_tenant, prefix_end};
+use troupe_core::{Entry, Error, Event, FeedEntry, Result, State};
 
 use crate::{Pg, db};
 
@@ -214,6 +214,24 @@ impl State for PgState {
             )
             .await
             .map_err(db)?;
+        if let Some(tenant) = feed_tenant(subject) {
+            // One appender per tenant until commit: a reader that saw position `p`
+            // never finds a smaller one committed later.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('troupe-feed/' || $1, 0))",
+                &[&tenant],
+            )
+            .await
+            .map_err(db)?;
+            tx.execute(
+                "INSERT INTO troupe_event_feed (tenant, position, subject, id)
+                 SELECT $1, coalesce(max(position), 0) + 1, $2, $3
+                 FROM troupe_event_feed WHERE tenant = $1",
+                &[&tenant, &subject, &event.id],
+            )
+            .await
+            .map_err(db)?;
+        }
         tx.commit().await.map_err(db)?;
         Ok(version(row.get(0)))
     }
@@ -238,10 +256,57 @@ impl State for PgState {
 
     async fn delete_events(&self, subject: &str) -> Result<u64> {
         check_key(subject)?;
-        let c = self.pg.client().await?;
-        c.execute("DELETE FROM troupe_events WHERE subject = $1", &[&subject])
+        let mut c = self.pg.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        let n = tx
+            .execute("DELETE FROM troupe_events WHERE subject = $1", &[&subject])
             .await
-            .map_err(db)
+            .map_err(db)?;
+        tx.execute(
+            "DELETE FROM troupe_event_feed WHERE subject = $1",
+            &[&subject],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(n)
+    }
+
+    #[tracing::instrument(skip_all, name = "postgres", fields(otel.name = "SELECT troupe_event_feed", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "troupe_event_feed"))]
+    async fn read_feed(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<FeedEntry>> {
+        let c = self.pg.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = c
+            .query(
+                "SELECT f.position, f.subject, e.body FROM troupe_event_feed f
+                 JOIN troupe_events e ON e.subject = f.subject AND e.id = f.id
+                 WHERE f.tenant = $1 AND f.position > $2
+                 ORDER BY f.position LIMIT $3",
+                &[&tenant, &signed(after), &limit],
+            )
+            .await
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(FeedEntry {
+                    position: version(r.get(0)),
+                    subject: r.get(1),
+                    event: Event::from_json(&r.get::<_, Vec<u8>>(2))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn feed_head(&self, tenant: &str) -> Result<u64> {
+        let c = self.pg.client().await?;
+        let row = c
+            .query_one(
+                "SELECT coalesce(max(position), 0) FROM troupe_event_feed WHERE tenant = $1",
+                &[&tenant],
+            )
+            .await
+            .map_err(db)?;
+        Ok(version(row.get(0)))
     }
 
     async fn health(&self) -> Result<()> {

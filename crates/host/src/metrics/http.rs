@@ -59,7 +59,11 @@ impl Timer {
         let native = shared.options.endpoints.iter().map(|(_, p, _)| p.as_str());
         Self {
             method: method.clone(),
-            route: route(&shared.app, native.chain(["/health", "/metrics"]), path),
+            route: route(
+                &shared.app,
+                native.chain(["/health", "/metrics", crate::feed::PATH]),
+                path,
+            ),
             started: std::time::Instant::now(),
         }
     }
