@@ -100,8 +100,8 @@ const SILENCE_MS = 45000;
 
 /**
  * The one live connection: `GET /v1/events`. `onEvent({id, event, data})` per
- * document event; `onState(state)` with `connecting`, `open`, `offline` or
- * `unauthorized`. A reconnect sends the last id seen as `Last-Event-ID`.
+ * document event; `onState(state, error)` with `connecting`, `open`, `offline`,
+ * `unauthorized` or `forbidden`. A reconnect sends the last id seen as `Last-Event-ID`.
  */
 export function openStream({ onEvent, onState }) {
   let lastId = null;
@@ -127,6 +127,18 @@ export function openStream({ onEvent, onState }) {
     alive();
     try {
       await readFrames(resp.body, alive, (frame) => {
+        if (frame.event === "error") {
+          // The server ends the stream after saying why (e.g. the key was revoked).
+          const code = (() => {
+            try {
+              return JSON.parse(frame.data).error.code;
+            } catch {
+              return "";
+            }
+          })();
+          const status = { unauthorized: 401, forbidden: 403 }[code] || 503;
+          throw errorOf(status, frame.data, null);
+        }
         if (frame.id !== null) lastId = frame.id;
         if (frame.event !== "ready" && frame.data) onEvent(frame);
       });
@@ -139,12 +151,15 @@ export function openStream({ onEvent, onState }) {
     let backoff = 1000;
     while (!stopped) {
       onState("connecting");
+      const began = Date.now();
       try {
         await connect();
         backoff = 1000;
+        // The server ends streams after a while: reconnect at once, resuming.
+        if (Date.now() - began > 5000) continue;
       } catch (e) {
-        if (e instanceof ApiError && e.status === 401) {
-          onState("unauthorized");
+        if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
+          onState(e.status === 401 ? "unauthorized" : "forbidden", e);
           await new Promise((resolve) => {
             wake = resolve;
           });

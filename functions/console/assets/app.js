@@ -35,6 +35,7 @@ const LIVE_TEXT = {
   open: "Live",
   offline: "Reconnecting…",
   unauthorized: "Needs an API key",
+  forbidden: "Not allowed",
 };
 
 function setLive(state) {
@@ -85,8 +86,9 @@ function start() {
         }
         if (event && event.subject) touched(event.subject);
       },
-      onState(state) {
+      onState(state, err) {
         setLive(state);
+        if (state === "forbidden") notice(describe(err));
         if (state !== "connecting") resolve();
       },
     });
