@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:8080
 # The functions workspace builds for wasm32-wasip2; its pure libraries test natively.
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
-.PHONY: setup functions model scale-out-tools api-tools build run worker test bench soak fuzz package-lambda image image-cuda cuda-check fmt lint clean
+.PHONY: setup functions model scale-out-tools api-tools browser-tools build run worker test bench soak fuzz package-lambda image image-cuda cuda-check fmt lint clean
 
 ## setup: toolchain target, function components, embedding model (idempotent)
 setup: functions model
@@ -42,15 +42,20 @@ scale-out-tools:
 api-tools:
 	@./scripts/setup-api-tools.sh
 
+## browser-tools: Debian's chromium and a virtual environment with Playwright and axe-core,
+## for the console's browser test and benchmark (scripts/setup-browser.sh)
+browser-tools:
+	@./scripts/setup-browser.sh
+
 ## test: every test (builds what it needs first)
-test: build scale-out-tools api-tools
+test: build scale-out-tools api-tools browser-tools
 	cargo test --release --locked --workspace --no-fail-fast
 	cd functions && CARGO_TARGET_DIR=$${FUNCTIONS_TARGET_DIR:-$(CURDIR)/functions/target} \
 	  cargo test --release --locked -p troupe-text --target $(HOST_TRIPLE)
 
 ## bench: every benchmark (BENCHMARKS.md); each script installs or names the tools it
 ## runs (the embedding reference: scripts/setup-bench-python.sh)
-bench: build
+bench: build browser-tools
 	cargo bench --locked --workspace --bench queue
 	cargo bench --locked --workspace --bench dispatch
 	cargo bench --locked --workspace --bench vectors
@@ -61,6 +66,7 @@ bench: build
 	./scripts/bench-tracing.sh
 	./scripts/bench-idle.sh
 	./scripts/bench-events.sh
+	./scripts/bench-console.sh
 
 ## soak: SIGKILLs at random moments while 200 documents are indexed, on both backends
 ## (TROUPE_SOAK_DOCS, TROUPE_SOAK_KILLS, TROUPE_SOAK_BACKENDS …: scripts/soak.sh)

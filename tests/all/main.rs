@@ -10,6 +10,7 @@
 mod audit_trail;
 mod auth;
 mod cli;
+mod console;
 mod delivery;
 mod durability;
 mod event_stream;

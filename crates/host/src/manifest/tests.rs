@@ -454,3 +454,23 @@ fn topic_lists_and_replaced_subscriptions_are_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn the_root_route_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD.replace(
+        "[[trigger.queue]]",
+        "[[trigger.http]]\nroute = \"/\"\ncomponent = \"hello\"\n[[trigger.queue]]",
+    );
+    let app = App::load(&write(dir.path(), &text)).unwrap();
+    assert_eq!(app.route("/"), Some("hello"));
+    assert_eq!(app.route("/favicon.ico"), None);
+    assert_eq!(app.route("/hello/x"), Some("hello"));
+    assert_eq!(
+        app.http
+            .iter()
+            .find(|t| t.route.to_string() == "/")
+            .map(|t| &t.route),
+        Some(&Route::Exact("/".into()))
+    );
+}
