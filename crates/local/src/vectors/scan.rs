@@ -41,8 +41,8 @@ const BLOCK: usize = 256;
 #[derive(Debug)]
 pub(crate) struct Segment {
     ids: Vec<i64>,
-    /// `ids.len() × dims` int8 codes.
-    codes: Vec<i8>,
+    /// `ids.len() × dims` int8 codes, offset by 128 (what [`kernel::dots`] takes).
+    codes: Vec<u8>,
     /// Per row: the code scale (`v ≈ scale · code`).
     scales: Vec<f32>,
     /// Per row: `‖v − v̂‖`.
@@ -95,7 +95,7 @@ impl Segment {
         self.ids.len() - self.dead_rows.load(Ordering::Relaxed)
     }
 
-    fn push(&mut self, id: i64, codes: &[i8], (scale, residual, norm): (f32, f32, f32)) {
+    fn push(&mut self, id: i64, codes: &[u8], (scale, residual, norm): (f32, f32, f32)) {
         if self.ids.len() % 64 == 0 {
             self.dead.push(AtomicU64::new(0));
         }
@@ -117,8 +117,8 @@ impl Segment {
     }
 }
 
-/// `v` as int8 codes with a scale; (scale, ‖v − v̂‖, ‖v̂‖).
-fn quantize(v: &[f32], codes: &mut Vec<i8>) -> (f32, f32, f32) {
+/// `v` as int8 codes (each stored as `code(c)`) with a scale; (scale, ‖v − v̂‖, ‖v̂‖).
+fn quantize<T>(v: &[f32], codes: &mut Vec<T>, code: impl Fn(i8) -> T) -> (f32, f32, f32) {
     codes.clear();
     let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
@@ -129,7 +129,7 @@ fn quantize(v: &[f32], codes: &mut Vec<i8>) -> (f32, f32, f32) {
         let back = f32::from(c) * scale;
         residual += (x - back) * (x - back);
         norm += back * back;
-        codes.push(c);
+        codes.push(code(c));
     }
     (scale, residual.sqrt(), norm.sqrt())
 }
@@ -168,7 +168,7 @@ pub(crate) struct Rows {
     pub(crate) dims: usize,
     segments: Vec<Arc<Segment>>,
     /// Scratch for quantizing.
-    codes: Vec<i8>,
+    codes: Vec<u8>,
 }
 
 impl Rows {
@@ -190,13 +190,13 @@ impl Rows {
             return false;
         }
         let mut codes = std::mem::take(&mut self.codes);
-        let q = quantize(v, &mut codes);
+        let q = quantize(v, &mut codes, |c| (c as u8) ^ 0x80);
         self.push_codes(id, &codes, q);
         self.codes = codes;
         true
     }
 
-    fn push_codes(&mut self, id: i64, codes: &[i8], q: (f32, f32, f32)) {
+    fn push_codes(&mut self, id: i64, codes: &[u8], q: (f32, f32, f32)) {
         match self.segments.last_mut() {
             Some(last) if last.ids.len() < SEGMENT_ROWS => {
                 // Copies the segment only if a scan holds it.
@@ -315,7 +315,7 @@ impl Snapshot {
             return Vec::new();
         }
         let mut q_codes = Vec::with_capacity(self.dims);
-        let (q_scale, q_residual, _) = quantize(query, &mut q_codes);
+        let (q_scale, q_residual, _) = quantize(query, &mut q_codes, |c| c);
         let q_norm = dot(query, query).sqrt();
         let query = Query {
             codes: &q_codes,
