@@ -55,6 +55,7 @@ bench: build
 	./scripts/bench-pipeline.sh
 	./scripts/bench-tracing.sh
 	./scripts/bench-idle.sh
+	./scripts/bench-vectors-1m.sh
 
 ## soak: SIGKILLs at random moments while 200 documents are indexed, on both backends
 ## (TROUPE_SOAK_DOCS, TROUPE_SOAK_KILLS, TROUPE_SOAK_BACKENDS …: scripts/soak.sh)
