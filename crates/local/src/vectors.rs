@@ -56,6 +56,76 @@ impl SqliteVectors {
     }
 }
 
+impl SqliteVectors {
+    /// One catch-up, scan and rescoring; `None` if a candidate was deleted meanwhile
+    /// (unless `last`).
+    async fn search_once(
+        &self,
+        key: &index::Key,
+        query: &[f32],
+        k: usize,
+        last: bool,
+    ) -> Result<Option<Vec<Hit>>> {
+        // Catch up with the table (on the database's reader), then scan off it.
+        let position = self.index.position(key)?;
+        let k2 = key.clone();
+        let update = self
+            .db
+            .read(move |c| index::read_update(c, &k2, position))
+            .await?;
+        if let Some(update) = update {
+            self.index.apply(key, update)?;
+        }
+        let snapshot = self.index.snapshot(key)?;
+        let q = query.to_vec();
+        let (candidates, q) = tokio::task::spawn_blocking(move || (snapshot.candidates(&q, k), q))
+            .await
+            .map_err(|e| Error::backend("vectors", e))?;
+        if candidates.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        self.db
+            .read(move |c| {
+                // The vectors and the texts from one snapshot.
+                let tx = c.unchecked_transaction().map_err(sql)?;
+                let mut vector = tx
+                    .prepare_cached("SELECT vector FROM chunk_vectors WHERE id = ?1")
+                    .map_err(sql)?;
+                let (mut v, mut gone) = (Vec::with_capacity(q.len()), false);
+                let best = scan::rescore(&candidates, k, |id| {
+                    let blob: Option<Vec<u8>> = optional(vector.query_row([id], |r| r.get(0)))?;
+                    gone |= blob.is_none();
+                    Ok::<_, Error>(
+                        blob.filter(|b| index::from_le(b, &mut v) && v.len() == q.len())
+                            .map(|_| scan::dot(&v, &q)),
+                    )
+                })?;
+                if gone && !last {
+                    return Ok(None);
+                }
+                let mut text = tx
+                    .prepare_cached("SELECT document, chunk, text FROM chunk_vectors WHERE id = ?1")
+                    .map_err(sql)?;
+                let mut hits = Vec::with_capacity(best.len());
+                for (score, id) in best {
+                    hits.push(
+                        text.query_row([id], |r| {
+                            Ok(Hit {
+                                document: r.get(0)?,
+                                chunk: r.get(1)?,
+                                score,
+                                text: r.get(2)?,
+                            })
+                        })
+                        .map_err(sql)?,
+                    );
+                }
+                Ok(Some(hits))
+            })
+            .await
+    }
+}
+
 fn to_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -154,56 +224,16 @@ impl Vectors for SqliteVectors {
             return Err(Error::invalid("query", "empty vector"));
         }
         let key = (tenant.to_owned(), model.to_owned());
-        // Catch up with the table (on the database's reader), then scan off it.
-        let position = self.index.position(&key)?;
-        let k2 = key.clone();
-        let update = self
-            .db
-            .read(move |c| index::read_update(c, &k2, position))
-            .await?;
-        if let Some(update) = update {
-            self.index.apply(&key, update)?;
+        // A candidate deleted between the scan and its rescoring may have set the
+        // floor, so the answer could miss a row: search again, after the catch-up has
+        // marked it. Only a search racing deletes each time runs out of tries, and
+        // then answers with what it found.
+        for attempt in 1.. {
+            if let Some(hits) = self.search_once(&key, query, k, attempt == 3).await? {
+                return Ok(hits);
+            }
         }
-        let snapshot = self.index.snapshot(&key)?;
-        let q = query.to_vec();
-        let (candidates, q) = tokio::task::spawn_blocking(move || (snapshot.candidates(&q, k), q))
-            .await
-            .map_err(|e| Error::backend("vectors", e))?;
-        if candidates.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.db
-            .read(move |c| {
-                let mut vector = c
-                    .prepare_cached("SELECT vector FROM chunk_vectors WHERE id = ?1")
-                    .map_err(sql)?;
-                let mut v = Vec::with_capacity(q.len());
-                // A row deleted since the scan is simply not a hit any more.
-                let best = scan::rescore(&candidates, k, |id| {
-                    let blob: Option<Vec<u8>> = optional(vector.query_row([id], |r| r.get(0)))?;
-                    Ok::<_, Error>(
-                        blob.filter(|b| index::from_le(b, &mut v) && v.len() == q.len())
-                            .map(|_| scan::dot(&v, &q)),
-                    )
-                })?;
-                let mut text = c
-                    .prepare_cached("SELECT document, chunk, text FROM chunk_vectors WHERE id = ?1")
-                    .map_err(sql)?;
-                let mut hits = Vec::with_capacity(best.len());
-                for (score, id) in best {
-                    let hit = optional(text.query_row([id], |r| {
-                        Ok(Hit {
-                            document: r.get(0)?,
-                            chunk: r.get(1)?,
-                            score,
-                            text: r.get(2)?,
-                        })
-                    }))?;
-                    hits.extend(hit);
-                }
-                Ok(hits)
-            })
-            .await
+        unreachable!("the last try answers")
     }
 
     async fn health(&self) -> Result<()> {

@@ -190,7 +190,7 @@ pub(crate) fn read_update(
 /// `blob` (little-endian f32s, as stored) into `v`; false if it is not whole floats.
 pub(crate) fn from_le(blob: &[u8], v: &mut Vec<f32>) -> bool {
     v.clear();
-    if blob.len() % 4 != 0 {
+    if !blob.len().is_multiple_of(4) {
         return false;
     }
     v.extend(

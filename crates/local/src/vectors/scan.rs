@@ -96,7 +96,7 @@ impl Segment {
     }
 
     fn push(&mut self, id: i64, codes: &[u8], (scale, residual, norm): (f32, f32, f32)) {
-        if self.ids.len() % 64 == 0 {
+        if self.ids.len().is_multiple_of(64) {
             self.dead.push(AtomicU64::new(0));
         }
         self.ids.push(id);
@@ -418,23 +418,38 @@ impl Query<'_> {
         let mut candidates = Vec::new();
         let mut floor = f32::NEG_INFINITY;
         let mut dots = [0i32; BLOCK];
+        let mut upper = [0.0f32; BLOCK];
         for s in segments {
             for first in (0..s.ids.len()).step_by(BLOCK) {
                 let n = BLOCK.min(s.ids.len() - first);
                 let codes = &s.codes[first * self.dims..(first + n) * self.dims];
                 kernel::dots(codes, self.codes, &mut dots[..n]);
-                for (j, &d) in dots[..n].iter().enumerate() {
+                // Every row's best possible score in one loop the compiler vectorises;
+                // the few that reach the floor take the branch below.
+                let rows = first..first + n;
+                let (scales, residuals, norms) = (
+                    &s.scales[rows.clone()],
+                    &s.residuals[rows.clone()],
+                    &s.norms[rows],
+                );
+                let bounds = residuals.iter().zip(norms);
+                for (((u, &d), &scale), (&r, &m)) in
+                    upper.iter_mut().zip(&dots).zip(scales).zip(bounds)
+                {
+                    *u = d as f32 * scale * self.scale
+                        + (self.norm * r + self.residual * m + MARGIN);
+                }
+                for (j, &up) in upper[..n].iter().enumerate() {
                     let i = first + j;
-                    let approx = d as f32 * s.scales[i] * self.scale;
-                    let bound = self.norm * s.residuals[i] + self.residual * s.norms[i] + MARGIN;
-                    if approx + bound < floor || s.is_dead(i) {
+                    if up < floor || s.is_dead(i) {
                         continue;
                     }
                     candidates.push(Candidate {
                         id: s.ids[i],
-                        upper: approx + bound,
+                        upper: up,
                     });
-                    let lower = approx - bound;
+                    let bound = self.norm * residuals[j] + self.residual * norms[j] + MARGIN;
+                    let lower = up - 2.0 * bound;
                     if lowers.len() < self.k {
                         lowers.push(Lower(lower));
                     } else if lowers.peek().is_some_and(|top| lower > top.0) {
