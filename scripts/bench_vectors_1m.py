@@ -14,7 +14,6 @@ Each peer prints one JSON line of results.
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading

@@ -228,12 +228,13 @@ impl Vectors for SqliteVectors {
         // floor, so the answer could miss a row: search again, after the catch-up has
         // marked it. Only a search racing deletes each time runs out of tries, and
         // then answers with what it found.
-        for attempt in 1.. {
+        let mut attempt = 1;
+        loop {
             if let Some(hits) = self.search_once(&key, query, k, attempt == 3).await? {
                 return Ok(hits);
             }
+            attempt += 1;
         }
-        unreachable!("the last try answers")
     }
 
     async fn health(&self) -> Result<()> {
