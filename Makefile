@@ -67,6 +67,7 @@ bench: build browser-tools
 	./scripts/bench-idle.sh
 	./scripts/bench-events.sh
 	./scripts/bench-console.sh
+	./scripts/bench-vectors-1m.sh
 
 ## soak: SIGKILLs at random moments while 200 documents are indexed, on both backends
 ## (TROUPE_SOAK_DOCS, TROUPE_SOAK_KILLS, TROUPE_SOAK_BACKENDS …: scripts/soak.sh)

@@ -88,6 +88,12 @@ CREATE TABLE IF NOT EXISTS vector_deletes (
     generation INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO vector_deletes (id, generation) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS vector_delete_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    row_id INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    model TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL,
@@ -285,6 +291,14 @@ impl Db {
         // When a tombstone was laid (ms since the epoch; NULL: before this was kept,
         // and then it is kept for good), so that old ones can be purged.
         add_column(&conn, "vector_tombstones", "deleted_at", "INTEGER").map_err(busy)?;
+        // The `vector_delete_log` entries up to this seq are gone (vectors.rs).
+        add_column(
+            &conn,
+            "vector_deletes",
+            "log_pruned",
+            "INTEGER NOT NULL DEFAULT 0",
+        )
+        .map_err(busy)?;
         move_subscription_topics(&conn).map_err(busy)?;
         Ok(conn)
     }

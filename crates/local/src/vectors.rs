@@ -1,52 +1,49 @@
 //! Vectors in SQLite (`chunk_vectors`: little-endian f32 blobs, unique on tenant,
 //! document, chunk and model), searched exactly over an in-memory copy.
 //!
-//! The copy holds, per (tenant, model), the row ids and one contiguous matrix of
-//! vectors; texts stay in SQLite and are read only for the hits. It follows the
-//! table without being told: each search first loads rows with ids above the last
-//! one it holds, and a delete bumps `vector_deletes.generation`, which makes the next
-//! search reload. So another process (a separate `troupe worker`) may write the same
-//! database. Row ids are never reused (`AUTOINCREMENT`), and the generation and the
-//! new rows are read in one transaction, so the copy never pairs a vector with
-//! another row's text.
+//! The copy ([`index`]) holds, per (tenant, model), the row ids and int8 codes of the
+//! vectors; the f32 vectors and texts stay in SQLite and are read only for the rows
+//! that can be hits. It follows the table without being told: each search first
+//! reads rows with ids above the last one it holds, and the ids a delete removed
+//! (`vector_delete_log`, written in the delete's transaction), which it marks dead in
+//! place. So another process (a separate `troupe worker`) may write the same database,
+//! and a delete costs the copy a bitmap update, not a reload. Row ids are never reused
+//! (`AUTOINCREMENT`), and the marks, new rows and log are read in one transaction, so
+//! the copy never pairs a vector with another row's text.
 //!
 //! A deleted document is tombstoned: vectors a late job writes for it are dropped.
 //!
-//! Search is exact: [`scan`] reads int8 codes of every vector with an error bound and
-//! rescores in f32 only the rows that can reach the top k (BENCHMARKS.md).
+//! Search is exact: [`scan`] reads the int8 codes of every vector with an error bound
+//! and keeps the rows that can reach the top k, which are rescored from their f32
+//! vectors, best bound first, until no bound left can beat the k-th (BENCHMARKS.md).
+//!
+//! # Layout
+//!
+//! - [`index`]: the shards and their catch-up with the table.
+//! - [`scan`]: a shard's rows as int8 codes in segments; candidates and rescoring.
+//! - [`kernel`]: the int8 dot products, compiled for the CPU at hand.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, params};
+use rusqlite::params;
 use troupe_core::{Error, Hit, Result, VectorRecord, Vectors};
 
 use crate::db::{Db, sql};
 
+mod index;
+mod kernel;
 mod scan;
+
+/// Delete-log entries kept: a copy that missed more deleted rows than this (it was
+/// not searched meanwhile) loads its shard again.
+const LOG_KEEP: i64 = 100_000;
 
 /// SQLite-backed [`Vectors`].
 #[derive(Debug, Clone)]
 pub struct SqliteVectors {
     db: Db,
-    index: Arc<RwLock<Index>>,
-}
-
-/// The in-memory copy.
-#[derive(Debug, Default)]
-struct Index {
-    /// `vector_deletes.generation` the shards were loaded at.
-    generation: i64,
-    shards: HashMap<(String, String), Shard>,
-}
-
-/// One tenant's vectors of one model.
-#[derive(Debug, Default)]
-struct Shard {
-    rows: scan::Rows,
-    /// The highest row id loaded.
-    loaded_upto: i64,
+    index: Arc<index::Index>,
 }
 
 impl SqliteVectors {
@@ -59,50 +56,78 @@ impl SqliteVectors {
     }
 }
 
+impl SqliteVectors {
+    /// One catch-up, scan and rescoring; `None` if a candidate was deleted meanwhile
+    /// (unless `last`).
+    async fn search_once(
+        &self,
+        key: &index::Key,
+        query: &[f32],
+        k: usize,
+        last: bool,
+    ) -> Result<Option<Vec<Hit>>> {
+        // Catch up with the table (on the database's reader), then scan off it.
+        let position = self.index.position(key)?;
+        let k2 = key.clone();
+        let update = self
+            .db
+            .read(move |c| index::read_update(c, &k2, position))
+            .await?;
+        if let Some(update) = update {
+            self.index.apply(key, update)?;
+        }
+        let snapshot = self.index.snapshot(key)?;
+        let q = query.to_vec();
+        let (candidates, q) = tokio::task::spawn_blocking(move || (snapshot.candidates(&q, k), q))
+            .await
+            .map_err(|e| Error::backend("vectors", e))?;
+        if candidates.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        self.db
+            .read(move |c| {
+                // The vectors and the texts from one snapshot.
+                let tx = c.unchecked_transaction().map_err(sql)?;
+                let mut vector = tx
+                    .prepare_cached("SELECT vector FROM chunk_vectors WHERE id = ?1")
+                    .map_err(sql)?;
+                let (mut v, mut gone) = (Vec::with_capacity(q.len()), false);
+                let best = scan::rescore(&candidates, k, |id| {
+                    let blob: Option<Vec<u8>> = optional(vector.query_row([id], |r| r.get(0)))?;
+                    gone |= blob.is_none();
+                    Ok::<_, Error>(
+                        blob.filter(|b| index::from_le(b, &mut v) && v.len() == q.len())
+                            .map(|_| scan::dot(&v, &q)),
+                    )
+                })?;
+                if gone && !last {
+                    return Ok(None);
+                }
+                let mut text = tx
+                    .prepare_cached("SELECT document, chunk, text FROM chunk_vectors WHERE id = ?1")
+                    .map_err(sql)?;
+                let mut hits = Vec::with_capacity(best.len());
+                for (score, id) in best {
+                    hits.push(
+                        text.query_row([id], |r| {
+                            Ok(Hit {
+                                document: r.get(0)?,
+                                chunk: r.get(1)?,
+                                score,
+                                text: r.get(2)?,
+                            })
+                        })
+                        .map_err(sql)?,
+                    );
+                }
+                Ok(Some(hits))
+            })
+            .await
+    }
+}
+
 fn to_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Appends rows newer than the shard holds; rows of another width are skipped.
-fn load_new(c: &Connection, tenant: &str, model: &str, shard: &mut Shard) -> Result<()> {
-    let mut stmt = c
-        .prepare_cached(
-            // `+` keeps SQLite on the row-id range (new rows only) instead of the
-            // (tenant, …) index, which would visit every row of the tenant.
-            "SELECT id, vector FROM chunk_vectors WHERE id > ?1 AND +tenant = ?2 AND +model = ?3 ORDER BY id",
-        )
-        .map_err(sql)?;
-    let mut rows = stmt
-        .query(params![shard.loaded_upto, tenant, model])
-        .map_err(sql)?;
-    while let Some(row) = rows.next().map_err(sql)? {
-        let id: i64 = row.get(0).map_err(sql)?;
-        let blob = row
-            .get_ref(1)
-            .map_err(sql)?
-            .as_blob()
-            .map_err(|e| Error::backend("sqlite", e))?;
-        shard.loaded_upto = id;
-        if blob.len() % 4 != 0 {
-            continue;
-        }
-        let v: Vec<f32> = blob
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        // A row of another width than the shard's first is not searchable.
-        shard.rows.push(id, &v);
-    }
-    Ok(())
-}
-
-fn generation(c: &Connection) -> Result<i64> {
-    c.query_row(
-        "SELECT generation FROM vector_deletes WHERE id = 1",
-        [],
-        |r| r.get(0),
-    )
-    .map_err(sql)
 }
 
 #[async_trait]
@@ -153,6 +178,13 @@ impl Vectors for SqliteVectors {
                     params![t, d, now],
                 )
                 .map_err(sql)?;
+                // The row ids go to the log the in-memory copies catch up from.
+                c.execute(
+                    "INSERT INTO vector_delete_log (row_id, tenant, model)
+                     SELECT id, tenant, model FROM chunk_vectors WHERE tenant = ?1 AND document = ?2",
+                    params![t, d],
+                )
+                .map_err(sql)?;
                 let n = c
                     .execute(
                         "DELETE FROM chunk_vectors WHERE tenant = ?1 AND document = ?2",
@@ -160,11 +192,13 @@ impl Vectors for SqliteVectors {
                     )
                     .map_err(sql)?;
                 if n > 0 {
+                    // Versions before the log reload their copies on this.
                     c.execute(
                         "UPDATE vector_deletes SET generation = generation + 1 WHERE id = 1",
                         [],
                     )
                     .map_err(sql)?;
+                    prune_log(c)?;
                 }
                 Ok(n)
             })
@@ -190,67 +224,17 @@ impl Vectors for SqliteVectors {
             return Err(Error::invalid("query", "empty vector"));
         }
         let key = (tenant.to_owned(), model.to_owned());
-        let (index, q) = (self.index.clone(), query.to_vec());
-        // Catch up with the table (on the database's reader), then scan off it.
-        let (idx, k2) = (index.clone(), key.clone());
-        self.db
-            .read(move |c| {
-                // One snapshot for the generation and the rows.
-                let tx = c.unchecked_transaction().map_err(sql)?;
-                let generation = generation(&tx)?;
-                let mut guard = idx.write().map_err(|_| poisoned())?;
-                if guard.generation != generation {
-                    guard.shards.clear();
-                    guard.generation = generation;
-                }
-                let shard = guard.shards.entry(k2.clone()).or_default();
-                load_new(&tx, &k2.0, &k2.1, shard)
-            })
-            .await?;
-        let best = tokio::task::spawn_blocking(move || {
-            let guard = index.read().map_err(|_| poisoned())?;
-            Ok::<_, Error>(
-                guard
-                    .shards
-                    .get(&key)
-                    .map(|s| s.rows.top_k(&q, k))
-                    .unwrap_or_default(),
-            )
-        })
-        .await
-        .map_err(|e| Error::backend("vectors", e))??;
-        if best.is_empty() {
-            return Ok(Vec::new());
+        // A candidate deleted between the scan and its rescoring may have set the
+        // floor, so the answer could miss a row: search again, after the catch-up has
+        // marked it. Only a search racing deletes each time runs out of tries, and
+        // then answers with what it found.
+        let mut attempt = 1;
+        loop {
+            if let Some(hits) = self.search_once(&key, query, k, attempt == 3).await? {
+                return Ok(hits);
+            }
+            attempt += 1;
         }
-        self.db
-            .read(move |c| {
-                let mut stmt = c
-                    .prepare_cached("SELECT document, chunk, text FROM chunk_vectors WHERE id = ?1")
-                    .map_err(sql)?;
-                let mut hits = Vec::with_capacity(best.len());
-                for (score, id) in best {
-                    // A row deleted since the scan is simply not a hit any more.
-                    if let Some(hit) = stmt
-                        .query_row([id], |r| {
-                            Ok(Hit {
-                                document: r.get(0)?,
-                                chunk: r.get(1)?,
-                                score,
-                                text: r.get(2)?,
-                            })
-                        })
-                        .map(Some)
-                        .or_else(|e| match e {
-                            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                            e => Err(sql(e)),
-                        })?
-                    {
-                        hits.push(hit);
-                    }
-                }
-                Ok(hits)
-            })
-            .await
     }
 
     async fn health(&self) -> Result<()> {
@@ -260,8 +244,37 @@ impl Vectors for SqliteVectors {
     }
 }
 
-fn poisoned() -> Error {
-    Error::backend("vectors", "the in-memory index lock is poisoned")
+/// A row that may be missing.
+fn optional<T>(r: rusqlite::Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(sql(e)),
+    }
+}
+
+/// Keeps the delete log at most 2 × [`LOG_KEEP`] entries long, recording how far it
+/// was cut so that a copy behind that point reloads.
+fn prune_log(c: &rusqlite::Connection) -> Result<()> {
+    let (last, pruned): (i64, i64) = c
+        .query_row(
+            "SELECT COALESCE((SELECT MAX(seq) FROM vector_delete_log), 0), log_pruned
+             FROM vector_deletes WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(sql)?;
+    if last - pruned > 2 * LOG_KEEP {
+        let upto = last - LOG_KEEP;
+        c.execute("DELETE FROM vector_delete_log WHERE seq <= ?1", [upto])
+            .map_err(sql)?;
+        c.execute(
+            "UPDATE vector_deletes SET log_pruned = ?1 WHERE id = 1",
+            [upto],
+        )
+        .map_err(sql)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
