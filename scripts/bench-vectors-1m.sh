@@ -13,14 +13,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-venv="${TROUPE_BENCH_VECTORS_PY_ENV:-$HOME/.cache/troupe-tools/bench-vectors}"
-want="$root/scripts/bench-vectors-requirements.txt"
-if ! { [ -x "$venv/bin/python" ] && cmp -s "$want" "$venv/.troupe-requirements"; }; then
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$want" >&2
-  cp "$want" "$venv/.troupe-requirements"
-fi
-py="$venv/bin/python"
+py="$("$root/scripts/python-env.sh" "${TROUPE_BENCH_VECTORS_PY_ENV:-$HOME/.cache/troupe-tools/bench-vectors}" \
+  "$root/scripts/bench-vectors-requirements.txt")"
 export TROUPE_BENCH_VECTORS_DIR="${TROUPE_BENCH_VECTORS_DIR:-$HOME/.cache/troupe-bench/vectors-1m}"
 if [ ! -f "$TROUPE_BENCH_VECTORS_DIR/truth.i32" ]; then
   echo "generating the vectors into $TROUPE_BENCH_VECTORS_DIR" >&2
