@@ -11,22 +11,15 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 docs="${BENCH_CONSOLE_DOCS:-20}"
 rounds="${BENCH_CONSOLE_ROUNDS:-7}"
 "$root/scripts/setup-browser.sh"
-"$root/scripts/fetch-model.sh" >/dev/null
-"$root/scripts/build-functions.sh"
-if [ -z "${TROUPE_BIN:-}" ]; then
-  (cd "$root" && cargo build --release --locked --workspace --all-targets -q)
-fi
-bin="${TROUPE_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/troupe}"
+. "$root/scripts/bench-lib.sh"
+troupe_build
 python="${TROUPE_BROWSER_ENV:-$HOME/.cache/troupe-tools/browser}/bin/python"
 work="$(mktemp -d)"
 pid=
 trap '[ -z "$pid" ] || kill $pid 2>/dev/null; rm -rf "$work"' EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-TROUPE_LOG=warn "$bin" up --data-dir "$work/data" --listen "127.0.0.1:$port" \
-  --manifest "$root/spin.toml" --model-dir "$root/models/all-MiniLM-L6-v2" > "$work/up.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 600); do grep -q "listening" "$work/up.log" && break; sleep 0.1; done
-grep -q "listening" "$work/up.log" || { cat "$work/up.log" >&2; exit 1; }
+port=$(free_port)
+TROUPE_LOG=warn troupe_up "$work/up.log" --data-dir "$work/data" --listen "127.0.0.1:$port" \
+  --manifest "$root/spin.toml" --model-dir "$root/models/all-MiniLM-L6-v2"
 url="http://127.0.0.1:$port"
 python3 - "$url" "$docs" <<'PY'
 import json, sys, time, urllib.request

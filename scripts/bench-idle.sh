@@ -13,16 +13,11 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 idle="${IDLE_SECONDS:-60}"
 settle="${SETTLE_SECONDS:-10}"
-"$root/scripts/fetch-model.sh" >/dev/null
-"$root/scripts/build-functions.sh"
-if [ -z "${TROUPE_BIN:-}" ]; then
-  (cd "$root" && cargo build --release --locked --workspace --all-targets -q)
-fi
-bin="${TROUPE_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/troupe}"
+. "$root/scripts/bench-lib.sh"
+troupe_build
 work="$(mktemp -d)"
 pid=
 trap '[ -z "$pid" ] || kill $pid 2>/dev/null; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # The manifest without its [[trigger.cron]] tables (sources made absolute, as it moves).
 python3 - "$root/spin.toml" "$work/no-cron.toml" <<'PY'

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use troupe_tests::{Child, repo_root, request, troupe_bin};
+use troupe_tests::{Child, repo_root, request};
 
 /// The whole browser run, bounded (it takes well under a minute when healthy).
 const BROWSER_LIMIT: Duration = Duration::from_secs(240);
@@ -33,20 +32,7 @@ fn browser_python() -> PathBuf {
 /// A write key of tenant `default`, created before the host starts: authentication
 /// is on from then on.
 fn create_key(data: &std::path::Path) -> String {
-    let out = Command::new(troupe_bin())
-        .args(["keys", "create", "--tenant", "default", "--scope", "write"])
-        .args(["--json", "--data-dir"])
-        .arg(data)
-        .env("TROUPE_LOG", "warn")
-        .output()
-        .expect("running troupe keys create");
-    assert!(
-        out.status.success(),
-        "troupe keys create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    key["key"].as_str().expect("a key").to_owned()
+    troupe_tests::create_key(data, &[], "default", "write")
 }
 
 #[test]

@@ -5,14 +5,13 @@
 //! per-tenant quota.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use troupe_tests::corpus::Hooks;
 use troupe_tests::stack::Stack;
-use troupe_tests::{Child, components, repo_root, request, troupe_bin};
+use troupe_tests::{Child, components, repo_root, request};
 
 /// A client of one tenant: its bearer key.
 struct As<'a> {
@@ -94,21 +93,7 @@ impl As<'_> {
 
 /// `troupe keys create` on the stack's backend; the secret.
 fn key(stack: &Stack, tenant: &str, scope: &str) -> String {
-    let out = Command::new(troupe_bin())
-        .args(["keys", "create", "--data-dir"])
-        .arg(stack.data())
-        .args(["--tenant", tenant, "--scope", scope, "--json"])
-        .envs(stack.env())
-        .output()
-        .expect("running troupe keys create");
-    assert!(
-        out.status.success(),
-        "troupe keys create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
-    assert_eq!(created["tenant"], tenant);
-    created["key"].as_str().expect("key").to_owned()
+    troupe_tests::create_key(stack.data(), &stack.env(), tenant, scope)
 }
 
 /// The repository's pipeline plus `snoop` on `/v1/snoop`, granted every state key,

@@ -205,6 +205,27 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// `troupe keys create` on the data directory `data` (with `env`: a backend set's
+/// environment), for `tenant` with `scope`; the new key's secret.
+pub fn create_key(data: &Path, env: &[(&str, String)], tenant: &str, scope: &str) -> String {
+    let out = Command::new(troupe_bin())
+        .args(["keys", "create", "--data-dir"])
+        .arg(data)
+        .args(["--tenant", tenant, "--scope", scope, "--json"])
+        .env("TROUPE_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("running troupe keys create");
+    assert!(
+        out.status.success(),
+        "troupe keys create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(created["tenant"], tenant, "{created}");
+    created["key"].as_str().expect("key").to_owned()
+}
+
 /// `troupe` running as a child process.
 pub struct Child {
     /// The process.

@@ -32,11 +32,17 @@ const MAX_NATIVE_BODY: u64 = 16 << 20;
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<HyperOutgoingBody> {
-    let body = Full::new(Bytes::from(value.to_string()))
+    let mut resp = json_bytes(Bytes::from(value.to_string()));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// 200 with `bytes` of JSON.
+fn json_bytes(bytes: Bytes) -> Response<HyperOutgoingBody> {
+    let body = Full::new(bytes)
         .map_err(|never: Infallible| match never {})
         .boxed_unsync();
     let mut resp = Response::new(body);
-    *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
@@ -74,15 +80,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
 fn openapi() -> Response<HyperOutgoingBody> {
-    let body = Full::new(Bytes::from_static(OPENAPI.as_bytes()))
-        .map_err(|never: Infallible| match never {})
-        .boxed_unsync();
-    let mut resp = Response::new(body);
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    resp
+    json_bytes(Bytes::from_static(OPENAPI.as_bytes()))
 }
 
 /// Header carrying the request id on every answer.
