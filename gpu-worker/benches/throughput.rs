@@ -4,14 +4,18 @@
 //! Then the rate of the GEMM alone at the encoder's layer shapes (`gemm` crate, both
 //! threads), the ceiling for a GEMM-bound forward pass.
 //!
-//! Run through `scripts/bench-embeddings.sh`, which writes the inputs, runs this and
-//! sentence-transformers on the same inputs, and prints the side-by-side table. Reads
+//! Run through `scripts/bench-embeddings.sh`, which writes the inputs, runs this (once
+//! with the dense layers in bf16 where the CPU has AMX, once with `TROUPE_CPU_BF16=0`)
+//! and the Python peers on the same inputs, and prints the side-by-side table. Reads
 //! the inputs from `$TROUPE_BENCH_INPUTS` (JSON: {"mix": [texts…]}) and prints one
-//! JSON line per (mix, batch size).
+//! JSON line per (mix, batch size). With `$TROUPE_BENCH_VECTORS` set, also writes the
+//! embeddings of each (mix, batch size) there (JSON: {"mix|batch": [[f32; 384]…]}), for
+//! their cosine to the f32 reference.
 
 use std::time::Instant;
 
 use troupe_gpu_worker::backend::{EmbeddingBackend, best_device};
+use troupe_gpu_worker::cpu::bf16_dense_layers;
 use troupe_gpu_worker::cpu::gemm::{View, matmul};
 use troupe_gpu_worker::{CandleBackend, Tokens};
 
@@ -26,6 +30,9 @@ fn main() {
             .expect("inputs json");
     let tokens = Tokens::load(model, 256).expect("tokenizer");
     let mut backend = CandleBackend::load(model, &best_device(), usize::MAX).expect("model");
+    let precision = if bf16_dense_layers() { "bf16" } else { "f32" };
+    let vectors_out = std::env::var("TROUPE_BENCH_VECTORS").ok();
+    let mut vectors = serde_json::Map::new();
     for (mix, texts) in &mixes {
         let ids: Vec<Vec<u32>> = texts
             .as_array()
@@ -39,16 +46,21 @@ fn main() {
             backend
                 .embed(&ids[..batch.min(ids.len())])
                 .expect("warm-up");
+            let mut out = Vec::with_capacity(ids.len());
             let start = Instant::now();
             for chunk in ids.chunks(batch) {
-                backend.embed(chunk).expect("embed");
+                out.extend(backend.embed(chunk).expect("embed"));
             }
             let secs = start.elapsed().as_secs_f64();
             println!(
                 "{}",
-                serde_json::json!({"engine": "troupe", "mix": mix, "batch": batch, "texts": ids.len(), "tokens": total, "seconds": secs, "tokens_per_s": total as f64 / secs})
+                serde_json::json!({"engine": "troupe", "precision": precision, "mix": mix, "batch": batch, "texts": ids.len(), "tokens": total, "seconds": secs, "tokens_per_s": total as f64 / secs})
             );
+            vectors.insert(format!("{mix}|{batch}"), serde_json::json!(out));
         }
+    }
+    if let Some(path) = vectors_out {
+        std::fs::write(&path, serde_json::Value::Object(vectors).to_string()).expect("vectors");
     }
     for (m, k, n) in GEMM_SHAPES {
         let a = vec![0.5f32; m * k];
