@@ -119,7 +119,10 @@ def code_routes(repo):
             methods = re.findall(r"req\.method\(\) != Method::(\w+)", source)
             for method in methods:
                 routes[(method.upper(), route)] = component
-    host = (repo / "crates/host/src/server.rs").read_text()
+    host = "\n".join(
+        p.read_text()
+        for p in [repo / "crates/host/src/server.rs", *sorted((repo / "crates/host/src/server").glob("*.rs"))]
+    )
     cli = (repo / "crates/cli/src/main.rs").read_text()
     feed = (repo / "crates/host/src/feed.rs").read_text()
     if "(&http::Method::GET, crate::feed::PATH)" in host:

@@ -25,6 +25,9 @@ use crate::runtime::{Exports, Fault, Runtime};
 use crate::tenancy::Binding;
 use troupe_events::Tenant;
 
+mod host;
+pub use host::{OPENAPI, OPENAPI_PATH};
+
 /// Largest body a native endpoint reads.
 const MAX_NATIVE_BODY: u64 = 16 << 20;
 
@@ -71,16 +74,6 @@ fn failure(
         status,
         &serde_json::json!({"error": {"code": code, "message": message, "request_id": request_id}}),
     )
-}
-
-/// Where the API's OpenAPI description is served.
-pub const OPENAPI_PATH: &str = "/v1/openapi.json";
-
-/// The OpenAPI 3.1 description of every `/v1` route (`docs/openapi.json`).
-pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
-
-fn openapi() -> Response<HyperOutgoingBody> {
-    json_bytes(Bytes::from_static(OPENAPI.as_bytes()))
 }
 
 /// Header carrying the request id on every answer.
@@ -227,7 +220,7 @@ async fn route<B: RequestBody>(
     // The API's description is public: client generators fetch it before they have a
     // credential.
     if path == OPENAPI_PATH && req.method() == http::Method::GET {
-        return openapi();
+        return host::openapi();
     }
     // The API needs a credential (when authentication is on) before anything serves it.
     let principal = if auth::is_api_path(&path) {
@@ -275,40 +268,12 @@ async fn route<B: RequestBody>(
         };
     }
     match (req.method(), path.as_str()) {
-        (&http::Method::GET, "/health") => health(&shared).await,
-        (&http::Method::GET, "/metrics") => {
-            shared.refresh_depths().await;
-            let mut text = shared.metrics.encode();
-            for source in &shared.options.metrics {
-                // Each registry ends with `# EOF`; keep only the last one.
-                text = text.trim_end().trim_end_matches("# EOF").to_owned();
-                text.push_str(&source());
-            }
-            let body = Full::new(Bytes::from(text))
-                .map_err(|never: Infallible| match never {})
-                .boxed_unsync();
-            let mut resp = Response::new(body);
-            resp.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            resp
-        }
+        (&http::Method::GET, "/health") => host::health(&shared).await,
+        (&http::Method::GET, "/metrics") => host::metrics(&shared).await,
         (&http::Method::GET, crate::feed::PATH) => {
             crate::feed::respond(&shared, principal.tenant.as_str(), req.headers())
         }
-        (_, crate::feed::PATH) => {
-            let mut r = error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                &format!("{path} answers GET only"),
-            );
-            r.headers_mut()
-                .insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
-            r
-        }
+        (_, crate::feed::PATH) => host::get_only(&path),
         _ => match shared.app.route(&path) {
             Some(component) => {
                 auth::bind_tenant(req.headers_mut(), &principal.tenant);
@@ -321,40 +286,6 @@ async fn route<B: RequestBody>(
             ),
         },
     }
-}
-
-async fn health(shared: &Shared) -> Response<HyperOutgoingBody> {
-    let b = &shared.backends;
-    let (q, s, o) = tokio::join!(b.queue.health(), b.state.health(), b.blobs.health());
-    let check = |r: &troupe_core::Result<()>| match r {
-        Ok(()) => serde_json::json!({"status": "ok"}),
-        Err(e) => serde_json::json!({"status": "down", "error": e.to_string()}),
-    };
-    let mut ok = q.is_ok() && s.is_ok() && o.is_ok();
-    let mut deps = serde_json::json!({"queue": check(&q), "state": check(&s), "blobs": check(&o)});
-    for (name, probe) in &shared.options.health {
-        let entry = match probe().await {
-            Ok(()) => serde_json::json!({"status": "ok"}),
-            Err(e) => {
-                ok = false;
-                serde_json::json!({"status": "down", "error": e})
-            }
-        };
-        deps[name.as_str()] = entry;
-    }
-    let body = serde_json::json!({
-        "status": if ok { "ok" } else { "degraded" },
-        "app": shared.app.name,
-        "dependencies": deps,
-    });
-    json(
-        if ok {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        &body,
-    )
 }
 
 /// Whether the client asks for an event stream (a long-lived response).

@@ -101,9 +101,11 @@ const SILENCE_MS = 45000;
 /**
  * The one live connection: `GET /v1/events`. `onEvent({id, event, data})` per
  * document event; `onState(state, error)` with `connecting`, `open`, `offline`,
- * `unauthorized` or `forbidden`. A reconnect sends the last id seen as `Last-Event-ID`.
+ * `unauthorized` or `forbidden`; `onReady()` when a stream opened without
+ * `Last-Event-ID` says where it starts (every event logged after that comes). A
+ * reconnect sends the last id seen as `Last-Event-ID`.
  */
-export function openStream({ onEvent, onState }) {
+export function openStream({ onEvent, onState, onReady }) {
   let lastId = null;
   let ctrl = null;
   let stopped = false;
@@ -140,7 +142,9 @@ export function openStream({ onEvent, onState }) {
           throw errorOf(status, frame.data, null);
         }
         if (frame.id !== null) lastId = frame.id;
-        if (frame.event !== "ready" && frame.data) onEvent(frame);
+        if (frame.event === "ready") {
+          if (onReady) onReady();
+        } else if (frame.data) onEvent(frame);
       });
     } finally {
       clearTimeout(timer);

@@ -1,5 +1,6 @@
-// The console's entry: the live stream first, then the list; routing between the
-// home view and a document's detail (`#/documents/{id}`); the API-key prompt.
+// The console's entry: the list and the live stream at once (what changed between the
+// list's read and the stream's start is read again once the stream is open); routing
+// between the home view and a document's detail (`#/documents/{id}`); the API-key prompt.
 
 import { describe, onUnauthorized, openStream, setApiKey } from "./api.js";
 import * as detail from "./detail.js";
@@ -10,8 +11,6 @@ import * as upload from "./upload.js";
 
 /** How often rows still being worked on are fetched while the stream is down. */
 const POLL_MS = 3000;
-/** How long the list waits for the stream to open before loading anyway. */
-const STREAM_WAIT_MS = 2000;
 
 let live = "connecting";
 const pending = new Set();
@@ -74,32 +73,34 @@ function route() {
 
 function start() {
   onUnauthorized((err) => showAuth(describe(err)));
-  let stream = null;
-  const firstLoad = new Promise((resolve) => {
-    stream = openStream({
-      onEvent(frame) {
-        let event = null;
-        try {
-          event = JSON.parse(frame.data);
-        } catch {
-          return;
-        }
-        if (event && event.subject) touched(event.subject);
-      },
-      onState(state, err) {
-        setLive(state);
-        if (state === "forbidden") notice(describe(err));
-        if (state !== "connecting") resolve();
-      },
-    });
-    setTimeout(resolve, STREAM_WAIT_MS);
+  // The first page does not wait for the stream: it is drawn as soon as it comes, and
+  // once the stream says where it starts (`ready`) the page and the unsettled rows are
+  // read again, which covers anything that changed before that.
+  const listed = documents.loadPage().then(() => {
+    window.__consoleReady = performance.now();
+    document.documentElement.dataset.ready = "true";
   });
-  firstLoad
-    .then(() => documents.loadPage())
-    .then(() => {
-      window.__consoleReady = performance.now();
-      document.documentElement.dataset.ready = "true";
-    });
+  let caughtUp = false;
+  const stream = openStream({
+    onEvent(frame) {
+      let event = null;
+      try {
+        event = JSON.parse(frame.data);
+      } catch {
+        return;
+      }
+      if (event && event.subject) touched(event.subject);
+    },
+    onState(state, err) {
+      setLive(state);
+      if (state === "forbidden") notice(describe(err));
+    },
+    onReady() {
+      if (caughtUp) return;
+      caughtUp = true;
+      listed.then(() => documents.recheck()).then(() => documents.unsettled().forEach(touched));
+    },
+  });
 
   documents.onChange((doc, id) => {
     if (!doc) search.drop(id);

@@ -34,6 +34,16 @@ export async function reload() {
   await loadPage();
 }
 
+/** The first page read again and merged into what is shown (nothing is cleared). */
+export async function recheck() {
+  try {
+    const page = await api("GET", `/v1/documents?limit=${PAGE}`);
+    for (const doc of page.documents) upsert(doc, true);
+  } catch (e) {
+    if (e.status !== 401) notice(describe(e));
+  }
+}
+
 /** The next page (the first when none is loaded yet). */
 export async function loadPage() {
   const more = $("#more");
