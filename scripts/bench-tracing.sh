@@ -16,22 +16,22 @@ pids=()
 trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null || true; done; rm -rf "$work"' EXIT
 
 run() { # mode round
-  local mode=$1 round=$2 port hooks sink dir="$work/$1-$2" env=()
+  local mode=$1 round=$2 port sink dir="$work/$1-$2" env=()
   mkdir -p "$dir"
-  port=$(free_port); hooks=$(free_port)
+  port=$(free_port)
   if [ "$mode" = on ]; then
     sink=$(free_port)
     python3 "$root/scripts/otlp_sink.py" "$sink" "$dir/sink.json" & local sink_pid=$!
     pids+=("$sink_pid")
     env=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink" OTEL_TRACES_SAMPLER=always_on)
   fi
-  env "${env[@]}" TROUPE_VARIABLE_WEBHOOK_URLS="http://127.0.0.1:$hooks/hooks" TROUPE_VARIABLE_WEBHOOK_SECRET=bench-secret TROUPE_LOG=warn \
+  env "${env[@]}" TROUPE_LOG=warn \
     "$bin" up --data-dir "$dir/data" --listen "127.0.0.1:$port" --manifest "$root/spin.toml" \
     --model-dir "$root/models/all-MiniLM-L6-v2" --allow-private-outbound > "$dir/up.log" 2>&1 &
   local pid=$!
   pids+=("$pid")
   for _ in $(seq 1 600); do grep -q "listening" "$dir/up.log" && break; sleep 0.1; done
-  python3 "$root/scripts/bench_pipeline.py" "http://127.0.0.1:$port" "$dir/data" "$hooks" > "$dir/result.json"
+  python3 "$root/scripts/bench_pipeline.py" "http://127.0.0.1:$port" "$dir/data" "$bin" "$pid" > "$dir/result.json"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   if [ "$mode" = on ]; then kill "$sink_pid"; wait "$sink_pid" 2>/dev/null || true; fi
   echo "$dir/result.json"

@@ -1,31 +1,35 @@
 """Pipeline benchmark against a running `troupe up` (stdlib only).
 
-1. Latency, one-page documents one at a time: upload → `indexed` webhook.
-2. A folder of 100 one-page documents uploaded together: per-document upload → indexed
-   latency, and the wall time from the first upload to the last `indexed`.
+1. Latency, one-page documents one at a time: `troupe ingest FILE`'s own clock, from
+   the upload to the `indexed` event on its live event stream.
+2. A folder of 100 one-page documents ingested with `troupe ingest FOLDER` (four
+   uploads in flight): the wall time from the first upload to the last `indexed`, and
+   the CPU time each part of `troupe up` spent meanwhile (per thread from
+   /proc/PID/task, per function from the host's `troupe_invocation_cpu_seconds_total`).
 3. The worker's raw throughput on the same chunks: their texts (read from the data
    directory) sent to /v1/embeddings in batches from several threads, as fast as it goes.
 
 Pipeline efficiency = end-to-end ingest tokens/s (the chunks' tokens over the folder's
 wall time) ÷ the worker's raw tokens/s on those chunks.
 
-Completion is observed through the pipeline's own webhooks (`notify`, on a receiver
-here), not by polling, so the measurement takes no CPU from the pipeline.
-
-usage: bench_pipeline.py BASE_URL DATA_DIR WEBHOOK_PORT
+usage: bench_pipeline.py BASE_URL DATA_DIR TROUPE_BIN TROUPE_PID
 """
 
 import concurrent.futures
-import http.server
 import json
+import os
 import random
+import re
+import resource
 import sqlite3
+import subprocess
 import sys
-import threading
+import tempfile
 import time
 import urllib.request
 
-BASE, DATA, HOOK_PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
+BASE, DATA, BIN, PID = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+TICK = os.sysconf("SC_CLK_TCK")
 WORDS = (
     "river mountain engine harvest orbit signal lantern copper meadow glacier canyon violin "
     "harbor thunder pepper marble falcon compass garden silver bridge desert rocket pencil "
@@ -50,46 +54,73 @@ def call(method, path, body=None, ctype="application/json"):
         return json.loads(r.read())
 
 
-def upload(name, body):
-    return call("POST", f"/v1/documents?name={name}", body, "text/plain")["id"]
+def ingest(*paths):
+    """Runs `troupe ingest`; (its ids, its own clock in seconds: first upload to last indexed)."""
+    out = subprocess.run([BIN, "ingest", "--url", BASE, "--concurrency", "4", *paths],
+                         capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise SystemExit(f"troupe ingest failed: {out.stderr}")
+    took = re.search(r"indexed in ([0-9.]+) s", out.stderr)
+    ids = [line.split("\t")[0] for line in out.stdout.splitlines()]
+    return ids, float(took.group(1))
 
 
-class Hooks(http.server.BaseHTTPRequestHandler):
-    """Receives the pipeline's webhooks: a document is done when its webhook arrives,
-    so nothing polls the server while it works."""
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        with SETTLED_LOCK:
-            SETTLED[body["document_id"]] = (time.perf_counter(), body["type"])
-        self.send_response(200)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-SETTLED, SETTLED_LOCK = {}, threading.Lock()
-server = http.server.ThreadingHTTPServer(("127.0.0.1", HOOK_PORT), Hooks)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-
-
-def wait(ids, started):
-    """Waits for each id's webhook; returns {id: seconds from its upload to indexed}."""
-    deadline = time.perf_counter() + 900
-    while time.perf_counter() < deadline:
-        with SETTLED_LOCK:
-            if all(i in SETTLED for i in ids):
-                break
-        time.sleep(0.005)
+def threads():
+    """CPU seconds per thread of `troupe up`, by thread id: (name, seconds)."""
     out = {}
-    for i in ids:
-        at, kind = SETTLED.get(i, (None, None))
-        if kind != "troupe.document.indexed.v1":
-            raise SystemExit(f"document {i} did not end indexed: {kind}")
-        out[i] = at - started[i]
+    for tid in os.listdir(f"/proc/{PID}/task"):
+        try:
+            with open(f"/proc/{PID}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # ended meanwhile
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[tid] = (name, (int(fields[11]) + int(fields[12])) / TICK)
     return out
+
+
+def function_cpu():
+    """troupe_invocation_cpu_seconds_total per component."""
+    with urllib.request.urlopen(BASE + "/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out = {}
+    for m in re.finditer(r'^troupe_invocation_cpu_seconds_total\{component="([^"]+)",trigger="[^"]+"\} ([0-9.e+-]+)$', text, re.M):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
+def split(before, after, f_before, f_after, client, wall):
+    """Where the CPU went during the folder, in seconds and as shares of two cores' wall."""
+    groups = {}
+    for tid, (name, secs) in after.items():
+        spent = secs - before.get(tid, (name, 0.0))[1]
+        if name.startswith("troupe-infer") or name == "troupe-embed":
+            g = "model"
+        elif name.startswith("troupe-sqlite"):
+            g = "sqlite_writer"
+        else:
+            g = "host_threads"
+        groups[g] = groups.get(g, 0.0) + spent
+    funcs = {c: f_after.get(c, 0.0) - f_before.get(c, 0.0) for c in f_after}
+    extraction = funcs.get("extract", 0.0)
+    others = sum(v for c, v in funcs.items() if c != "extract")
+    host = groups.get("host_threads", 0.0) - extraction - others
+    cores = (os.cpu_count() or 1) * wall
+    parts = {
+        "model": groups.get("model", 0.0),
+        "extraction": extraction,
+        "other_functions": others,
+        "host": host,
+        "sqlite_writer": groups.get("sqlite_writer", 0.0),
+        "client": client,
+    }
+    parts["idle"] = max(0.0, cores - sum(parts.values()))
+    return {
+        "seconds": {k: round(v, 3) for k, v in parts.items()},
+        "share": {k: round(v / cores, 3) for k, v in parts.items()},
+        "functions_s": {k: round(v, 3) for k, v in sorted(funcs.items())},
+    }
 
 
 def pct(xs, p):
@@ -98,27 +129,35 @@ def pct(xs, p):
 
 
 rng = random.Random(42)
+work = tempfile.mkdtemp()
+
+
+def write(name, body):
+    path = os.path.join(work, name)
+    with open(path, "wb") as f:
+        f.write(body)
+    return path
+
+
 # Warm-up: compiles nothing (the cache is warm) but loads every component path once.
-w = upload("warmup.txt", page(rng, 20))
-wait([w], {w: time.perf_counter()})
+ingest(write("warmup.txt", page(rng, 20)))
 
 single = []
 for n in range(20):
-    t = time.perf_counter()
-    i = upload(f"single-{n}.txt", page(rng, 25))
-    single.append(wait([i], {i: t})[i])
+    single.append(ingest(write(f"single-{n}.txt", page(rng, 25)))[1])
 
-docs = [(f"folder-{n:03}.txt", page(rng, 25)) for n in range(100)]
-started, ids = {}, []
-t0 = time.perf_counter()
-for name, body in docs:
-    t = time.perf_counter()
-    i = upload(name, body)
-    started[i] = t
-    ids.append(i)
-uploads_s = time.perf_counter() - t0
-folder = wait(ids, started)
-wall = time.perf_counter() - t0
+folder_dir = os.path.join(work, "folder")
+os.mkdir(folder_dir)
+for n in range(100):
+    with open(os.path.join(folder_dir, f"folder-{n:03}.txt"), "wb") as f:
+        f.write(page(rng, 25))
+t_before, f_before = threads(), function_cpu()
+c_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+ids, wall = ingest(folder_dir)
+c_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+t_after, f_after = threads(), function_cpu()
+client = (c_after.ru_utime + c_after.ru_stime) - (c_before.ru_utime + c_before.ru_stime)
+cpu = split(t_before, t_after, f_before, f_after, client, wall)
 
 db = sqlite3.connect(f"{DATA}/troupe.db")
 marks = ",".join("?" * len(ids))
@@ -141,11 +180,10 @@ ingest_tps, raw_tps = tokens / wall, sum(raws) / len(raws)
 print(json.dumps({
     "single_doc_latency_ms": {"p50": round(pct(single, 0.5) * 1e3), "p99": round(pct(single, 0.99) * 1e3), "n": len(single)},
     "folder_of_100": {
-        "latency_ms": {"p50": round(pct(list(folder.values()), 0.5) * 1e3), "p99": round(pct(list(folder.values()), 0.99) * 1e3)},
         "wall_s": round(wall, 2),
-        "uploads_s": round(uploads_s, 2),
         "chunks": len(texts),
         "tokens": tokens,
+        "cpu": cpu,
     },
     "ingest_tokens_per_s": round(ingest_tps),
     "worker_raw_tokens_per_s": round(raw_tps),

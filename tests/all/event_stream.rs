@@ -1,6 +1,8 @@
 //! `GET /v1/events`: one live stream of a tenant's document events, served by the host.
-//! Events are logged straight into the state store (as `status` logs them), for two
-//! tenants at once, while streams watch over real HTTP.
+//! Events are logged into the state store (as `status` logs them), for two tenants at
+//! once, while streams watch over real HTTP: straight into the store, as another
+//! process sharing it would, or through the host's own handle, whose appends wake the
+//! readers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,10 @@ const WAIT: Duration = Duration::from_secs(10);
 /// read keys, and at most `max_streams` streams.
 struct Served {
     base: String,
+    /// The store itself: appends the host only finds by polling.
     state: Arc<dyn State>,
+    /// The host's handle on it: appends that wake the readers.
+    host_state: Arc<dyn State>,
     keys: KeyStore,
     acme: String,
     umbrella: String,
@@ -28,6 +33,11 @@ struct Served {
 
 impl Served {
     async fn start(max_streams: usize) -> Self {
+        Self::polling_every(max_streams, Duration::from_millis(50)).await
+    }
+
+    /// [`Served::start`], reading the feed for other processes' appends every `poll`.
+    async fn polling_every(max_streams: usize, poll: Duration) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = manifest(
             dir.path(),
@@ -51,7 +61,7 @@ source = "{dist}/hello.wasm"
                 },
                 events: troupe_host::feed::Settings {
                     max_streams,
-                    poll: Duration::from_millis(50),
+                    poll,
                     keep_alive: Duration::from_millis(300),
                     ..Default::default()
                 },
@@ -61,6 +71,7 @@ source = "{dist}/hello.wasm"
         .await
         .expect("host");
         let state: Arc<dyn State> = Arc::new(local.state.clone());
+        let host_state = host.shared().backends.state.clone();
         let keys = KeyStore::new(state.clone());
         let key = async |tenant: &str| {
             let (_, key) = keys
@@ -85,6 +96,7 @@ source = "{dist}/hello.wasm"
         Self {
             base,
             state,
+            host_state,
             keys,
             acme,
             umbrella,
@@ -114,6 +126,11 @@ source = "{dist}/hello.wasm"
 
     /// Logs `n` events about `doc` of `tenant`; their ids.
     async fn log(&self, tenant: &str, doc: &str, n: usize) -> Vec<String> {
+        Self::log_into(&*self.state, tenant, doc, n).await
+    }
+
+    /// Logs `n` events about `doc` of `tenant` into `state`; their ids.
+    async fn log_into(state: &dyn State, tenant: &str, doc: &str, n: usize) -> Vec<String> {
         let mut ids = Vec::new();
         for i in 0..n {
             let mut e = Event::new(
@@ -123,7 +140,7 @@ source = "{dist}/hello.wasm"
             )
             .with_subject(doc);
             e.tenant = Some(tenant.into());
-            self.state
+            state
                 .append_event(&format!("{tenant}/{doc}"), &e)
                 .await
                 .expect("logged");
@@ -199,6 +216,23 @@ async fn two_watchers_see_the_same_events_in_order_and_only_their_tenants() {
     assert_eq!((of(&a), of(&b)), (a, b));
     assert_eq!(ids(&other.0, "umbrella"), c);
     assert_eq!(other.1, None, "nothing more for umbrella");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_through_the_host_reaches_watchers_without_waiting_for_a_poll() {
+    // A poll so rare that only the wake-up can deliver within the test.
+    let s = Served::polling_every(4, Duration::from_secs(3600)).await;
+    let mut watcher = s.watch(&s.acme, None).await;
+    let (ready, back) = blocking(move || (watcher.next(WAIT), watcher)).await;
+    watcher = back;
+    assert_eq!(ready.expect("ready frame").event, "ready");
+    // Rounds apart: each wakes a reader that had gone back to waiting.
+    for round in 0..3 {
+        let logged = Served::log_into(&*s.host_state, "acme", &format!("doc-{round}"), 5).await;
+        let (frames, back) = blocking(move || (watcher.take(5, WAIT), watcher)).await;
+        watcher = back;
+        assert_eq!(ids(&frames, "acme"), logged, "round {round}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ mod delivery;
 mod durability;
 mod event_stream;
 mod hostile;
+mod ingest;
 mod kills;
 mod metrics;
 mod openapi;

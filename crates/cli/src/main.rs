@@ -3,6 +3,7 @@
 
 mod client;
 mod dlq;
+mod ingest;
 mod jobs;
 
 use troupe_cli::backend::{BackendArgs, Opened};
@@ -151,6 +152,9 @@ enum Command {
         /// Give up waiting after this many seconds.
         #[arg(long, env = "TROUPE_INGEST_TIMEOUT", default_value_t = 1800)]
         timeout_s: u64,
+        /// Uploads in flight at once.
+        #[arg(long, env = "TROUPE_INGEST_CONCURRENCY", default_value_t = 4)]
+        concurrency: usize,
     },
     /// Search the indexed documents of a running Troupe.
     Search {
@@ -497,13 +501,14 @@ async fn main() -> std::process::ExitCode {
             paths,
             no_wait,
             timeout_s,
+            concurrency,
         } => tokio::task::spawn_blocking(move || {
-            client::ingest(
-                &api,
-                &paths,
+            let how = ingest::Ingest {
                 no_wait,
-                std::time::Duration::from_secs(timeout_s),
-            )
+                timeout: std::time::Duration::from_secs(timeout_s),
+                concurrency,
+            };
+            ingest::ingest(&api, &paths, &how)
         })
         .await
         .unwrap_or_else(|e| Err(e.into())),

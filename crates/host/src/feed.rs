@@ -11,6 +11,11 @@
 //! missing it. Nothing is sent twice: a watcher skips what is at or below the last
 //! position it sent.
 //!
+//! A reader reads when an event is appended through this host (the state store is
+//! wrapped in [`Appended`], which wakes the readers; reads are at least
+//! [`Settings::min_gap`] apart, so a burst of appends is one read) and otherwise every
+//! [`Settings::poll`], for what other processes sharing the store appended.
+//!
 //! Frames: `id: <position>`, `event: <event type>`, `data: <CloudEvent JSON>`; a
 //! stream opened without `Last-Event-ID` starts at the feed's end with a `ready` frame
 //! carrying that position. A comment every [`Settings::keep_alive`] keeps proxies from closing
@@ -23,14 +28,15 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use troupe_core::FeedEntry;
+use troupe_core::{Entry, Event, FeedEntry, State};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::Shared;
@@ -50,8 +56,11 @@ pub struct Settings {
     pub max_streams: usize,
     /// How long one stream lasts before the host ends it (the client reconnects).
     pub max_age: Duration,
-    /// How often a watched tenant's feed is read for new entries.
+    /// How often a watched tenant's feed is read for entries that other processes
+    /// appended (this host's own appends wake its readers at once).
     pub poll: Duration,
+    /// The least time between two reads of a tenant's feed.
+    pub min_gap: Duration,
     /// How often a comment goes out on a stream, and its credential is checked again.
     pub keep_alive: Duration,
 }
@@ -62,6 +71,7 @@ impl Default for Settings {
             max_streams: 1024,
             max_age: Duration::from_secs(30 * 60),
             poll: Duration::from_millis(250),
+            min_gap: Duration::from_millis(20),
             keep_alive: Duration::from_secs(15),
         }
     }
@@ -82,16 +92,18 @@ pub struct Feeds {
     open: Arc<Semaphore>,
     tenants: Mutex<HashMap<String, broadcast::Sender<Read>>>,
     closing: CancellationToken,
+    appended: Arc<Notify>,
 }
 
 impl Feeds {
-    /// No streams yet.
-    pub fn new(settings: Settings) -> Self {
+    /// No streams yet; `appended` is what [`Appended`] notifies.
+    pub fn new(settings: Settings, appended: Arc<Notify>) -> Self {
         Self {
             settings,
             open: Arc::new(Semaphore::new(settings.max_streams)),
             tenants: Mutex::new(HashMap::new()),
             closing: CancellationToken::new(),
+            appended,
         }
     }
 
@@ -125,6 +137,12 @@ async fn read(shared: Arc<Shared>, tenant: String, tx: broadcast::Sender<Read>) 
     let state = &shared.backends.state;
     let mut after = None;
     loop {
+        // Registered before the read: an append committed while it runs still wakes
+        // the next wait.
+        let appended = feeds.appended.notified();
+        let mut appended = std::pin::pin!(appended);
+        appended.as_mut().enable();
+        let read_at = tokio::time::Instant::now();
         if tx.receiver_count() == 0 {
             let mut tenants = feeds.tenants.lock().unwrap_or_else(PoisonError::into_inner);
             // Checked again under the lock: a watcher may have just subscribed.
@@ -166,9 +184,79 @@ async fn read(shared: Arc<Shared>, tenant: String, tx: broadcast::Sender<Read>) 
         if !full {
             tokio::select! {
                 () = tokio::time::sleep(feeds.settings.poll) => {}
+                () = appended => {
+                    tokio::time::sleep_until(read_at + feeds.settings.min_gap).await;
+                }
                 () = feeds.closing.cancelled() => return,
             }
         }
+    }
+}
+
+/// The host's state store, telling the feed readers when an event was appended.
+pub struct Appended {
+    inner: Arc<dyn State>,
+    appended: Arc<Notify>,
+}
+
+impl Appended {
+    /// `inner`, notifying `appended` after every append.
+    pub fn new(inner: Arc<dyn State>, appended: Arc<Notify>) -> Self {
+        Self { inner, appended }
+    }
+}
+
+impl std::fmt::Debug for Appended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appended").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl State for Appended {
+    async fn get(&self, key: &str) -> troupe_core::Result<Option<Entry>> {
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected: Option<u64>,
+    ) -> troupe_core::Result<u64> {
+        self.inner.put(key, value, expected).await
+    }
+    async fn delete(&self, key: &str, expected: Option<u64>) -> troupe_core::Result<bool> {
+        self.inner.delete(key, expected).await
+    }
+    async fn list(&self, prefix: &str) -> troupe_core::Result<Vec<String>> {
+        self.inner.list(prefix).await
+    }
+    async fn append_event(&self, subject: &str, event: &Event) -> troupe_core::Result<u64> {
+        let appended = self.inner.append_event(subject, event).await;
+        if appended.is_ok() {
+            self.appended.notify_waiters();
+        }
+        appended
+    }
+    async fn read_events(&self, subject: &str) -> troupe_core::Result<Vec<Event>> {
+        self.inner.read_events(subject).await
+    }
+    async fn delete_events(&self, subject: &str) -> troupe_core::Result<u64> {
+        self.inner.delete_events(subject).await
+    }
+    async fn read_feed(
+        &self,
+        tenant: &str,
+        after: u64,
+        limit: usize,
+    ) -> troupe_core::Result<Vec<FeedEntry>> {
+        self.inner.read_feed(tenant, after, limit).await
+    }
+    async fn feed_head(&self, tenant: &str) -> troupe_core::Result<u64> {
+        self.inner.feed_head(tenant).await
+    }
+    async fn health(&self) -> troupe_core::Result<()> {
+        self.inner.health().await
     }
 }
 

@@ -276,6 +276,8 @@ impl Host {
     /// Compiles and pre-instantiates every component and declares every subscription.
     pub async fn new(app: App, mut backends: Backends, options: Options) -> Result<Self> {
         let metrics = Arc::new(metrics::Metrics::default());
+        let appended = Arc::new(tokio::sync::Notify::new());
+        backends.state = Arc::new(feed::Appended::new(backends.state, appended.clone()));
         backends.queue = Arc::new(metrics::documents::Counted::new(
             backends.queue,
             metrics.clone(),
@@ -356,7 +358,7 @@ impl Host {
                 tasks: tokio_util::task::TaskTracker::new(),
                 body_budget: admission::BodyBudget::new(&options.http),
                 auth,
-                feeds: feed::Feeds::new(options.events),
+                feeds: feed::Feeds::new(options.events, appended),
                 options,
             }),
         })

@@ -118,6 +118,10 @@ mod epoch;
 use epoch::EpochTicker;
 pub use epoch::Ticking;
 
+/// Bytes of a linear memory a pooled slot keeps resident between instances: a
+/// Rust guest's stack, data and the heap a typical event needs.
+const KEEP_RESIDENT: usize = 8 << 20;
+
 /// Builds the engine: async, epoch interruption, pooling allocator sized for `app`.
 pub fn engine(app: &App) -> Result<Engine> {
     let mut config = Config::new();
@@ -145,7 +149,15 @@ pub fn engine(app: &App) -> Result<Engine> {
         .max_core_instance_size(4 << 20)
         .max_memories_per_component(4)
         .max_tables_per_component(8)
-        .total_stacks(u32::try_from(slots).unwrap_or(1000));
+        .total_stacks(u32::try_from(slots).unwrap_or(1000))
+        // A slot keeps what an invocation touched resident and resets it in place
+        // (only the pages it wrote, found with PAGEMAP_SCAN on Linux ≥ 6.7) instead
+        // of handing it back with `madvise`: every `madvise` is a TLB shootdown that
+        // interrupts all of the process's threads (the inference threads too), and
+        // the next instance faults each page in again (BENCHMARKS.md, the pipeline).
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT / 8)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
         .map_err(anyhow::Error::from)

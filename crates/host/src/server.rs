@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -345,7 +345,9 @@ async fn invoke<B: RequestBody>(
     {
         Ok(b) => b,
         Err(e) => {
-            shared.metrics.invoked(id, "http", "refused", 0.0);
+            shared
+                .metrics
+                .invoked(id, "http", "refused", 0.0, Duration::ZERO);
             if let BodyError::Broken(why) = &e {
                 tracing::debug!(parent: &span, error = %why, "request body broken off");
             }
@@ -360,7 +362,9 @@ async fn invoke<B: RequestBody>(
         match loaded.streams.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                shared.metrics.invoked(id, "http", "overloaded", 0.0);
+                shared
+                    .metrics
+                    .invoked(id, "http", "overloaded", 0.0, Duration::ZERO);
                 return busy(&format!(
                     "{} event streams are open on this route, as many as it serves; retry shortly",
                     loaded.def.max_streams
@@ -372,7 +376,9 @@ async fn invoke<B: RequestBody>(
         match tokio::time::timeout(wait, loaded.slots.clone().acquire_owned()).await {
             Ok(Ok(p)) => p,
             _ => {
-                shared.metrics.invoked(id, "http", "overloaded", 0.0);
+                shared
+                    .metrics
+                    .invoked(id, "http", "overloaded", 0.0, Duration::ZERO);
                 return busy(&format!(
                     "component `{id}` is at its concurrency limit ({}); retry later",
                     loaded.def.max_concurrency
@@ -428,7 +434,8 @@ async fn invoke<B: RequestBody>(
                     Err(e) => Err(e),
                 }
             };
-            let outcome = match tokio::time::timeout(limit, call).await {
+            let (timed, cpu) = crate::metrics::cpu_timed(tokio::time::timeout(limit, call)).await;
+            let outcome = match timed {
                 Ok(result) => result.map_err(|e| Runtime::fault(&loaded2, &store, started, &e)),
                 Err(_) => Err(Fault::Timeout(limit)),
             };
@@ -439,7 +446,7 @@ async fn invoke<B: RequestBody>(
             }
             shared2
                 .metrics
-                .invoked(&id2, "http", label, started.elapsed().as_secs_f64());
+                .invoked(&id2, "http", label, started.elapsed().as_secs_f64(), cpu);
             outcome
         }
         .instrument(span.clone()),

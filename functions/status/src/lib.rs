@@ -1,5 +1,5 @@
-//! `status`: subscribes to every document event. Each event is appended to the
-//! document's audit trail (stored once per event id) and folded into its record:
+//! `status`: subscribes to every document event. Each event is folded into the
+//! document's record and then appended to its audit trail (stored once per event id):
 //! progress is a set of batches, and the status only moves forward
 //! (`uploaded → processing → indexed | failed`, then `deleted`), so late and repeated
 //! events change nothing.
@@ -38,11 +38,17 @@ fn fold(event: &Event) -> Result<Outcome> {
         retention::forget(&tenant, &id)?;
         return Ok(Outcome::Ok);
     }
-    state::append_event(&documents::log_subject(&tenant, &id), event)
-        .map_err(host(format!("appending to the audit trail of {id}")))?;
+    // Logged once the record shows the event: whoever sees it in the trail or the
+    // tenant's feed (`GET /v1/events`) and then reads the record finds it there. A
+    // crash in between logs it on redelivery (the record's change is then a no-op).
+    let log = || {
+        state::append_event(&documents::log_subject(&tenant, &id), event)
+            .map_err(host(format!("appending to the audit trail of {id}")))
+    };
     if topic == events::UPLOADED {
         let trace = documents::trace_id(event.traceparent.as_deref());
         documents::register(&tenant, &data::<Uploaded>(event)?, trace)?;
+        log()?;
         return Ok(Outcome::Ok);
     }
     let change: Box<dyn Fn(&mut Document) -> bool> = match topic {
@@ -99,7 +105,10 @@ fn fold(event: &Event) -> Result<Outcome> {
         }
         events::DELETED => Box::new(|d| advance(d, Status::Deleted)),
         // Compensation and anything newer: the audit trail is all.
-        _ => return Ok(Outcome::Ok),
+        _ => {
+            log()?;
+            return Ok(Outcome::Ok);
+        }
     };
     let key = documents::key(&tenant, &id);
     let mut missing = false;
@@ -124,6 +133,7 @@ fn fold(event: &Event) -> Result<Outcome> {
         // stays unknown.
         return Ok(Outcome::Retry(Some(1000)));
     }
+    log()?;
     if settled {
         state::delete(&documents::active_key(&tenant, &id), None)
             .map_err(host(format!("clearing the active marker of {id}")))?;

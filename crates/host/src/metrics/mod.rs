@@ -1,7 +1,8 @@
 //! Prometheus metrics, under the `troupe_` prefix: what an operator pages on and what
 //! autoscaling follows.
 //!
-//! - Functions: invocations by outcome and their wall time, per component and trigger.
+//! - Functions: invocations by outcome, their wall time and the CPU time spent running
+//!   them (guest code and the host calls it makes inline), per component and trigger.
 //! - Subscriptions: events settled by outcome; dead letters by reason; queue depth,
 //!   dead-letter depth and the age of the oldest message, read from the queue backend
 //!   at scrape time ([`crate::Shared::refresh_depths`]).
@@ -28,7 +29,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 /// Labels of an invocation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,6 +95,8 @@ pub struct Metrics {
     pub invocations: Family<InvocationLabels, Counter>,
     /// Invocation wall time.
     pub duration: Family<ComponentLabels, Histogram>,
+    /// CPU time spent polling invocations ([`cpu_timed`]).
+    pub cpu: Family<ComponentLabels, Counter<f64, AtomicU64>>,
     /// Events settled.
     pub events: Family<EventLabels, Counter>,
     /// Ready + in-flight messages.
@@ -118,6 +123,7 @@ impl Default for Metrics {
         let duration = Family::<ComponentLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
         });
+        let cpu = Family::<ComponentLabels, Counter<f64, AtomicU64>>::default();
         let events = Family::<EventLabels, Counter>::default();
         let queue_depth = Family::<QueueLabels, Gauge>::default();
         let dlq_depth = Family::<QueueLabels, Gauge>::default();
@@ -139,6 +145,12 @@ impl Default for Metrics {
             "invocation_duration_seconds",
             "Function invocation wall time",
             duration.clone(),
+        );
+        registry.register(
+            "invocation_cpu_seconds",
+            "CPU time of function invocations: guest code and the host calls it makes on \
+             the invoking thread (not the SQLite writer's commits nor the inference threads)",
+            cpu.clone(),
         );
         registry.register(
             "events",
@@ -187,6 +199,7 @@ impl Default for Metrics {
             registry,
             invocations,
             duration,
+            cpu,
             events,
             queue_depth,
             dlq_depth,
@@ -201,7 +214,14 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Records one invocation.
-    pub fn invoked(&self, component: &str, trigger: &str, outcome: &str, seconds: f64) {
+    pub fn invoked(
+        &self,
+        component: &str,
+        trigger: &str,
+        outcome: &str,
+        seconds: f64,
+        cpu: Duration,
+    ) {
         self.invocations
             .get_or_create(&InvocationLabels {
                 component: component.to_owned(),
@@ -215,6 +235,12 @@ impl Metrics {
                 trigger: trigger.to_owned(),
             })
             .observe(seconds);
+        self.cpu
+            .get_or_create(&ComponentLabels {
+                component: component.to_owned(),
+                trigger: trigger.to_owned(),
+            })
+            .inc_by(cpu.as_secs_f64());
     }
 
     /// Records settled events.
@@ -263,6 +289,31 @@ impl Metrics {
     }
 }
 
+/// The CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// Runs `f`, adding up the CPU time of the threads while they poll it: an
+/// invocation's own cost, whichever worker threads it moved between, without the
+/// time it spent waiting (two clock reads per poll, ~0.1 µs each).
+pub async fn cpu_timed<F: Future>(f: F) -> (F::Output, Duration) {
+    let mut f = std::pin::pin!(f);
+    let mut spent = Duration::ZERO;
+    let out = std::future::poll_fn(|cx| {
+        let before = thread_cpu();
+        let polled = f.as_mut().poll(cx);
+        spent += thread_cpu().saturating_sub(before);
+        polled
+    })
+    .await;
+    (out, spent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +346,34 @@ mod tests {
         }
         assert!(
             !text.contains(r#"troupe_queue_oldest_message_age_seconds{subscription="gpu-worker"}"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn cpu_time_counts_work_in_polls_and_not_waiting() {
+        let busy = Duration::from_millis(30);
+        let ((), cpu) = cpu_timed(async {
+            // CPU work in the first poll, then a wait that takes no CPU.
+            let start = thread_cpu();
+            while thread_cpu() - start < busy {
+                std::hint::black_box(0u64);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        })
+        .await;
+        assert!(cpu >= busy, "{cpu:?} counts the {busy:?} of work");
+        assert!(
+            cpu < Duration::from_millis(200),
+            "{cpu:?} left out the 300 ms wait"
+        );
+        let m = Metrics::default();
+        m.invoked("extract", "queue", "ok", 0.5, Duration::from_millis(250));
+        m.invoked("extract", "queue", "ok", 0.5, Duration::from_millis(250));
+        let text = m.encode();
+        assert!(
+            text.lines().any(|l| l
+                == r#"troupe_invocation_cpu_seconds_total{component="extract",trigger="queue"} 0.5"#),
             "{text}"
         );
     }

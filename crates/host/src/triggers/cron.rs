@@ -207,21 +207,24 @@ async fn tick_for(shared: &Shared, trigger: &CronTrigger, at: DateTime<Utc>, ten
         messaging.message.id = %event.id,
     );
     let started = Instant::now();
-    let result = shared
-        .runtime
-        .handle_events(
-            &trigger.component,
-            vec![event.into()],
-            Binding::tenant(tenant),
-        )
-        .instrument(span.clone())
-        .await;
+    let (result, cpu) = crate::metrics::cpu_timed(
+        shared
+            .runtime
+            .handle_events(
+                &trigger.component,
+                vec![event.into()],
+                Binding::tenant(tenant),
+            )
+            .instrument(span.clone()),
+    )
+    .await;
     let label = result.as_ref().err().map_or("ok", |f| f.label());
     shared.metrics.invoked(
         &trigger.component,
         "cron",
         label,
         started.elapsed().as_secs_f64(),
+        cpu,
     );
     if let Err(fault) = result {
         troupe_telemetry::set_error(&span, fault.label());

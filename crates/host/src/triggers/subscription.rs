@@ -298,17 +298,20 @@ async fn invoke(
             event.into()
         })
         .collect();
-    let result = shared
-        .runtime
-        .handle_events_in(loaded, events, binding.clone())
-        .instrument(span.clone())
-        .await;
+    let (result, cpu) = crate::metrics::cpu_timed(
+        shared
+            .runtime
+            .handle_events_in(loaded, events, binding.clone())
+            .instrument(span.clone()),
+    )
+    .await;
     let label = result.as_ref().err().map_or("ok", |f| f.label());
     shared.metrics.invoked(
         &trigger.component,
         kind,
         label,
         started.elapsed().as_secs_f64(),
+        cpu,
     );
     let outcomes = match result {
         Ok(outcomes) => outcomes,
