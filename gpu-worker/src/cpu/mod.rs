@@ -14,6 +14,7 @@ mod kernels;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -126,6 +127,8 @@ pub struct CpuBert {
     /// Tokens the model accepts per input.
     pub max_positions: usize,
     scratch: Scratch,
+    /// Where every parallel step runs.
+    pool: Arc<rayon::ThreadPool>,
 }
 
 impl std::fmt::Debug for CpuBert {
@@ -206,6 +209,13 @@ impl Weights {
 impl CpuBert {
     /// Loads `config.json` and `model.safetensors` from `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
+        // The model's own threads, named so that a profile or
+        // `/proc/<pid>/task/*/comm` tells inference from the rest of the process
+        // (BENCHMARKS.md's CPU split), one per core as rayon's global pool would be.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("troupe-infer-{i}"))
+            .build()
+            .map_err(|e| Error::Backend(format!("starting the inference threads: {e}")))?;
         let (c, weights_path) = crate::model::read_config(dir)?;
         let tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu).map_err(|e| {
             Error::ModelInvalid {
@@ -269,6 +279,7 @@ impl CpuBert {
                 intermediate: c.intermediate_size,
                 vocab: c.vocab_size,
                 max_positions: c.max_position_embeddings,
+                pool: Arc::new(pool),
                 scratch: Scratch::default(),
             })
         })();
@@ -302,19 +313,22 @@ impl CpuBert {
         }
         // Large batches run as consecutive groups of about GROUP_TOKENS tokens, whose
         // activations stay in cache between one step and the next.
-        let mut out = Vec::with_capacity(ids.len());
-        let mut start = 0;
-        while start < ids.len() {
-            let mut end = start;
-            let mut tokens = 0;
-            while end < ids.len() && (end == start || tokens + ids[end].len() <= GROUP_TOKENS) {
-                tokens += ids[end].len().max(1);
-                end += 1;
+        let pool = self.pool.clone();
+        Ok(pool.install(|| {
+            let mut out = Vec::with_capacity(ids.len());
+            let mut start = 0;
+            while start < ids.len() {
+                let mut end = start;
+                let mut tokens = 0;
+                while end < ids.len() && (end == start || tokens + ids[end].len() <= GROUP_TOKENS) {
+                    tokens += ids[end].len().max(1);
+                    end += 1;
+                }
+                out.extend(self.embed_group(&ids[start..end]));
+                start = end;
             }
-            out.extend(self.embed_group(&ids[start..end]));
-            start = end;
-        }
-        Ok(out)
+            out
+        }))
     }
 
     /// [`Self::embed`] for one group of checked inputs.
