@@ -320,6 +320,24 @@ impl Db {
         .map_err(|e| Error::backend("sqlite", e))?
     }
 
+    /// [`Self::read`] for a lookup by key (one indexed row): runs on the calling thread
+    /// when the read connection is free, which spares a hop to the blocking pool and
+    /// back (its wake-ups were a fifth of the host threads' CPU in the pipeline bench);
+    /// when another read holds it (a long one, like a vector shard's reload), it
+    /// waits on the blocking pool as [`Self::read`] does, never on an async thread.
+    pub async fn lookup<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let f = match self.reader.try_lock() {
+            Ok(guard) => return f(&guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => return f(&p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => f,
+        };
+        self.read(f).await
+    }
+
     /// Runs `f` inside a write transaction shared with whatever other writes are
     /// pending; its changes are rolled back alone if it fails, and its result is
     /// returned only once the transaction is durably committed.
@@ -347,20 +365,30 @@ impl Db {
             });
             (ok, finish)
         });
-        // Wait on the blocking pool, not as a bare future: tokio then knows work is in
-        // flight (paused-time tests must not skip ahead while a write commits).
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            writer
-                .send(job)
-                .map_err(|_| Error::backend("sqlite", "the writer thread has stopped"))?;
-            rx.blocking_recv().map_err(|_| {
-                Error::backend("sqlite", "the writer thread dropped a write (it panicked)")
-            })?
-        })
-        .await
-        .map_err(|e| Error::backend("sqlite", e))?
+        self.writer
+            .send(job)
+            .map_err(|_| Error::backend("sqlite", "the writer thread has stopped"))?;
+        let dropped =
+            || Error::backend("sqlite", "the writer thread dropped a write (it panicked)");
+        if waits_on_pool() {
+            // Waited on the blocking pool, not as a bare future: tokio then knows work
+            // is in flight, and a paused clock does not skip ahead while it commits.
+            tokio::task::spawn_blocking(move || rx.blocking_recv().map_err(|_| dropped())?)
+                .await
+                .map_err(|e| Error::backend("sqlite", e))?
+        } else {
+            rx.await.map_err(|_| dropped())?
+        }
     }
+}
+
+/// Whether a write's caller waits for the commit on the blocking pool: only on a
+/// current-thread runtime, the only kind whose clock can be paused (tests). A
+/// multi-thread runtime (`troupe up`) awaits the writer's answer directly, sparing two
+/// thread wake-ups per write.
+fn waits_on_pool() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 /// The writer thread: takes every pending write, runs each under its own savepoint in

@@ -35,7 +35,7 @@ impl State for SqliteState {
         check_key(key)?;
         let key = key.to_owned();
         self.db
-            .read(move |c| {
+            .lookup(move |c| {
                 c.query_row(
                     "SELECT value, version FROM kv WHERE key = ?1",
                     [&key],
