@@ -124,7 +124,7 @@ impl FsBlobs {
         outbox: i64,
     ) -> Result<()> {
         self.announce_with(queue, obj, move |c| {
-            c.execute("DELETE FROM blob_outbox WHERE id = ?1", [outbox])
+            crate::db::exec(c, "DELETE FROM blob_outbox WHERE id = ?1", [outbox])
                 .map(|_| ())
                 .map_err(crate::db::sql)
         })
@@ -207,7 +207,7 @@ impl FsBlobs {
                 queue
                     .db()
                     .write(move |c| {
-                        c.execute("DELETE FROM blob_outbox WHERE id = ?1", [id])
+                        crate::db::exec(c, "DELETE FROM blob_outbox WHERE id = ?1", [id])
                             .map(|_| ())
                             .map_err(crate::db::sql)
                     })

@@ -237,7 +237,8 @@ impl Seen {
 
     /// Records the file as seen, inside the caller's transaction.
     fn record(&self, c: &rusqlite::Connection) -> Result<()> {
-        c.execute(
+        crate::db::exec(
+            c,
             "INSERT INTO blob_seen (bucket, key, size, modified_ns) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (bucket, key) DO UPDATE SET size = excluded.size, modified_ns = excluded.modified_ns",
             rusqlite::params![self.bucket, self.key, self.size, self.modified_ns],

@@ -130,7 +130,8 @@ impl SqliteQueue {
         let released = self
             .db
             .write(move |tx| {
-                tx.execute(
+                crate::db::exec(
+                    tx,
                     "UPDATE messages SET lease = NULL, visible_at = MIN(visible_at, ?3),
                        deliveries = MAX(deliveries - 1, 0)
                      WHERE lease >= ?1 AND lease < ?2 AND dead = 0",
@@ -256,8 +257,7 @@ impl SqliteQueue {
         let now = now(&*self.clock);
         self.db
             .write(move |c| {
-                c.execute("DELETE FROM dedupe WHERE expires_at <= ?1", [now])
-                    .map_err(sql)
+                crate::db::exec(c, "DELETE FROM dedupe WHERE expires_at <= ?1", [now]).map_err(sql)
             })
             .await
     }
@@ -272,7 +272,8 @@ impl Queue for SqliteQueue {
         let s2 = s.clone();
         self.db
             .write(move |c| {
-                c.execute(
+                crate::db::exec(
+                    c,
                     "INSERT INTO subscriptions (name, subject_prefix, policy) VALUES (?1, ?2, ?3)
                      ON CONFLICT (name) DO UPDATE SET
                        subject_prefix = excluded.subject_prefix, policy = excluded.policy",
@@ -281,13 +282,15 @@ impl Queue for SqliteQueue {
                 .map_err(sql)?;
                 // A redeclared subscription takes exactly its new list: a topic it
                 // dropped reaches it no more.
-                c.execute(
+                crate::db::exec(
+                    c,
                     "DELETE FROM subscription_topics WHERE subscription = ?1",
                     [&s2.name],
                 )
                 .map_err(sql)?;
                 for topic in &s2.topics {
-                    c.execute(
+                    crate::db::exec(
+                        c,
                         "INSERT INTO subscription_topics (topic, subscription) VALUES (?1, ?2)",
                         params![topic, s2.name],
                     )
@@ -429,7 +432,8 @@ impl Queue for SqliteQueue {
                     .map_err(sql)?;
                 let deliveries = deliveries.ok_or_else(|| Error::LeaseLost { queue: name, message: id })?;
                 let outcome = if deliveries >= policy.max_deliveries {
-                    tx.execute(
+                    crate::db::exec(
+                        tx,
                         "UPDATE messages SET dead = 1, reason = ?2, last_error = ?3, dead_at = ?4, lease = NULL
                          WHERE seq = ?1",
                         params![seq, REASON_MAX_DELIVERIES, error, now],
@@ -441,7 +445,8 @@ impl Queue for SqliteQueue {
                         let mut rng = rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         policy.backoff(deliveries, &mut *rng)
                     });
-                    tx.execute(
+                    crate::db::exec(
+                        tx,
                         "UPDATE messages SET visible_at = ?2, last_error = ?3, lease = NULL WHERE seq = ?1",
                         params![seq, now.saturating_add(millis(delay)), error],
                     )

@@ -62,7 +62,8 @@ impl Local {
                 .state
                 .db
                 .write(move |tx| {
-                    tx.execute(
+                    crate::db::exec(
+                        tx,
                         "DELETE FROM messages WHERE seq IN (
                             SELECT seq FROM messages WHERE dead = 1 AND dead_at <= ?1 LIMIT ?2)",
                         params![before, BATCH],
@@ -85,7 +86,8 @@ impl Local {
             .state
             .db
             .write(move |tx| {
-                tx.execute(
+                crate::db::exec(
+                    tx,
                     "DELETE FROM vector_tombstones WHERE deleted_at <= ?1",
                     [before],
                 )

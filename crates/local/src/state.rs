@@ -68,7 +68,8 @@ impl State for SqliteState {
                     return Err(Error::Conflict { key, expected, found });
                 }
                 let next = found + 1;
-                tx.execute(
+                crate::db::exec(
+                    tx,
                     "INSERT INTO kv (key, value, version) VALUES (?1, ?2, ?3)
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version",
                     params![key, value, i64::try_from(next).unwrap_or(i64::MAX)],
@@ -155,14 +156,16 @@ impl State for SqliteState {
                         |r| r.get(0),
                     )
                     .map_err(sql)?;
-                tx.execute(
+                crate::db::exec(
+                    tx,
                     "INSERT INTO event_log (subject, seq, id, event) VALUES (?1, ?2, ?3, ?4)",
                     params![subject, seq, id, json],
                 )
                 .map_err(sql)?;
                 // One writer at a time: positions are handed out in commit order.
                 if let Some(tenant) = feed_tenant(&subject) {
-                    tx.execute(
+                    crate::db::exec(
+                        tx,
                         "INSERT INTO event_feed (tenant, subject, id) VALUES (?1, ?2, ?3)",
                         params![tenant, subject, id],
                     )
@@ -200,7 +203,7 @@ impl State for SqliteState {
                 let n = tx
                     .execute("DELETE FROM event_log WHERE subject = ?1", [&subject])
                     .map_err(sql)?;
-                tx.execute("DELETE FROM event_feed WHERE subject = ?1", [&subject])
+                crate::db::exec(tx, "DELETE FROM event_feed WHERE subject = ?1", [&subject])
                     .map_err(sql)?;
                 Ok(n as u64)
             })

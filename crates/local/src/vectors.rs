@@ -172,14 +172,16 @@ impl Vectors for SqliteVectors {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-                c.execute(
+                crate::db::exec(
+                    c,
                     "INSERT OR IGNORE INTO vector_tombstones (tenant, document, deleted_at)
                      VALUES (?1, ?2, ?3)",
                     params![t, d, now],
                 )
                 .map_err(sql)?;
                 // The row ids go to the log the in-memory copies catch up from.
-                c.execute(
+                crate::db::exec(
+                    c,
                     "INSERT INTO vector_delete_log (row_id, tenant, model)
                      SELECT id, tenant, model FROM chunk_vectors WHERE tenant = ?1 AND document = ?2",
                     params![t, d],
@@ -193,7 +195,8 @@ impl Vectors for SqliteVectors {
                     .map_err(sql)?;
                 if n > 0 {
                     // Versions before the log reload their copies on this.
-                    c.execute(
+                    crate::db::exec(
+                        c,
                         "UPDATE vector_deletes SET generation = generation + 1 WHERE id = 1",
                         [],
                     )
@@ -266,9 +269,9 @@ fn prune_log(c: &rusqlite::Connection) -> Result<()> {
         .map_err(sql)?;
     if last - pruned > 2 * LOG_KEEP {
         let upto = last - LOG_KEEP;
-        c.execute("DELETE FROM vector_delete_log WHERE seq <= ?1", [upto])
-            .map_err(sql)?;
-        c.execute(
+        crate::db::exec(c, "DELETE FROM vector_delete_log WHERE seq <= ?1", [upto]).map_err(sql)?;
+        crate::db::exec(
+            c,
             "UPDATE vector_deletes SET log_pruned = ?1 WHERE id = 1",
             [upto],
         )

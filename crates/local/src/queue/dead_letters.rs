@@ -45,7 +45,8 @@ impl DeadLetters for SqliteQueue {
         let n = self
             .db
             .write(move |c| {
-                c.execute(
+                crate::db::exec(
+                    c,
                     "UPDATE messages SET dead = 0, reason = NULL, dead_at = NULL, deliveries = 0,
                        lease = NULL, visible_at = ?2
                      WHERE queue = ?1 AND dead = 1",

@@ -16,7 +16,8 @@ impl Leases for SqliteQueue {
         let until = now(&*self.clock).saturating_add(millis(visibility));
         self.db
             .write(move |tx| {
-                tx.execute(
+                crate::db::exec(
+                    tx,
                     "UPDATE messages SET visible_at = ?3 WHERE seq = ?1 AND lease = ?2 AND dead = 0",
                     params![seq, lease, until],
                 )

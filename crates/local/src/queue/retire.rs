@@ -24,13 +24,18 @@ impl SqliteQueue {
         let moved = self
             .db
             .write(move |tx| {
-                tx.execute(
+                crate::db::exec(
+                    tx,
                     "DELETE FROM subscription_topics WHERE subscription = ?1",
                     [&from_name],
                 )
                 .map_err(sql)?;
-                tx.execute("DELETE FROM subscriptions WHERE name = ?1", [&from_name])
-                    .map_err(sql)?;
+                crate::db::exec(
+                    tx,
+                    "DELETE FROM subscriptions WHERE name = ?1",
+                    [&from_name],
+                )
+                .map_err(sql)?;
                 let moved = tx
                     .execute(
                         "UPDATE messages SET queue = ?2 WHERE queue = ?1",
@@ -39,7 +44,8 @@ impl SqliteQueue {
                     .map_err(sql)?;
                 // Ids it saw stay seen: a repeat publish inside the window is not
                 // delivered again through the successor.
-                tx.execute(
+                crate::db::exec(
+                    tx,
                     "INSERT INTO dedupe (queue, id, expires_at)
                        SELECT ?2, id, expires_at FROM dedupe WHERE queue = ?1
                      ON CONFLICT (queue, id) DO UPDATE
@@ -47,7 +53,7 @@ impl SqliteQueue {
                     params![from_name, into_name],
                 )
                 .map_err(sql)?;
-                tx.execute("DELETE FROM dedupe WHERE queue = ?1", [&from_name])
+                crate::db::exec(tx, "DELETE FROM dedupe WHERE queue = ?1", [&from_name])
                     .map_err(sql)?;
                 Ok(moved)
             })
