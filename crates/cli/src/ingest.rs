@@ -196,6 +196,13 @@ pub fn ingest(api: &Api, paths: &[PathBuf], how: &Ingest) -> Result<()> {
     if let Some(b) = &indexing {
         b.finish_with_message("settled");
     }
+    report(tally, how, started)
+}
+
+/// Prints each accepted file's id (stdout), how long it took and every problem
+/// (stderr); fails if there was any.
+fn report(mut tally: Tally<'_>, how: &Ingest, started: Instant) -> Result<()> {
+    let files = tally.files;
     let unsettled: Vec<(String, usize)> = tally.pending.drain().collect();
     for (id, i) in unsettled {
         tally.problem(
@@ -203,7 +210,7 @@ pub fn ingest(api: &Api, paths: &[PathBuf], how: &Ingest) -> Result<()> {
             format!("document {id} did not settle within {:?}", how.timeout),
         );
     }
-    for (id, path) in tally.ids.iter().zip(&files) {
+    for (id, path) in tally.ids.iter().zip(files) {
         if let Some(id) = id {
             println!("{id}\t{}", path.display());
         }
