@@ -41,7 +41,7 @@ class Run:
         if PROVOKED.match(msg.text):
             self.provoked.append(msg.text)
         else:
-            self.errors.append(f"console.error: {msg.text}")
+            self.errors.append(f"console.error: {msg.text} ({msg.location.get('url', '?')})")
 
     def shot(self, name, full=True):
         self.step += 1

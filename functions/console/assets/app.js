@@ -29,6 +29,14 @@ function touched(id) {
   }, 100);
 }
 
+/** A document's deletion arrived: its row goes at once, and its record is not asked
+ * for (it is forgotten once its deletion is compensated, and a read then is a 404). */
+function gone(id) {
+  pending.delete(id);
+  documents.remove(id);
+  if (detail.showing() === id) detail.refresh();
+}
+
 const LIVE_TEXT = {
   connecting: "Connecting…",
   open: "Live",
@@ -89,7 +97,9 @@ function start() {
       } catch {
         return;
       }
-      if (event && event.subject) touched(event.subject);
+      if (!event || !event.subject) return;
+      if (event.type === "troupe.document.deleted.v1") gone(event.subject);
+      else touched(event.subject);
     },
     onState(state, err) {
       setLive(state);
