@@ -13,15 +13,17 @@
 //!
 //! A deleted document is tombstoned: vectors a late job writes for it are dropped.
 //!
-//! Search is exact: [`scan`] reads the int8 codes of every vector with an error bound
-//! and keeps the rows that can reach the top k, which are rescored from their f32
+//! Search is exact: [`scan`] reads the int8 codes of every vector (the high nibbles
+//! of all, the low ones of the rows those cannot rule out) with error bounds and
+//! keeps the rows that can reach the top k, which are rescored from their f32
 //! vectors, best bound first, until no bound left can beat the k-th (BENCHMARKS.md).
 //!
 //! # Layout
 //!
 //! - [`index`]: the shards and their catch-up with the table.
 //! - [`scan`]: a shard's rows as int8 codes in segments; candidates and rescoring.
-//! - [`kernel`]: the int8 dot products, compiled for the CPU at hand.
+//! - [`kernel`]: the dot products of 4-bit row codes with int8 query codes, compiled
+//!   for the CPU at hand.
 
 use std::sync::Arc;
 

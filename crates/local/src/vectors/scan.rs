@@ -12,6 +12,15 @@
 //! `|q·v − q̂·v̂| ≤ ‖q‖·‖v − v̂‖ + ‖q − q̂‖·‖v̂‖`; both norms of residuals are computed
 //! when a row is added and once per query.
 //!
+//! The scan reads half the codes for most rows: each code (offset by 128) is split
+//! into its high and low nibble, kept in two planes ([`kernel`]). The high nibbles
+//! alone say `v̌ = s_v·(16·h + 7.5 − 128)`, a 4-bit vector with its own two norms,
+//! so the same bound holds for `q̂·v̌` (wider, ~0.13 for unit vectors of 384
+//! dimensions); only a row whose 4-bit best possible score reaches the floor has its
+//! low nibbles read, for the int8 score and its tight bound. A search streams half
+//! the memory (the scan is bound by memory, BENCHMARKS.md); the candidates are the
+//! same.
+//!
 //! Rows live in segments of at most [`SEGMENT_ROWS`], shared (`Arc`) with the scans
 //! running on them: an append copies at most the last segment, and only while a scan
 //! holds it. A deleted row is marked in its segment's bitmap, which scans read; a
@@ -19,7 +28,7 @@
 
 use std::collections::BinaryHeap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::kernel;
 
@@ -37,18 +46,37 @@ const MARGIN: f32 = 1e-4;
 /// Rows scored per call of the kernel.
 const BLOCK: usize = 256;
 
+/// What bounds a row's scores, besides its codes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Bounds {
+    /// The code scale (`v ≈ scale · code`).
+    scale: f32,
+    /// `‖v − v̂‖`, of the int8 codes.
+    residual: f32,
+    /// `‖v̂‖`.
+    norm: f32,
+    /// `‖v − v̌‖`, of the high nibbles.
+    coarse_residual: f32,
+    /// `‖v̌‖`.
+    coarse_norm: f32,
+}
+
 /// A run of rows, in id order.
 #[derive(Debug)]
 pub(crate) struct Segment {
     ids: Vec<i64>,
-    /// `ids.len() × dims` int8 codes, offset by 128 (what [`kernel::dots`] takes).
-    codes: Vec<u8>,
-    /// Per row: the code scale (`v ≈ scale · code`).
+    /// `ids.len() × ⌈dims / 2⌉` bytes: the high nibbles of the codes (offset by 128),
+    /// two dimensions a byte (see [`kernel`]); every scan reads them.
+    high: Vec<u8>,
+    /// The low nibbles, laid out the same; read only for the rows the high nibbles
+    /// cannot rule out.
+    low: Vec<u8>,
+    /// Per row, as [`Bounds`], one vector a field so the scan's loops vectorise.
     scales: Vec<f32>,
-    /// Per row: `‖v − v̂‖`.
     residuals: Vec<f32>,
-    /// Per row: `‖v̂‖`.
     norms: Vec<f32>,
+    coarse_residuals: Vec<f32>,
+    coarse_norms: Vec<f32>,
     /// One bit per row, set when it is deleted; atomic because scans read it while
     /// the catch-up marks rows.
     dead: Vec<AtomicU64>,
@@ -60,10 +88,13 @@ impl Clone for Segment {
     fn clone(&self) -> Self {
         Self {
             ids: self.ids.clone(),
-            codes: self.codes.clone(),
+            high: self.high.clone(),
+            low: self.low.clone(),
             scales: self.scales.clone(),
             residuals: self.residuals.clone(),
             norms: self.norms.clone(),
+            coarse_residuals: self.coarse_residuals.clone(),
+            coarse_norms: self.coarse_norms.clone(),
             dead: self
                 .dead
                 .iter()
@@ -78,10 +109,13 @@ impl Segment {
     fn new() -> Self {
         Self {
             ids: Vec::new(),
-            codes: Vec::new(),
+            high: Vec::new(),
+            low: Vec::new(),
             scales: Vec::new(),
             residuals: Vec::new(),
             norms: Vec::new(),
+            coarse_residuals: Vec::new(),
+            coarse_norms: Vec::new(),
             dead: Vec::new(),
             dead_rows: AtomicUsize::new(0),
         }
@@ -95,23 +129,42 @@ impl Segment {
         self.ids.len() - self.dead_rows.load(Ordering::Relaxed)
     }
 
-    fn push(&mut self, id: i64, codes: &[u8], (scale, residual, norm): (f32, f32, f32)) {
+    /// Row `i`'s bounds.
+    fn bounds(&self, i: usize) -> Bounds {
+        Bounds {
+            scale: self.scales[i],
+            residual: self.residuals[i],
+            norm: self.norms[i],
+            coarse_residual: self.coarse_residuals[i],
+            coarse_norm: self.coarse_norms[i],
+        }
+    }
+
+    /// Row `i`'s (high, low) nibble planes, `width` bytes each.
+    fn planes(&self, i: usize, width: usize) -> (&[u8], &[u8]) {
+        let at = i * width..(i + 1) * width;
+        (&self.high[at.clone()], &self.low[at])
+    }
+
+    fn push(&mut self, id: i64, (high, low): (&[u8], &[u8]), b: Bounds) {
         if self.ids.len().is_multiple_of(64) {
             self.dead.push(AtomicU64::new(0));
         }
         self.ids.push(id);
-        self.codes.extend_from_slice(codes);
-        self.scales.push(scale);
-        self.residuals.push(residual);
-        self.norms.push(norm);
+        self.high.extend_from_slice(high);
+        self.low.extend_from_slice(low);
+        self.scales.push(b.scale);
+        self.residuals.push(b.residual);
+        self.norms.push(b.norm);
+        self.coarse_residuals.push(b.coarse_residual);
+        self.coarse_norms.push(b.coarse_norm);
     }
 
     /// The segment without its dead rows.
-    fn compacted(&self, dims: usize) -> Self {
+    fn compacted(&self, width: usize) -> Self {
         let mut out = Self::new();
         for i in (0..self.ids.len()).filter(|&i| !self.is_dead(i)) {
-            let q = (self.scales[i], self.residuals[i], self.norms[i]);
-            out.push(self.ids[i], &self.codes[i * dims..(i + 1) * dims], q);
+            out.push(self.ids[i], self.planes(i, width), self.bounds(i));
         }
         out
     }
@@ -132,6 +185,23 @@ fn quantize<T>(v: &[f32], codes: &mut Vec<T>, code: impl Fn(i8) -> T) -> (f32, f
         codes.push(code(c));
     }
     (scale, residual.sqrt(), norm.sqrt())
+}
+
+/// `v`'s bounds and nibble planes (appended to `high` and `low`) from its codes
+/// (offset by 128) and scale.
+fn split(v: &[f32], codes: &[u8], scale: f32, high: &mut Vec<u8>, low: &mut Vec<u8>) -> (f32, f32) {
+    let (mut residual, mut norm) = (0.0f32, 0.0f32);
+    for (x, &c) in v.iter().zip(codes) {
+        let back = (f32::from(c >> 4) * 16.0 + 7.5 - 128.0) * scale;
+        residual += (x - back) * (x - back);
+        norm += back * back;
+    }
+    for pair in codes.chunks(2) {
+        let (even, odd) = (pair[0], pair.get(1).copied().unwrap_or(0));
+        high.push((even >> 4) | (odd & 0xf0));
+        low.push((even & 0x0f) | (odd << 4));
+    }
+    (residual.sqrt(), norm.sqrt())
 }
 
 /// f32 dot product in eight lanes the compiler vectorises.
@@ -167,8 +237,8 @@ pub(crate) struct Rows {
     /// Width; 0 until the first row.
     pub(crate) dims: usize,
     segments: Vec<Arc<Segment>>,
-    /// Scratch for quantizing.
-    codes: Vec<u8>,
+    /// Scratch for quantizing: the codes and their two planes.
+    scratch: (Vec<u8>, Vec<u8>, Vec<u8>),
 }
 
 impl Rows {
@@ -189,22 +259,32 @@ impl Rows {
         if v.len() != self.dims || v.is_empty() {
             return false;
         }
-        let mut codes = std::mem::take(&mut self.codes);
-        let q = quantize(v, &mut codes, |c| (c as u8) ^ 0x80);
-        self.push_codes(id, &codes, q);
-        self.codes = codes;
+        let (mut codes, mut high, mut low) = std::mem::take(&mut self.scratch);
+        let (scale, residual, norm) = quantize(v, &mut codes, |c| (c as u8) ^ 0x80);
+        high.clear();
+        low.clear();
+        let (coarse_residual, coarse_norm) = split(v, &codes, scale, &mut high, &mut low);
+        let bounds = Bounds {
+            scale,
+            residual,
+            norm,
+            coarse_residual,
+            coarse_norm,
+        };
+        self.push_planes(id, (&high, &low), bounds);
+        self.scratch = (codes, high, low);
         true
     }
 
-    fn push_codes(&mut self, id: i64, codes: &[u8], q: (f32, f32, f32)) {
+    fn push_planes(&mut self, id: i64, planes: (&[u8], &[u8]), bounds: Bounds) {
         match self.segments.last_mut() {
             Some(last) if last.ids.len() < SEGMENT_ROWS => {
                 // Copies the segment only if a scan holds it.
-                Arc::make_mut(last).push(id, codes, q);
+                Arc::make_mut(last).push(id, planes, bounds);
             }
             _ => {
                 let mut segment = Segment::new();
-                segment.push(id, codes, q);
+                segment.push(id, planes, bounds);
                 self.segments.push(Arc::new(segment));
             }
         }
@@ -221,11 +301,10 @@ impl Rows {
         if other.dims != self.dims {
             return;
         }
-        let dims = self.dims;
+        let width = self.dims.div_ceil(2);
         for s in &other.segments {
             for i in (0..s.ids.len()).filter(|&i| s.ids[i] > after && !s.is_dead(i)) {
-                let q = (s.scales[i], s.residuals[i], s.norms[i]);
-                self.push_codes(s.ids[i], &s.codes[i * dims..(i + 1) * dims], q);
+                self.push_planes(s.ids[i], s.planes(i, width), s.bounds(i));
             }
         }
     }
@@ -248,7 +327,7 @@ impl Rows {
         let dead = segment.dead_rows.fetch_add(1, Ordering::Relaxed) + 1;
         if dead * 4 > segment.ids.len() {
             // Scans holding the old segment finish on it.
-            let compacted = segment.compacted(self.dims);
+            let compacted = segment.compacted(self.dims.div_ceil(2));
             if compacted.ids.is_empty() {
                 self.segments.remove(at);
             } else {
@@ -317,41 +396,41 @@ impl Snapshot {
         let mut q_codes = Vec::with_capacity(self.dims);
         let (q_scale, q_residual, _) = quantize(query, &mut q_codes, |c| c);
         let q_norm = dot(query, query).sqrt();
+        // The query's even and odd dimensions, padded to the planes' width.
+        let width = self.dims.div_ceil(2);
+        let (mut even, mut odd) = (vec![0i8; width], vec![0i8; width]);
+        for (j, pair) in q_codes.chunks(2).enumerate() {
+            even[j] = pair[0];
+            odd[j] = pair.get(1).copied().unwrap_or(0);
+        }
+        let sum: i32 = q_codes.iter().map(|&c| i32::from(c)).sum();
         let query = Query {
-            codes: &q_codes,
+            even: &even,
+            odd: &odd,
+            sum,
             scale: q_scale,
             residual: q_residual,
             norm: q_norm,
-            dims: self.dims,
             k,
+            next: AtomicUsize::new(0),
+            floor: AtomicU32::new(order_key(f32::NEG_INFINITY)),
         };
         let threads = if live < PARALLEL_ROWS {
             1
         } else {
-            std::thread::available_parallelism().map_or(1, |p| p.get().min(8))
+            std::thread::available_parallelism()
+                .map_or(1, |p| p.get().min(8))
+                .min(self.segments.len())
         };
         let parts: Vec<Partial> = if threads == 1 {
             vec![query.scan(&self.segments)]
         } else {
-            // Contiguous runs of segments with about as many rows each.
-            let per = live.div_ceil(threads);
-            let mut runs = Vec::with_capacity(threads);
-            let (mut start, mut rows) = (0, 0);
-            for (i, s) in self.segments.iter().enumerate() {
-                rows += s.ids.len();
-                if rows >= per {
-                    runs.push(&self.segments[start..=i]);
-                    (start, rows) = (i + 1, 0);
-                }
-            }
-            if start < self.segments.len() {
-                runs.push(&self.segments[start..]);
-            }
-            let query = &query;
+            // The threads take segments one at a time, so one that is descheduled
+            // holds up the search by one segment, not by its share.
+            let (query, segments) = (&query, &self.segments);
             std::thread::scope(|s| {
-                let handles: Vec<_> = runs
-                    .into_iter()
-                    .map(|run| s.spawn(move || query.scan(run)))
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| s.spawn(move || query.scan(segments)))
                     .collect();
                 handles
                     .into_iter()
@@ -375,6 +454,25 @@ impl Snapshot {
         best.sort_by(|a, b| b.upper.total_cmp(&a.upper).then(a.id.cmp(&b.id)));
         best
     }
+}
+
+/// `x` as a `u32` in the same order (for an atomic maximum of floats).
+fn order_key(x: f32) -> u32 {
+    let bits = x.to_bits();
+    if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 1 << 31
+    }
+}
+
+/// The float [`order_key`] came from.
+fn from_order_key(key: u32) -> f32 {
+    f32::from_bits(if key >> 31 == 1 {
+        key & !(1 << 31)
+    } else {
+        !key
+    })
 }
 
 /// The exact top `k` (score, row id), best first, ties by id: `candidates` (from
@@ -402,53 +500,75 @@ pub(crate) fn rescore<E>(
     Ok(best)
 }
 
-/// A quantized query.
+/// A quantized query, and the state of its scan that the threads share.
 struct Query<'a> {
-    codes: &'a [i8],
+    /// The codes of the even and of the odd dimensions.
+    even: &'a [i8],
+    odd: &'a [i8],
+    /// `Σ codes`, for the offset of 128 in the rows' codes.
+    sum: i32,
     scale: f32,
     residual: f32,
     norm: f32,
-    dims: usize,
     k: usize,
+    /// The next segment to scan.
+    next: AtomicUsize,
+    /// The best floor a thread has reached ([`order_key`]): each thread's k-th best
+    /// worst possible score is one for every row, so the others prune with it.
+    floor: AtomicU32,
 }
 
 impl Query<'_> {
+    /// Scans segments taken from `next` until none is left.
     fn scan(&self, segments: &[Arc<Segment>]) -> Partial {
+        let width = self.even.len();
         let mut lowers = BinaryHeap::with_capacity(self.k + 1);
         let mut candidates = Vec::new();
         let mut floor = f32::NEG_INFINITY;
-        let mut dots = [0i32; BLOCK];
+        let mut highs = [0i32; BLOCK];
         let mut upper = [0.0f32; BLOCK];
-        for s in segments {
+        // What the high nibbles' centres (16·h + 7.5) and the codes' offset add.
+        let coarse_bias = (7.5 - 128.0) * self.sum as f32;
+        let mut low = [0i32; 1];
+        while let Some(s) = segments.get(self.next.fetch_add(1, Ordering::Relaxed)) {
             for first in (0..s.ids.len()).step_by(BLOCK) {
                 let n = BLOCK.min(s.ids.len() - first);
-                let codes = &s.codes[first * self.dims..(first + n) * self.dims];
-                kernel::dots(codes, self.codes, &mut dots[..n]);
-                // Every row's best possible score in one loop the compiler vectorises;
-                // the few that reach the floor take the branch below.
+                let high = &s.high[first * width..(first + n) * width];
+                kernel::nibble_dots(high, self.even, self.odd, &mut highs[..n]);
+                // Every row's best possible score from its high nibbles in one loop
+                // the compiler vectorises; the few that reach the floor take the
+                // branch below.
                 let rows = first..first + n;
                 let (scales, residuals, norms) = (
                     &s.scales[rows.clone()],
-                    &s.residuals[rows.clone()],
-                    &s.norms[rows],
+                    &s.coarse_residuals[rows.clone()],
+                    &s.coarse_norms[rows],
                 );
                 let bounds = residuals.iter().zip(norms);
-                for (((u, &d), &scale), (&r, &m)) in
-                    upper.iter_mut().zip(&dots).zip(scales).zip(bounds)
+                for (((u, &h), &scale), (&r, &m)) in
+                    upper.iter_mut().zip(&highs).zip(scales).zip(bounds)
                 {
-                    *u = d as f32 * scale * self.scale
+                    *u = (h as f32 * 16.0 + coarse_bias) * scale * self.scale
                         + (self.norm * r + self.residual * m + MARGIN);
                 }
-                for (j, &up) in upper[..n].iter().enumerate() {
+                for (j, &coarse) in upper[..n].iter().enumerate() {
                     let i = first + j;
-                    if up < floor || s.is_dead(i) {
+                    if coarse < floor || s.is_dead(i) {
+                        continue;
+                    }
+                    // The int8 score: the low nibbles complete the codes.
+                    let (_, row_low) = s.planes(i, width);
+                    kernel::nibble_dots(row_low, self.even, self.odd, &mut low);
+                    let d = 16 * highs[j] + low[0] - 128 * self.sum;
+                    let bound = self.norm * s.residuals[i] + self.residual * s.norms[i] + MARGIN;
+                    let up = d as f32 * s.scales[i] * self.scale + bound;
+                    if up < floor {
                         continue;
                     }
                     candidates.push(Candidate {
                         id: s.ids[i],
                         upper: up,
                     });
-                    let bound = self.norm * residuals[j] + self.residual * norms[j] + MARGIN;
                     let lower = up - 2.0 * bound;
                     if lowers.len() < self.k {
                         lowers.push(Lower(lower));
@@ -457,8 +577,12 @@ impl Query<'_> {
                         lowers.push(Lower(lower));
                     }
                     if lowers.len() == self.k {
-                        floor = lowers.peek().map_or(floor, |top| top.0);
+                        floor = lowers.peek().map_or(floor, |top| floor.max(top.0));
                     }
+                }
+                if lowers.len() == self.k {
+                    let key = self.floor.fetch_max(order_key(floor), Ordering::Relaxed);
+                    floor = floor.max(from_order_key(key));
                 }
                 // Rows that fell below the risen floor go now, not at the end.
                 if candidates.len() > 4096 {
