@@ -92,12 +92,38 @@ pub struct Feeds {
     open: Arc<Semaphore>,
     tenants: Mutex<HashMap<String, broadcast::Sender<Read>>>,
     closing: CancellationToken,
-    appended: Arc<Notify>,
+    appended: Arc<Wakers>,
+}
+
+/// One wake-up per tenant whose feed is read: an append wakes only the reader of the
+/// tenant it was appended for.
+#[derive(Debug, Default)]
+pub struct Wakers(Mutex<HashMap<String, Arc<Notify>>>);
+
+impl Wakers {
+    /// `tenant`'s wake-up, made on first use (one per tenant ever watched).
+    fn of(&self, tenant: &str) -> Arc<Notify> {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        all.entry(tenant.to_owned()).or_default().clone()
+    }
+
+    /// Wakes `tenant`'s reader, if one ever read.
+    fn wake(&self, tenant: &str) {
+        let waker = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .cloned();
+        if let Some(w) = waker {
+            w.notify_waiters();
+        }
+    }
 }
 
 impl Feeds {
-    /// No streams yet; `appended` is what [`Appended`] notifies.
-    pub fn new(settings: Settings, appended: Arc<Notify>) -> Self {
+    /// No streams yet; `appended` is what [`Appended`] wakes.
+    pub fn new(settings: Settings, appended: Arc<Wakers>) -> Self {
         Self {
             settings,
             open: Arc::new(Semaphore::new(settings.max_streams)),
@@ -136,10 +162,11 @@ async fn read(shared: Arc<Shared>, tenant: String, tx: broadcast::Sender<Read>) 
     let feeds = &shared.feeds;
     let state = &shared.backends.state;
     let mut after = None;
+    let waker = feeds.appended.of(&tenant);
     loop {
         // Registered before the read: an append committed while it runs still wakes
         // the next wait.
-        let appended = feeds.appended.notified();
+        let appended = waker.notified();
         let mut appended = std::pin::pin!(appended);
         appended.as_mut().enable();
         let read_at = tokio::time::Instant::now();
@@ -196,12 +223,12 @@ async fn read(shared: Arc<Shared>, tenant: String, tx: broadcast::Sender<Read>) 
 /// The host's state store, telling the feed readers when an event was appended.
 pub struct Appended {
     inner: Arc<dyn State>,
-    appended: Arc<Notify>,
+    appended: Arc<Wakers>,
 }
 
 impl Appended {
-    /// `inner`, notifying `appended` after every append.
-    pub fn new(inner: Arc<dyn State>, appended: Arc<Notify>) -> Self {
+    /// `inner`, waking the reader of each append's tenant.
+    pub fn new(inner: Arc<dyn State>, appended: Arc<Wakers>) -> Self {
         Self { inner, appended }
     }
 }
@@ -233,8 +260,8 @@ impl State for Appended {
     }
     async fn append_event(&self, subject: &str, event: &Event) -> troupe_core::Result<u64> {
         let appended = self.inner.append_event(subject, event).await;
-        if appended.is_ok() {
-            self.appended.notify_waiters();
+        if let (Ok(_), Some(tenant)) = (&appended, troupe_core::state::feed_tenant(subject)) {
+            self.appended.wake(tenant);
         }
         appended
     }

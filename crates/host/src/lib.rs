@@ -276,7 +276,7 @@ impl Host {
     /// Compiles and pre-instantiates every component and declares every subscription.
     pub async fn new(app: App, mut backends: Backends, options: Options) -> Result<Self> {
         let metrics = Arc::new(metrics::Metrics::default());
-        let appended = Arc::new(tokio::sync::Notify::new());
+        let appended = Arc::new(feed::Wakers::default());
         backends.state = Arc::new(feed::Appended::new(backends.state, appended.clone()));
         backends.queue = Arc::new(metrics::documents::Counted::new(
             backends.queue,
