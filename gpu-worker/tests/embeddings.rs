@@ -97,6 +97,46 @@ fn both_encoders_match_the_reference_in_one_mixed_batch() {
     assert!(cpu.embed(&[]).unwrap().is_empty());
 }
 
+/// A batch large enough to be encoded as several groups side by side (the CPU
+/// encoder's threads each take groups of their own) gives every input, in order, the
+/// vector it gets alone.
+#[test]
+fn a_batch_split_into_groups_gives_each_input_its_own_vector() {
+    let dir = model_dir();
+    let cases = reference();
+    let tokens = Tokens::load(dir, 256).unwrap();
+    let device = candle_core::Device::Cpu;
+    let mut cpu = CandleBackend::load(dir, &device, 1 << 20).unwrap();
+    let alone: Vec<Vec<f32>> = cases
+        .iter()
+        .map(|c| {
+            let ids = tokens.encode(&c.text).unwrap();
+            cpu.embed(&[ids]).unwrap().remove(0)
+        })
+        .collect();
+    // Twelve rounds of the cases, each round in another order: ~4,300 tokens.
+    let order: Vec<usize> = (0..12 * cases.len())
+        .map(|i| (i * 7 + i / cases.len()) % cases.len())
+        .collect();
+    let ids: Vec<Vec<u32>> = order
+        .iter()
+        .map(|&i| tokens.encode(&cases[i].text).unwrap())
+        .collect();
+    assert!(ids.iter().map(Vec::len).sum::<usize>() > 4000);
+    let together = cpu.embed(&ids).unwrap();
+    assert_eq!(together.len(), order.len());
+    for (at, (&i, v)) in order.iter().zip(&together).enumerate() {
+        let cos = cosine(v, &alone[i]);
+        assert!(
+            cos >= 0.99999,
+            "input {at} ({}): cosine {cos} to its vector alone",
+            cases[i].name
+        );
+        let reference = cosine(v, &cases[i].embedding);
+        assert!(reference >= 0.9999, "input {at}: cosine {reference}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matches_sentence_transformers_alone_and_batched() {
     let (e, _) = embedder(16_384, 4096);

@@ -37,10 +37,14 @@ pub fn available() -> bool {
     })
 }
 
-thread_local! {
-    /// Per-thread scratch of [`Packed::matmul_acc`]: the bf16 input, the padded tail block.
-    static SCRATCH: std::cell::RefCell<(Vec<u16>, Vec<f32>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+/// What [`Packed::matmul_acc`] works in: the bf16 copy of its input, the padded last
+/// block of rows. Owned by the caller (one per group of inputs being encoded), not by
+/// the thread: a thread that waits inside one product may meanwhile run a task of
+/// another group's product.
+#[derive(Default)]
+pub struct Scratch {
+    xs: Vec<u16>,
+    tail: Vec<f32>,
 }
 
 /// A weight matrix packed for B tiles.
@@ -71,20 +75,11 @@ impl Packed {
     }
 
     /// `out[r] += x[r]·W` for `rows` rows of `x` (`rows × k`) into `out` (`rows × n`).
-    pub fn matmul_acc(&self, x: &[f32], rows: usize, out: &mut [f32]) {
-        SCRATCH.with_borrow_mut(|(xs, tail)| self.matmul_in(x, rows, out, xs, tail));
-    }
-
-    /// [`Self::matmul_acc`] with the calling thread's scratch: `xs` for the bf16 copy
-    /// of `x`, `tail` for the last partial block of rows.
-    fn matmul_in(
-        &self,
-        x: &[f32],
-        rows: usize,
-        out: &mut [f32],
-        xs: &mut Vec<u16>,
-        tail_block: &mut Vec<f32>,
-    ) {
+    pub fn matmul_acc(&self, x: &[f32], rows: usize, out: &mut [f32], scratch: &mut Scratch) {
+        let Scratch {
+            xs,
+            tail: tail_block,
+        } = scratch;
         let (k, n) = (self.k, self.n);
         assert!(
             x.len() >= rows * k && out.len() >= rows * n,
@@ -357,7 +352,7 @@ mod tests {
             let x = values(rows * k, rows as u32);
             let start = values(rows * n, 99);
             let mut out = start.clone();
-            packed.matmul_acc(&x, rows, &mut out);
+            packed.matmul_acc(&x, rows, &mut out, &mut Scratch::default());
             for r in 0..rows {
                 for j in 0..n {
                     let want: f64 = f64::from(start[r * n + j])

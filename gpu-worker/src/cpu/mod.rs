@@ -14,7 +14,7 @@ mod kernels;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -30,9 +30,15 @@ pub fn bf16_dense_layers() -> bool {
 
 /// Rows of a matrix each rayon task takes in element-wise passes.
 const ROWS_PER_TASK: usize = 32;
-/// Tokens encoded together: larger batches run as consecutive groups of about this
-/// size (measured on a 2-core Zen 3 with 32 MB of L3: see BENCHMARKS.md).
+/// Tokens encoded together at most: larger batches run as groups of about this size
+/// (measured on a 2-core Zen 3 with 32 MB of L3: see BENCHMARKS.md).
 const GROUP_TOKENS: usize = 2048;
+/// Tokens of a group at least, when a batch is split so that every inference thread
+/// has groups of its own ([`CpuBert::embed`]); smaller batches run as one group.
+const MIN_GROUP_TOKENS: usize = 384;
+/// Groups a batch is cut into per inference thread, where it has the tokens
+/// (BENCHMARKS.md, "Keeping the model busy": 2, 3 and 4 measured; 3 was best).
+const GROUPS_PER_THREAD: usize = 3;
 /// Batches up to this many tokens reuse one set of intermediate matrices (~14 KB a
 /// token); larger ones allocate their own and free them after.
 const KEPT_SCRATCH_TOKENS: usize = 4096;
@@ -59,7 +65,14 @@ impl Dense {
     }
 
     /// `out = x·W + b (+ residual)`, over `rows` rows.
-    fn apply(&self, x: &[f32], rows: usize, out: &mut [f32], residual: Option<&[f32]>) {
+    fn apply(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        scratch: &mut amx::Scratch,
+    ) {
         let width = self.outputs;
         let out = &mut out[..rows * width];
         // The bias (plus the residual) first, in one pass; the GEMM accumulates onto it.
@@ -74,7 +87,7 @@ impl Dense {
         }
         if let Some(tiles) = &self.tiles {
             let x = &x[..rows * self.inputs];
-            tiles.matmul_acc(x, rows, out);
+            tiles.matmul_acc(x, rows, out, scratch);
             return;
         }
         let w = View::dense(&self.w, self.inputs, self.outputs);
@@ -126,7 +139,9 @@ pub struct CpuBert {
     vocab: usize,
     /// Tokens the model accepts per input.
     pub max_positions: usize,
-    scratch: Scratch,
+    /// Intermediate matrices kept for the next batch, a set per group that ran at
+    /// once (at most one per thread).
+    kept: Vec<Scratch>,
     /// Where every parallel step runs.
     pool: Arc<rayon::ThreadPool>,
 }
@@ -138,6 +153,30 @@ impl std::fmt::Debug for CpuBert {
             .field("hidden", &self.hidden)
             .finish_non_exhaustive()
     }
+}
+
+/// Cuts a batch (inputs sorted by length, as the batcher sends them) into runs of
+/// consecutive inputs to encode as groups: [`GROUPS_PER_THREAD`] per thread where the
+/// batch has the tokens, each of [`MIN_GROUP_TOKENS`]..=[`GROUP_TOKENS`] tokens (an
+/// input longer than that alone); a small batch is one group.
+fn groups(ids: &[Vec<u32>], threads: usize) -> Vec<std::ops::Range<usize>> {
+    let total: usize = ids.iter().map(|v| v.len().max(1)).sum();
+    let target = total
+        .div_ceil(threads.max(1) * GROUPS_PER_THREAD)
+        .clamp(MIN_GROUP_TOKENS, GROUP_TOKENS);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < ids.len() {
+        let mut end = start;
+        let mut tokens = 0;
+        while end < ids.len() && (end == start || tokens + ids[end].len().max(1) <= target) {
+            tokens += ids[end].len().max(1);
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
 }
 
 /// Runs `f` on `rows_per_task`-row pieces of `xs` (rows `width` wide) in parallel.
@@ -280,7 +319,7 @@ impl CpuBert {
                 vocab: c.vocab_size,
                 max_positions: c.max_position_embeddings,
                 pool: Arc::new(pool),
-                scratch: Scratch::default(),
+                kept: Vec::new(),
             })
         })();
         loaded.map_err(|e| Error::ModelInvalid {
@@ -311,28 +350,40 @@ impl CpuBert {
                 self.vocab
             )));
         }
-        // Large batches run as consecutive groups of about GROUP_TOKENS tokens, whose
-        // activations stay in cache between one step and the next.
+        let groups = groups(ids, self.pool.current_num_threads());
         let pool = self.pool.clone();
-        Ok(pool.install(|| {
-            let mut out = Vec::with_capacity(ids.len());
-            let mut start = 0;
-            while start < ids.len() {
-                let mut end = start;
-                let mut tokens = 0;
-                while end < ids.len() && (end == start || tokens + ids[end].len() <= GROUP_TOKENS) {
-                    tokens += ids[end].len().max(1);
-                    end += 1;
-                }
-                out.extend(self.embed_group(&ids[start..end]));
-                start = end;
-            }
-            out
-        }))
+        let kept = Mutex::new(std::mem::take(&mut self.kept));
+        let this = &*self;
+        // Groups run side by side, each with its own matrices, and each one's steps
+        // spread over the threads too. A thread that finishes its part of a step takes
+        // another group's work instead of waiting for the rest of the step: when some
+        // other thread of the process takes a core from an inference thread, the one
+        // left keeps computing (with one group at a time, every step waited for the
+        // pre-empted thread, and the core stood idle meanwhile).
+        let encoded: Vec<Vec<Vec<f32>>> = pool.install(|| {
+            groups
+                .par_iter()
+                .map(|range| {
+                    let taken = kept.lock().map(|mut k| k.pop()).unwrap_or_default();
+                    let mut scratch = taken.unwrap_or_default();
+                    let vectors = this.embed_group(&ids[range.clone()], &mut scratch);
+                    if scratch.tokens <= KEPT_SCRATCH_TOKENS
+                        && let Ok(mut k) = kept.lock()
+                    {
+                        k.push(scratch);
+                    }
+                    vectors
+                })
+                .collect()
+        });
+        self.kept = kept.into_inner().unwrap_or_default();
+        // About one set per thread runs at a time; more were for a burst of nesting.
+        self.kept.truncate(self.pool.current_num_threads());
+        Ok(encoded.into_iter().flatten().collect())
     }
 
-    /// [`Self::embed`] for one group of checked inputs.
-    fn embed_group(&mut self, ids: &[Vec<u32>]) -> Vec<Vec<f32>> {
+    /// [`Self::embed`] for one group of checked inputs, in `scratch`.
+    fn embed_group(&self, ids: &[Vec<u32>], scratch: &mut Scratch) -> Vec<Vec<f32>> {
         let h = self.hidden;
         // An empty input still has one position (sentence-transformers always adds
         // [CLS]/[SEP]; this only guards a caller that sends none).
@@ -362,13 +413,9 @@ impl CpuBert {
             }
         }
         self.embed_norm.apply(&mut x);
-        let mut scratch = std::mem::take(&mut self.scratch);
         scratch.fit(tokens, h, self.intermediate);
         for layer in &self.layers {
-            self.layer(layer, &mut x, &lens, &offsets, &mut scratch);
-        }
-        if tokens <= KEPT_SCRATCH_TOKENS {
-            self.scratch = scratch;
+            self.layer(layer, &mut x, &lens, &offsets, scratch);
         }
         offsets
             .iter()
@@ -384,15 +431,16 @@ impl CpuBert {
     fn layer(&self, l: &Layer, x: &mut [f32], lens: &[usize], offsets: &[usize], s: &mut Scratch) {
         let h = self.hidden;
         let tokens = x.len() / h;
-        l.qkv.apply(x, tokens, &mut s.qkv, None);
+        l.qkv.apply(x, tokens, &mut s.qkv, None, &mut s.amx);
         self.attention(&s.qkv, lens, offsets, &mut s.ctx);
         // attn = LayerNorm(ctx·Wo + bo + x)
-        l.attn_out.apply(&s.ctx, tokens, &mut s.attn, Some(&*x));
+        l.attn_out
+            .apply(&s.ctx, tokens, &mut s.attn, Some(&*x), &mut s.amx);
         l.attn_norm.apply(&mut s.attn);
         // x = LayerNorm(GELU(attn·W1 + b1)·W2 + b2 + attn)
-        l.up.apply(&s.attn, tokens, &mut s.up, None);
+        l.up.apply(&s.attn, tokens, &mut s.up, None, &mut s.amx);
         par_rows(&mut s.up, self.intermediate, kernels::gelu);
-        l.down.apply(&s.up, tokens, x, Some(&s.attn));
+        l.down.apply(&s.up, tokens, x, Some(&s.attn), &mut s.amx);
         l.out_norm.apply(x);
     }
 
@@ -443,12 +491,63 @@ impl CpuBert {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::{GROUP_TOKENS, GROUPS_PER_THREAD, MIN_GROUP_TOKENS, groups};
+
+    fn batch(lens: &[usize]) -> Vec<Vec<u32>> {
+        lens.iter().map(|&n| vec![101; n]).collect()
+    }
+
+    /// Every input lands in exactly one group, in order; small batches stay whole, large
+    /// ones give each thread several groups within the size bounds.
+    #[test]
+    fn batches_are_cut_into_ordered_groups_for_every_thread() {
+        let check = |ids: &[Vec<u32>], threads: usize| {
+            let got = groups(ids, threads);
+            let mut next = 0;
+            for g in &got {
+                assert_eq!(g.start, next, "groups {got:?} skip or repeat inputs");
+                assert!(g.end > g.start, "an empty group in {got:?}");
+                next = g.end;
+            }
+            assert_eq!(next, ids.len(), "groups {got:?} miss inputs");
+            got
+        };
+        assert!(check(&[], 2).is_empty());
+        // One document's two chunks: one group, its steps spread over the threads.
+        assert_eq!(check(&batch(&[170, 180]), 2).len(), 1);
+        // A batch of the pipeline's size: three groups a thread, none below the minimum.
+        let ids = batch(&[177; 32]);
+        let got = check(&ids, 2);
+        assert!(
+            got.len() >= 2 * GROUPS_PER_THREAD - 1,
+            "{} groups for 2 threads",
+            got.len()
+        );
+        for g in &got[..got.len() - 1] {
+            let tokens = g.len() * 177;
+            assert!(
+                tokens + 177 > MIN_GROUP_TOKENS && tokens <= GROUP_TOKENS,
+                "group of {tokens} tokens"
+            );
+        }
+        // A large batch on few threads: groups at most GROUP_TOKENS, unless one input
+        // is larger alone.
+        let ids = batch(&[256; 200]);
+        for g in check(&ids, 2) {
+            assert!(g.len() * 256 <= GROUP_TOKENS);
+        }
+        assert_eq!(check(&batch(&[4000, 10]), 1).len(), 2);
+    }
+}
+
 thread_local! {
     /// Each thread's attention score matrix, reused across calls.
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A layer's intermediate matrices, kept between batches of up to
+/// A group's intermediate matrices, kept between batches for groups of up to
 /// [`KEPT_SCRATCH_TOKENS`] tokens (so their pages are not faulted in again each time).
 #[derive(Default)]
 struct Scratch {
@@ -456,11 +555,15 @@ struct Scratch {
     ctx: Vec<f32>,
     attn: Vec<f32>,
     up: Vec<f32>,
+    amx: amx::Scratch,
+    /// Rows the matrices were last sized for.
+    tokens: usize,
 }
 
 impl Scratch {
     /// Sizes every matrix for `tokens` rows.
     fn fit(&mut self, tokens: usize, h: usize, intermediate: usize) {
+        self.tokens = tokens;
         self.qkv.resize(tokens * 3 * h, 0.0);
         self.ctx.resize(tokens * h, 0.0);
         self.attn.resize(tokens * h, 0.0);
