@@ -30,9 +30,11 @@ pub fn bf16_dense_layers() -> bool {
 
 /// Rows of a matrix each rayon task takes in element-wise passes.
 const ROWS_PER_TASK: usize = 32;
-/// Tokens encoded together at most: larger batches run as groups of about this size
-/// (measured on a 2-core Zen 3 with 32 MB of L3: see BENCHMARKS.md).
-const GROUP_TOKENS: usize = 2048;
+/// Tokens encoded together at most: larger batches run as groups of about this size,
+/// whose activations (~14 KB a token) stay in a core's L2 between one step and the
+/// next (2,048 when groups ran one after the other on a 32 MB L3; with a group per
+/// thread, 512 was 10–20 % faster on batches of 32 long inputs: BENCHMARKS.md).
+const GROUP_TOKENS: usize = 512;
 /// Tokens of a group at least, when a batch is split so that every inference thread
 /// has groups of its own ([`CpuBert::embed`]); smaller batches run as one group.
 const MIN_GROUP_TOKENS: usize = 384;
