@@ -137,6 +137,66 @@ fn a_batch_split_into_groups_gives_each_input_its_own_vector() {
     }
 }
 
+/// The f32 encoder (`TROUPE_CPU_BF16=0`; what a CPU without AMX runs), which this
+/// process may not use: [`f32_encoder_matches_candle_and_the_reference`] run again in
+/// a process of its own with the variable set.
+#[test]
+fn the_f32_encoder_in_its_own_process() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "f32_encoder_matches_candle_and_the_reference",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("TROUPE_CPU_BF16", "0")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every case alone (a batch of one: few rows, the f32 panel kernel where the CPU has
+/// AVX-512) and all together (the `gemm` crate), against candle's f32 encoder and the
+/// reference.
+#[test]
+#[ignore = "run by the_f32_encoder_in_its_own_process with TROUPE_CPU_BF16=0"]
+fn f32_encoder_matches_candle_and_the_reference() {
+    assert!(
+        !troupe_gpu_worker::cpu::bf16_dense_layers(),
+        "TROUPE_CPU_BF16=0 keeps the encoder in f32"
+    );
+    let dir = model_dir();
+    let cases = reference();
+    let tokens = Tokens::load(dir, 256).unwrap();
+    let device = candle_core::Device::Cpu;
+    let mut cpu = CandleBackend::load(dir, &device, 1 << 20).unwrap();
+    let mut candle = CandleBackend::load_candle(dir, &device, 1 << 20).unwrap();
+    let ids: Vec<Vec<u32>> = cases
+        .iter()
+        .map(|c| tokens.encode(&c.text).unwrap())
+        .collect();
+    let together = cpu.embed(&ids).unwrap();
+    for ((c, one), batched) in cases.iter().zip(&ids).zip(&together) {
+        let alone = cpu.embed(std::slice::from_ref(one)).unwrap().remove(0);
+        let want = candle.embed(std::slice::from_ref(one)).unwrap().remove(0);
+        for (how, v) in [("alone", &alone), ("batched", batched)] {
+            let cos = cosine(v, &want);
+            assert!(cos >= 0.99999, "{} ({how}): cosine {cos} to candle", c.name);
+            let cos = cosine(v, &c.embedding);
+            assert!(
+                cos >= 0.9999,
+                "{} ({how}): cosine {cos} to the reference",
+                c.name
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matches_sentence_transformers_alone_and_batched() {
     let (e, _) = embedder(16_384, 4096);

@@ -10,6 +10,7 @@
 mod amx;
 pub mod gemm;
 mod kernels;
+mod narrow;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -55,6 +56,9 @@ struct Dense {
     outputs: usize,
     /// `w` packed for AMX bf16 tiles, where the CPU has them ([`amx`]).
     tiles: Option<amx::Packed>,
+    /// `w` packed in column panels for products of few rows in f32, where there are
+    /// no tiles (a second copy of the weights: ~42 MB for this model).
+    panels: Option<narrow::Panels>,
 }
 
 impl Dense {
@@ -62,6 +66,9 @@ impl Dense {
     fn tiled(mut self) -> Self {
         if amx::available() {
             self.tiles = amx::Packed::new(&self.w, self.inputs, self.outputs);
+        }
+        if self.tiles.is_none() {
+            self.panels = narrow::Panels::new(&self.w, self.inputs, self.outputs);
         }
         self
     }
@@ -90,6 +97,12 @@ impl Dense {
         if let Some(tiles) = &self.tiles {
             let x = &x[..rows * self.inputs];
             tiles.matmul_acc(x, rows, out, scratch);
+            return;
+        }
+        if let Some(panels) = &self.panels
+            && rows <= narrow::MAX_ROWS
+        {
+            panels.matmul_acc(&x[..rows * self.inputs], rows, out);
             return;
         }
         let w = View::dense(&self.w, self.inputs, self.outputs);
@@ -235,6 +248,7 @@ impl Weights {
             inputs,
             outputs: width,
             tiles: None,
+            panels: None,
         })
     }
 
