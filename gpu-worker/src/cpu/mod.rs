@@ -42,8 +42,9 @@ const MIN_GROUP_TOKENS: usize = 384;
 /// Groups a batch is cut into per inference thread, where it has the tokens
 /// (BENCHMARKS.md, "Keeping the model busy": 2, 3 and 4 measured; 3 was best).
 const GROUPS_PER_THREAD: usize = 3;
-/// Batches up to this many tokens reuse one set of intermediate matrices (~14 KB a
-/// token); larger ones allocate their own and free them after.
+/// Groups up to this many tokens keep their intermediate matrices (~14 KB a token)
+/// for the next batch; larger ones (none, with groups of at most [`GROUP_TOKENS`] and
+/// inputs of at most 512 tokens) would free theirs after.
 const KEPT_SCRATCH_TOKENS: usize = 4096;
 /// Below this many multiply-adds a GEMM stays on the calling thread.
 const THREADED_GEMM_MACS: usize = 1 << 21;
