@@ -135,18 +135,8 @@ impl Packed {
     }
 }
 
+use super::gemm::SendPtr;
 use super::kernels::bf16;
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only to hand disjoint blocks of one buffer to rayon tasks.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {

@@ -4,6 +4,21 @@
 
 use gemm::Parallelism;
 
+/// An output buffer's pointer handed to rayon tasks that each write a disjoint part
+/// of it (a row block, a column panel): the callers' `SAFETY` comments say why theirs
+/// are disjoint.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: only ever dereferenced by tasks writing disjoint parts of one live buffer.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    /// The pointer.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// A row-major view of `rows × cols` elements of `data`, `stride` apart between rows
 /// and `step` apart within a row (a transposed view swaps the two).
 #[derive(Debug, Clone, Copy)]

@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::gemm::SendPtr;
+
 /// Output columns of a panel: four 16-wide registers.
 const COLS: usize = 64;
 /// Rows up to which the encoder multiplies through [`Panels`].
@@ -61,17 +63,6 @@ impl Panels {
             // task writes only its own 64 columns of `out`.
             unsafe { imp::panel(x, rows, k, w, n, panel * COLS, out.get()) };
         });
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only to hand disjoint column panels of one buffer to rayon tasks.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 
