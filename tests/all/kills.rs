@@ -200,7 +200,7 @@ fn run(stack: &Stack, dir: &Path, plan: &Plan, reference: &[u64]) -> Vec<Kill> {
 fn short() -> Plan {
     Plan {
         docs: 16,
-        long_words: 3_000,
+        long_words: 6_000,
         kills: 3,
         batch_chunks: Some(4),
         kill_after_ms: (150, 1_000),
