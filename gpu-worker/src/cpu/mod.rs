@@ -1,8 +1,12 @@
 //! all-MiniLM-L6-v2 on the CPU without padding: the inputs of a batch are packed into
 //! one `tokens × hidden` matrix, so every dense layer is a single GEMM over real tokens
 //! only, and attention runs per (input, head) over that input's own tokens — no mask,
-//! no wasted rows. GEMMs use the `gemm` crate across rayon's threads; the element-wise
-//! steps are fused into passes over rows ([`kernels`]) and spread over the same threads.
+//! no wasted rows. GEMMs use the `gemm` crate across rayon's threads (bf16 tiles on AMX,
+//! [`amx`]; products of a few rows from panel-packed weights, [`narrow`]); the
+//! element-wise steps are fused into passes over rows ([`kernels`]) and spread over the
+//! same threads. A batch runs as groups of a few hundred tokens side by side, each with
+//! its own matrices ([`CpuBert::embed`]), so no step waits on a thread another part of
+//! the process has pre-empted.
 //!
 //! Numerically this is the same computation as [`crate::model::Bert`] (the candle
 //! encoder, used on CUDA) and as sentence-transformers.
